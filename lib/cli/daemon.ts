@@ -1,0 +1,245 @@
+// daemon.ts - sluiced's life cycle: start, reload, drain, restart.
+//
+// Builds everything from a validated config and passes it in: the shield and
+// its handler, the logger, the engine, the protocol listeners. Signals enter
+// through the shield like any other event: SIGHUP reloads (a broken file keeps
+// the running config and logs every problem), SIGTERM/SIGINT drain (stop
+// accepting, answer held replies now, wait for in-flight work up to
+// limits.drain_timeout, close), SIGUSR1 reopens the log file. The circuit
+// breaker restarts the listeners in place, never silently.
+
+import path from 'node:path';
+import { LRUCache } from 'lru-cache';
+import { loadConfig, formatProblem, type LoadResult } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import type { Endpoint } from '../config/endpoint.js';
+import { CATALOGUE, ConfigError, type SluiceError } from '../shield/errors.js';
+import { Shield, type ShieldContext } from '../shield/shield.js';
+import { CircuitBreaker } from '../shield/breaker.js';
+import { createLogger, type LogHandle, type Logger } from '../log/logger.js';
+import { ConnectionCounter, Listener, type Connection } from '../net/listener.js';
+import { policyHandler } from '../policy/session.js';
+import { PassEngine } from '../engine/pass-engine.js';
+import type { Engine, StageEvent, Verdict } from '../engine/types.js';
+import { exceptionHandler } from './exceptions.js';
+import { ensureStateDir, stateDirFor } from './state-dir.js';
+
+export interface DaemonOptions {
+  readonly configFile?: string;
+  readonly logLevel?: string;
+  /** Replaces the engine (tests wire in their own rules here). */
+  readonly engine?: Engine;
+  readonly isTTY?: boolean;
+  /** Install SIGHUP/SIGTERM/SIGINT/SIGUSR1 handlers (the CLI does; in-process tests do not). */
+  readonly signals?: boolean;
+  /** Called when a signal-driven drain has finished (the CLI exits 0). */
+  readonly onStopped?: () => void;
+}
+
+/** Problems from loading, as one ConfigError whose message has every line. */
+export function configFailure(result: Extract<LoadResult, { ok: false }>): ConfigError {
+  const symbol = result.problems[0]?.symbol ?? 'CONFIG_INVALID';
+  return new ConfigError(symbol, result.problems.map(formatProblem).join('\n'));
+}
+
+export function withLogLevel(config: Config, level: string | undefined): Config {
+  if (level === undefined) return config;
+  return Object.freeze({ ...config, log: Object.freeze({ ...config.log, level: level as Config['log']['level'] }) });
+}
+
+export class Daemon {
+  #config: Config;
+  readonly #opts: DaemonOptions;
+  readonly #stateDir: string;
+  readonly #logs: LogHandle;
+  readonly #shield = new Shield();
+  readonly #engine: Engine;
+  readonly #breaker: CircuitBreaker;
+  readonly #counter: ConnectionCounter;
+  readonly #repeats: LRUCache<string, true>;
+  readonly errorCounts = new Map<number, number>();
+  #listeners: Listener[] = [];
+  #nextId = 0;
+  #stopping: Promise<void> | undefined;
+  #unhook: (() => void)[] = [];
+
+  private constructor(config: Config, stateDir: string, logs: LogHandle, opts: DaemonOptions) {
+    this.#config = config;
+    this.#stateDir = stateDir;
+    this.#logs = logs;
+    this.#opts = opts;
+    this.#engine = opts.engine ?? new PassEngine();
+    this.#breaker = new CircuitBreaker(config.shield.breaker_limit, config.shield.breaker_window, Date.now);
+    this.#counter = new ConnectionCounter(() => this.#config.limits.max_connections, logs.logger);
+    this.#repeats = new LRUCache({ max: config.policy.dedupe_entries, ttl: config.policy.dedupe_window, ttlAutopurge: false });
+    this.#shield.register(exceptionHandler({
+      log: () => this.#logs.logger,
+      breaker: this.#breaker,
+      counts: this.errorCounts,
+      onTrip: () => { void this.#restart(); },
+    }));
+  }
+
+  /** Loads the config, opens every listener; throws ConfigError (exit 78) on any problem. */
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const loaded = await loadConfig(opts.configFile);
+    if (!loaded.ok) throw configFailure(loaded);
+    const config = withLogLevel(loaded.config, opts.logLevel);
+    const stateDir = stateDirFor(config.state_dir);
+    await ensureStateDir(stateDir);
+    const logs = await createLogger(config.log, opts.isTTY);
+    const d = new Daemon(config, stateDir, logs, opts);
+    try {
+      await d.#openListeners();
+    } catch (err) {
+      await d.#closeListeners();
+      throw err;
+    }
+    d.#unhook.push(d.#shield.installProcessHooks());
+    if (opts.signals) d.#installSignals();
+    logs.logger.info({ listen: d.endpoints, state_dir: stateDir, config: loaded.file }, `sluiced ready: policy on ${d.endpoints.policy.join(', ') || '(none)'}`);
+    return d;
+  }
+
+  get config(): Config {
+    return this.#config;
+  }
+
+  get log(): Logger {
+    return this.#logs.logger;
+  }
+
+  get shield(): Shield {
+    return this.#shield;
+  }
+
+  get stateDir(): string {
+    return this.#stateDir;
+  }
+
+  /** Bound endpoints per protocol (real ports when 0 was asked for). */
+  get endpoints(): { policy: string[] } {
+    return { policy: this.#listeners[0]?.bound ?? [] };
+  }
+
+  get openConnections(): number {
+    return this.#counter.open;
+  }
+
+  #resolve(eps: readonly Endpoint[]): Endpoint[] {
+    return eps.map((ep) => (ep.kind === 'unix' && !path.isAbsolute(ep.path) ? { ...ep, path: path.join(this.#stateDir, ep.path) } : ep));
+  }
+
+  async #openListeners(): Promise<void> {
+    const policy = new Listener({
+      protocol: 'policy',
+      shield: this.#shield,
+      log: this.#logs.logger,
+      counter: this.#counter,
+      idleTimeout: () => this.#config.limits.idle_timeout,
+      nextId: () => ++this.#nextId,
+      maxWriteBuffer: 64 * 1024,
+      factory: policyHandler({
+        shield: this.#shield,
+        engine: this.#engine,
+        config: () => this.#config,
+        repeats: this.#repeats,
+        answered: (conn, event, verdict, heldMs) => this.#logVerdict(conn, event, verdict, heldMs),
+      }),
+    });
+    this.#listeners = [policy];
+    await policy.open(this.#resolve(this.#config.policy.listen), this.#config.policy.socket_mode);
+  }
+
+  /** One line per verdict that is not a plain pass, and per held reply, joinable with Postfix's log. */
+  #logVerdict(conn: Connection, event: StageEvent | undefined, verdict: Verdict, heldMs: number): void {
+    if (!event || (verdict.kind === 'pass' && heldMs === 0)) return;
+    conn.log.info({
+      queue_id: event.queueId || undefined, client: event.client, stage: event.stage, verdict: verdict.kind,
+      rule: verdict.rule, score: verdict.score, held_ms: heldMs, code: verdict.reply?.code,
+    }, `${event.stage} ${verdict.kind}`);
+  }
+
+  async #closeListeners(): Promise<void> {
+    for (const l of this.#listeners) await l.stopAccepting();
+  }
+
+  #installSignals(): void {
+    const on = (sig: NodeJS.Signals, fn: () => unknown): void => {
+      const ctx: ShieldContext = { label: `signal:${sig}` };
+      const h = this.#shield.wrap(ctx, 'signal', fn);
+      process.on(sig, h);
+      this.#unhook.push(() => process.off(sig, h));
+    };
+    on('SIGHUP', () => this.reload());
+    on('SIGUSR1', () => { this.#logs.reopen(); this.log.info('log file reopened'); });
+    const drain = (sig: string) => async () => {
+      this.log.info({ signal: sig }, 'draining');
+      await this.stop();
+      this.#opts.onStopped?.();
+    };
+    on('SIGTERM', drain('SIGTERM'));
+    on('SIGINT', drain('SIGINT'));
+  }
+
+  /** Rereads the config file; on any problem keeps the running config. True when swapped. */
+  async reload(): Promise<boolean> {
+    const loaded = await loadConfig(this.#opts.configFile);
+    if (!loaded.ok) {
+      for (const p of loaded.problems) this.log.error({ code: CATALOGUE[p.symbol].code, err: p.symbol }, `reload refused: ${formatProblem(p)}`);
+      this.log.warn('reload refused: keeping the running configuration');
+      return false;
+    }
+    const next = withLogLevel(loaded.config, this.#opts.logLevel);
+    if (JSON.stringify(next.policy.listen) !== JSON.stringify(this.#config.policy.listen) || next.state_dir !== this.#config.state_dir) {
+      this.log.warn('policy.listen and state_dir changes take effect at the next start');
+    }
+    this.#config = next;
+    this.#logs.logger.level = next.log.level;
+    for (const l of this.#listeners) l.setIdleTimeout(next.limits.idle_timeout);
+    this.log.info({ config: loaded.file }, 'configuration reloaded');
+    return true;
+  }
+
+  /** Drain: stop accepting, answer held replies now, wait for in-flight work, close. */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#drain();
+    return this.#stopping;
+  }
+
+  async #drain(): Promise<void> {
+    await this.#closeListeners();
+    for (const l of this.#listeners) l.flushAll();
+    const deadline = Date.now() + this.#config.limits.drain_timeout;
+    while (this.#listeners.some((l) => l.busy > 0) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    for (const l of this.#listeners) l.closeAll();
+    for (const u of this.#unhook) u();
+    this.#unhook = [];
+    this.log.info({ errors: Object.fromEntries(this.errorCounts) }, 'sluiced stopped');
+    this.#logs.flush();
+  }
+
+  /** The circuit breaker tripped: answer what is held, close and reopen the listeners. */
+  async #restart(): Promise<void> {
+    this.log.error({ code: 404, err: 'OVERLOAD_BREAKER', limit: this.#config.shield.breaker_limit }, 'circuit breaker tripped: restarting services');
+    await this.#closeListeners();
+    for (const l of this.#listeners) { l.flushAll(); l.closeAll(); }
+    try {
+      await this.#openListeners();
+      this.#breaker.reset();
+      this.log.warn({ listen: this.endpoints }, 'services restarted');
+    } catch (err) {
+      this.#shield.raise({ label: 'restart' }, err, 'timer');
+      this.log.fatal('restart failed: stopping');
+      await this.stop();
+      this.#opts.onStopped?.();
+    }
+  }
+
+  /** Sends an error to the shield as if a callback had thrown it (tests, control). */
+  raise(ctx: ShieldContext, err: SluiceError | unknown): void {
+    this.#shield.raise(ctx, err, 'control');
+  }
+}

@@ -1,0 +1,103 @@
+// sluiced.ts - the daemon's command line.
+//
+//   sluiced [--config FILE] [--foreground] [--log-level LEVEL]
+//   sluiced [--config FILE] --check-config | --print-config
+//
+// Without --foreground it starts a detached copy of itself, waits until that
+// copy listens (or fails), prints where, and returns. Exit statuses: 0 ok,
+// 78 configuration (EX_CONFIG: bad file, endpoint that cannot be opened,
+// state directory not writable), 70 anything else (EX_SOFTWARE). Problems are
+// printed one per line, never as a stack trace.
+
+import { Command, Option } from '@commander-js/extra-typings';
+import { spawn } from 'node:child_process';
+import { openSync } from 'node:fs';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import { loadConfig, formatProblem } from '../config/load.js';
+import { SluiceError } from '../shield/errors.js';
+import { Daemon } from './daemon.js';
+import { ensureStateDir, stateDirFor } from './state-dir.js';
+
+export const EX_OK = 0;
+export const EX_SOFTWARE = 70;
+export const EX_CONFIG = 78;
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+function fail(message: string, status: number): never {
+  process.stderr.write(`sluiced: ${message.split('\n').join('\nsluiced: ')}\n`);
+  process.exit(status);
+}
+
+function statusOf(err: unknown): number {
+  return err instanceof SluiceError && err.code >= 500 && err.code < 600 ? EX_CONFIG : EX_SOFTWARE;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command()
+    .name('sluiced')
+    .description('sluice traffic-shaping daemon: Postfix policy service with a tarpit and per-client reputation')
+    .option('-c, --config <file>', 'YAML configuration file (default: built-in defaults, loopback only)')
+    .option('--check-config', 'validate the configuration, print every problem, exit 0 or 78')
+    .option('--print-config', 'print the effective configuration (file merged over defaults) as YAML')
+    .option('-f, --foreground', 'stay in the foreground, logging to stdout unless log.file is set')
+    .addOption(new Option('-l, --log-level <level>', 'override log.level').choices(LEVELS))
+    .showHelpAfterError()
+    .parse(argv);
+  const opts = program.opts();
+
+  if (opts.checkConfig || opts.printConfig) {
+    const loaded = await loadConfig(opts.config);
+    if (!loaded.ok) fail(loaded.problems.map(formatProblem).join('\n'), EX_CONFIG);
+    if (opts.printConfig) process.stdout.write(stringify(loaded.raw));
+    else process.stdout.write(`sluiced: ${loaded.file}: configuration OK\n`);
+    return;
+  }
+
+  if (!opts.foreground) return detach(argv, opts.config);
+
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.start({
+      configFile: opts.config,
+      logLevel: opts.logLevel,
+      signals: true,
+      onStopped: () => process.exit(EX_OK),
+    });
+  } catch (err) {
+    fail(err instanceof Error ? err.message : String(err), statusOf(err));
+  }
+  // Tell a detaching parent that we are up.
+  if (process.send) {
+    process.send({ ready: true, listen: daemon.endpoints, pid: process.pid });
+    process.disconnect();
+  }
+}
+
+/** argv is the whole process.argv. Starts `sluiced --foreground` detached, logging to a file, and reports how it went. */
+async function detach(argv: string[], configFile: string | undefined): Promise<void> {
+  const loaded = await loadConfig(configFile);
+  if (!loaded.ok) fail(loaded.problems.map(formatProblem).join('\n'), EX_CONFIG);
+  const stateDir = stateDirFor(loaded.config.state_dir);
+  try {
+    await ensureStateDir(stateDir);
+  } catch (err) {
+    fail((err as Error).message, EX_CONFIG);
+  }
+  const logFile = loaded.config.log.file || path.join(stateDir, 'sluiced.log');
+  const out = openSync(logFile, 'a');
+  const child = spawn(process.execPath, [...process.execArgv, ...argv.slice(1), '--foreground'], {
+    detached: true,
+    stdio: ['ignore', out, out, 'ipc'],
+  });
+  const result = await new Promise<{ ok: boolean; text: string; code: number }>((resolve) => {
+    child.once('message', (m: { listen?: { policy: string[] }; pid?: number }) =>
+      resolve({ ok: true, code: 0, text: `started, pid ${m.pid}; policy on ${m.listen?.policy.join(', ')}; log: ${logFile}` }));
+    child.once('exit', (code) => resolve({ ok: false, code: code ?? EX_SOFTWARE, text: `failed to start (exit ${code}); see ${logFile}` }));
+  });
+  if (!result.ok) fail(result.text, result.code);
+  child.unref();
+  child.disconnect();
+  process.stdout.write(`sluiced: ${result.text}\n`);
+}

@@ -1,0 +1,92 @@
+// types.ts - the seam between protocols and the engine.
+//
+// Protocol code turns what the MTA sends into a StageEvent and renders the
+// Verdict it gets back; the engine sees neither sockets nor protocol
+// constants. Both sides import only this file.
+
+export type Stage = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'eoh' | 'eom' | 'end';
+export const STAGES: readonly Stage[] = ['connect', 'helo', 'mail', 'rcpt', 'data', 'eoh', 'eom', 'end'];
+
+export interface StageEvent {
+  readonly stage: Stage;
+  /** Our id for the SMTP session (policy: derived from the client and instance; milter: per connection). */
+  readonly session: string;
+  readonly via: 'policy' | 'milter';
+  readonly mta: 'postfix' | 'sendmail' | 'unknown';
+  /** Canonical client address (IPv4 dotted quad, compressed IPv6), or "unknown". */
+  readonly client: string;
+  readonly port: number | undefined;
+  /** Reverse (PTR) name as the MTA saw it, or "unknown". */
+  readonly clientName: string;
+  readonly helo: string;
+  /** Envelope sender without angle brackets; "" for the null sender. */
+  readonly sender: string;
+  readonly recipient: string;
+  readonly recipientCount: number;
+  readonly size: number;
+  readonly queueId: string;
+  readonly saslUser: string;
+  readonly tls: { readonly protocol: string; readonly cipher: string } | undefined;
+  /** Postfix says it is overloaded (stress=yes): do not delay. */
+  readonly stress: boolean;
+  /** The MTA asked this before (a retry, or the same RCPT for another restriction list). */
+  readonly repeat: boolean;
+}
+
+export type VerdictKind = 'pass' | 'accept' | 'defer' | 'reject';
+
+export interface Reply {
+  /** 4xx for defer, 5xx for reject. */
+  readonly code: number;
+  /** Enhanced status code, e.g. "4.7.1"; its class digit matches `code`. */
+  readonly enhanced: string;
+  readonly text: string;
+}
+
+export interface Verdict {
+  readonly kind: VerdictKind;
+  /** Hold the answer this long (the tarpit); 0 answers at once. */
+  readonly delayMs: number;
+  /** Present for defer and reject. */
+  readonly reply?: Reply;
+  /** The rule that decided, for logs and explain. */
+  readonly rule: string;
+  readonly score: number;
+}
+
+/** What the engine learns after the fact: how a session ended. */
+export type Outcome =
+  | { readonly kind: 'delivered'; readonly event: StageEvent }
+  | { readonly kind: 'abandoned'; readonly event: StageEvent; readonly held: boolean };
+
+/** The decision side of the seam. */
+export interface Engine {
+  decide(event: StageEvent): Verdict | Promise<Verdict>;
+  record(outcome: Outcome): void;
+}
+
+export const PASS: Verdict = Object.freeze({ kind: 'pass', delayMs: 0, rule: 'default', score: 0 });
+
+/** The fail-mode answer when deciding fails. */
+export function failVerdict(mode: 'pass' | 'defer'): Verdict {
+  if (mode === 'pass') return { kind: 'pass', delayMs: 0, rule: 'fail-mode', score: 0 };
+  return {
+    kind: 'defer', delayMs: 0, rule: 'fail-mode', score: 0,
+    reply: { code: 451, enhanced: '4.3.0', text: 'Temporary policy failure, try again later' },
+  };
+}
+
+/** True when a value that came back from a rule really is a verdict. */
+export function isVerdict(v: unknown): v is Verdict {
+  if (v === null || typeof v !== 'object') return false;
+  const o = v as Record<string, unknown>;
+  if (!['pass', 'accept', 'defer', 'reject'].includes(o['kind'] as string)) return false;
+  if (typeof o['delayMs'] !== 'number' || !Number.isFinite(o['delayMs']) || (o['delayMs'] as number) < 0) return false;
+  if (o['kind'] === 'defer' || o['kind'] === 'reject') {
+    const r = o['reply'] as Record<string, unknown> | undefined;
+    if (!r || typeof r['code'] !== 'number' || typeof r['text'] !== 'string' || typeof r['enhanced'] !== 'string') return false;
+    const want = o['kind'] === 'defer' ? 4 : 5;
+    if (Math.floor((r['code'] as number) / 100) !== want) return false;
+  }
+  return true;
+}

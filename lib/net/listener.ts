@@ -1,0 +1,237 @@
+// listener.ts - accept connections for one protocol on its endpoints.
+//
+// Owns the sockets: opens inet/inet6/unix endpoints (a stale unix socket is
+// removed, a live one or a path that is not a socket is refused), enforces
+// the connection cap shared by all listeners, the idle timeout, and write
+// backpressure. Every socket callback runs through the shield with the
+// connection as context. What the bytes mean is the protocol handler's
+// business: the listener only hands them over.
+//
+// Config keys: limits.max_connections, limits.idle_timeout, policy.socket_mode.
+
+import net from 'node:net';
+import { lstat, unlink, chmod } from 'node:fs/promises';
+import { asTransportError, ConfigError, OverloadError, TransportError, type SluiceError } from '../shield/errors.js';
+import type { Shield, ShieldContext } from '../shield/shield.js';
+import { describeBound, type Endpoint } from '../config/endpoint.js';
+import type { Logger } from '../log/logger.js';
+
+/** What a protocol does with one connection. */
+export interface ConnectionHandler {
+  onData(chunk: Buffer): void;
+  /** The peer half-closed or the socket closed; release everything. */
+  onClose(): void;
+  /** Answers anything held right now (drain on SIGTERM). */
+  flush(): void;
+  /** True while a request is being decided or held. */
+  readonly busy: boolean;
+  /** The shield's fail-mode answer for this connection. */
+  failMode(err: SluiceError): void;
+}
+
+export interface Connection extends ShieldContext {
+  readonly id: number;
+  readonly socket: net.Socket;
+  readonly log: Logger;
+  /** Writes one reply in one write. False once the socket is gone. */
+  send(data: Buffer | string): boolean;
+  close(err?: SluiceError): void;
+  readonly closed: boolean;
+}
+
+export type HandlerFactory = (conn: Connection) => ConnectionHandler;
+
+/** The connection cap across every listener, and the transition log. */
+export class ConnectionCounter {
+  #open = 0;
+  #refusing = false;
+  constructor(private readonly max: () => number, private readonly log: Logger) {}
+
+  tryOpen(): boolean {
+    if (this.#open >= this.max()) {
+      if (!this.#refusing) {
+        this.#refusing = true;
+        const err = new OverloadError('OVERLOAD_CONNECTIONS', `refusing connections: ${this.#open} open`);
+        this.log.warn({ code: err.code, err: err.symbol }, err.message);
+      }
+      return false;
+    }
+    this.#open++;
+    return true;
+  }
+
+  release(): void {
+    this.#open--;
+    if (this.#refusing && this.#open < this.max()) {
+      this.#refusing = false;
+      this.log.info({ open: this.#open }, 'accepting connections again');
+    }
+  }
+
+  get open(): number {
+    return this.#open;
+  }
+}
+
+export interface ListenerDeps {
+  readonly protocol: 'policy' | 'milter';
+  readonly shield: Shield;
+  readonly log: Logger;
+  readonly counter: ConnectionCounter;
+  readonly idleTimeout: () => number;
+  readonly nextId: () => number;
+  readonly factory: HandlerFactory;
+  /** Cap on bytes waiting to be written before reading pauses. */
+  readonly maxWriteBuffer: number;
+}
+
+export class Listener {
+  readonly #deps: ListenerDeps;
+  readonly #servers: net.Server[] = [];
+  readonly #live = new Map<number, { conn: Connection; handler: ConnectionHandler }>();
+  readonly bound: string[] = [];
+
+  constructor(deps: ListenerDeps) {
+    this.#deps = deps;
+  }
+
+  /** Opens every endpoint, or throws a CONFIG_LISTEN error naming the one that failed. */
+  async open(endpoints: readonly Endpoint[], socketMode: number): Promise<void> {
+    for (const ep of endpoints) {
+      const server = net.createServer({ noDelay: true });
+      const ctx: ShieldContext = { label: `${this.#deps.protocol}:${ep.text}` };
+      server.on('connection', this.#deps.shield.wrap(ctx, 'accept', (s: net.Socket) => this.#accept(s)));
+      server.on('error', this.#deps.shield.wrap(ctx, 'accept', (err: Error) => { throw err; }));
+      if (ep.kind === 'unix') await removeStaleSocket(ep.path, ep.text);
+      await new Promise<void>((resolve, reject) => {
+        const fail = (err: NodeJS.ErrnoException): void => {
+          reject(new ConfigError('CONFIG_LISTEN', `${this.#deps.protocol} ${ep.text}: cannot listen: ${explainListen(err)}`));
+        };
+        server.once('error', fail);
+        const done = (): void => { server.off('error', fail); resolve(); };
+        if (ep.kind === 'unix') server.listen(ep.path, done);
+        else server.listen({ host: ep.host, port: ep.port, exclusive: true }, done);
+      });
+      if (ep.kind === 'unix') {
+        try {
+          await chmod(ep.path, socketMode);
+        } catch (err) {
+          server.close();
+          throw new ConfigError('CONFIG_LISTEN', `${ep.text}: cannot set mode: ${(err as Error).message}`);
+        }
+      }
+      this.#servers.push(server);
+      this.bound.push(describeBound(ep, server.address()));
+    }
+  }
+
+  #accept(socket: net.Socket): void {
+    const { counter, log, shield, protocol } = this.#deps;
+    if (!counter.tryOpen()) {
+      socket.destroy();
+      return;
+    }
+    const id = this.#deps.nextId();
+    const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'local';
+    const connLog = log.child({ conn: id, proto: protocol });
+    let closed = false;
+    let handler: ConnectionHandler | undefined;
+    const conn: Connection = {
+      id, socket, log: connLog, label: `${protocol}#${id}`,
+      get closed() { return closed; },
+      send: (data) => {
+        if (closed || socket.destroyed) return false;
+        socket.write(data);
+        if (socket.writableLength > this.#deps.maxWriteBuffer && !socket.isPaused()) {
+          // A peer that does not read its replies stops being read from.
+          socket.pause();
+          socket.once('drain', () => { if (!closed) socket.resume(); });
+        }
+        return true;
+      },
+      close: () => {
+        if (closed) return;
+        closed = true;
+        socket.destroy();
+      },
+      failMode: (err) => handler?.failMode(err),
+    };
+    socket.setTimeout(this.#deps.idleTimeout());
+    handler = this.#deps.factory(conn);
+    this.#live.set(id, { conn, handler });
+    connLog.debug({ peer }, 'connection opened');
+    socket.on('data', shield.wrap(conn, 'read', (chunk: Buffer) => handler.onData(chunk)));
+    socket.on('timeout', shield.wrap(conn, 'timer', () => {
+      if (handler.busy) return; // a held reply is not idleness
+      throw new TransportError('TRANSPORT_IDLE_TIMEOUT', 'idle timeout');
+    }));
+    socket.on('error', shield.wrap(conn, 'read', (err: Error) => { throw asTransportError(err); }));
+    socket.on('end', shield.wrap(conn, 'read', () => conn.close()));
+    socket.on('close', shield.wrap(conn, 'read', () => {
+      closed = true;
+      this.#live.delete(id);
+      counter.release();
+      handler.onClose();
+      connLog.debug('connection closed');
+    }));
+  }
+
+  /** Stops accepting; open connections carry on. */
+  async stopAccepting(): Promise<void> {
+    await Promise.all(this.#servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    this.#servers.length = 0;
+  }
+
+  /** Answers every held reply now. */
+  flushAll(): void {
+    for (const { conn, handler } of this.#live.values()) this.#deps.shield.guard(conn, 'signal', () => handler.flush());
+  }
+
+  /** Connections still deciding or holding. */
+  get busy(): number {
+    let n = 0;
+    for (const { handler } of this.#live.values()) if (handler.busy) n++;
+    return n;
+  }
+
+  get connections(): number {
+    return this.#live.size;
+  }
+
+  closeAll(): void {
+    for (const { conn } of this.#live.values()) conn.close();
+  }
+
+  setIdleTimeout(ms: number): void {
+    for (const { conn } of this.#live.values()) conn.socket.setTimeout(ms);
+  }
+}
+
+async function removeStaleSocket(path: string, text: string): Promise<void> {
+  let st;
+  try {
+    st = await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new ConfigError('CONFIG_LISTEN', `${text}: ${(err as Error).message}`);
+  }
+  if (!st.isSocket()) throw new ConfigError('CONFIG_LISTEN', `${text}: ${path} exists and is not a socket; refusing to replace it`);
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = net.connect(path);
+    probe.once('connect', () => { probe.destroy(); resolve(true); });
+    probe.once('error', () => resolve(false));
+  });
+  if (live) throw new ConfigError('CONFIG_LISTEN', `${text}: another process is listening on ${path}`);
+  await unlink(path);
+}
+
+function explainListen(err: NodeJS.ErrnoException): string {
+  switch (err.code) {
+    case 'EADDRINUSE': return 'address already in use';
+    case 'EACCES': return 'permission denied';
+    case 'EADDRNOTAVAIL': return 'address not available on this host';
+    case 'ENOENT': return 'directory does not exist';
+    case 'ENOTFOUND': return 'host name not found';
+    default: return err.message;
+  }
+}

@@ -1,0 +1,133 @@
+// codec.ts - Postfix policy delegation wire format: bytes in, attribute maps out.
+//
+// A request is `name=value` lines, each ended by one LF, then an empty line
+// (SMTPD_POLICY_README; Postfix's attr_print_plain). Pure and incremental:
+// push() any split of the byte stream and get the complete requests back; a
+// partial line is kept as pieces and joined only when its LF arrives.
+//
+// Trusts nothing: every line is bounded before it is kept, the request size
+// and line count are bounded, a value is split at the FIRST "=" (SRS and BATV
+// senders contain "="), NUL bytes and invalid UTF-8 are refused. After an
+// error the decoder stays failed: nothing more is emitted for that stream.
+// Unknown attribute names are kept (and ignored by the request mapping).
+//
+// Config keys (through PolicyLimits): policy.max_line_length,
+// policy.max_request_size, policy.max_attributes.
+
+import { isUtf8 } from 'node:buffer';
+import { PeerError, type ErrorName } from '../shield/errors.js';
+import { printable } from '../log/logger.js';
+
+export interface PolicyLimits {
+  readonly maxLineLength: number;
+  readonly maxRequestSize: number;
+  readonly maxAttributes: number;
+}
+
+/** One request: attribute name to value, in arrival order; a repeated name keeps its last value. */
+export type PolicyAttributes = Map<string, string>;
+
+const LF = 0x0a;
+const EQ = 0x3d;
+
+export class PolicyDecoder {
+  readonly #limits: PolicyLimits;
+  #pieces: Buffer[] = [];
+  #pieceBytes = 0;
+  #attrs: PolicyAttributes = new Map();
+  #lines = 0;
+  #requestBytes = 0;
+  #failed: PeerError | undefined;
+
+  constructor(limits: PolicyLimits) {
+    this.#limits = limits;
+  }
+
+  /** Feeds bytes; returns the requests they complete. Throws a PeerError (1xx) on bad input. */
+  push(chunk: Buffer): PolicyAttributes[] {
+    if (this.#failed) throw this.#failed;
+    const out: PolicyAttributes[] = [];
+    let start = 0;
+    for (;;) {
+      const lf = chunk.indexOf(LF, start);
+      if (lf < 0) break;
+      const lineBytes = this.#pieceBytes + (lf - start);
+      this.#checkLine(lineBytes, chunk.subarray(start, Math.min(lf, start + 64)));
+      let line = chunk.subarray(start, lf);
+      if (this.#pieces.length > 0) {
+        this.#pieces.push(line);
+        line = Buffer.concat(this.#pieces, lineBytes);
+        this.#pieces = [];
+        this.#pieceBytes = 0;
+      }
+      start = lf + 1;
+      const done = this.#line(line);
+      if (done) out.push(done);
+    }
+    if (start < chunk.length) {
+      const rest = chunk.subarray(start);
+      this.#pieceBytes += rest.length;
+      this.#checkLine(this.#pieceBytes, rest.subarray(0, 64));
+      this.#pieces.push(rest);
+    }
+    return out;
+  }
+
+  /** The peer closed: throws PEER_TRUNCATED when a request was left unfinished. */
+  end(): void {
+    if (this.#failed) return;
+    if (this.#pieceBytes > 0 || this.#lines > 0) {
+      this.#fail('PEER_TRUNCATED', `connection closed inside a request (${this.#lines} lines, no empty line)`);
+    }
+  }
+
+  /** True between requests: nothing partial is buffered. */
+  get idle(): boolean {
+    return this.#pieceBytes === 0 && this.#lines === 0;
+  }
+
+  #checkLine(lineBytes: number, sample: Buffer): void {
+    if (lineBytes > this.#limits.maxLineLength) {
+      this.#fail('PEER_LINE_TOO_LONG', `line longer than ${this.#limits.maxLineLength} bytes: "${printable(sample, 40)}"`);
+    }
+    if (this.#requestBytes + lineBytes + 1 > this.#limits.maxRequestSize) {
+      this.#fail('PEER_REQUEST_TOO_LARGE', `request larger than ${this.#limits.maxRequestSize} bytes`);
+    }
+  }
+
+  #line(line: Buffer): PolicyAttributes | undefined {
+    if (line.length === 0) {
+      if (this.#lines === 0) this.#fail('PEER_EMPTY_REQUEST', 'empty line with no attributes before it');
+      const attrs = this.#attrs;
+      this.#attrs = new Map();
+      this.#lines = 0;
+      this.#requestBytes = 0;
+      return attrs;
+    }
+    this.#lines++;
+    this.#requestBytes += line.length + 1;
+    if (this.#lines > this.#limits.maxAttributes) {
+      this.#fail('PEER_TOO_MANY_ATTRIBUTES', `more than ${this.#limits.maxAttributes} attributes in one request`);
+    }
+    if (line.indexOf(0) >= 0) this.#fail('PEER_BAD_ENCODING', `NUL byte in "${printable(line, 60)}"`);
+    const eq = line.indexOf(EQ);
+    if (eq <= 0) this.#fail('PEER_MALFORMED_LINE', `expected name=value, got "${printable(line, 60)}"`);
+    if (!isUtf8(line)) this.#fail('PEER_BAD_ENCODING', `invalid UTF-8 in "${printable(line, 60)}"`);
+    this.#attrs.set(line.toString('utf8', 0, eq), line.toString('utf8', eq + 1));
+    return undefined;
+  }
+
+  #fail(symbol: ErrorName, message: string): never {
+    this.#pieces = [];
+    this.#pieceBytes = 0;
+    this.#failed = new PeerError(symbol, message);
+    throw this.#failed;
+  }
+}
+
+/** Encodes one request the way Postfix does (for tests, benchmarks and the explain client). */
+export function encodeRequest(attrs: Iterable<readonly [string, string]>): Buffer {
+  let s = '';
+  for (const [k, v] of attrs) s += `${k}=${v}\n`;
+  return Buffer.from(s + '\n', 'utf8');
+}

@@ -1,0 +1,125 @@
+// request.ts - a decoded policy request as a typed object and as a StageEvent.
+//
+// Reads only the attributes sluice uses (SMTPD_POLICY_README, Postfix 2.1 to
+// 3.12 names); unknown ones are ignored, missing ones read as empty.
+// protocol_state maps to a stage; VRFY and ETRN have none (the session
+// answers DUNNO without asking the engine). `request` other than
+// smtpd_access_policy is a peer error: Postfix never sends another type.
+
+import { isIP } from 'node:net';
+import { PeerError } from '../shield/errors.js';
+import type { Stage, StageEvent } from '../engine/types.js';
+import type { PolicyAttributes } from './codec.js';
+
+export interface PolicyRequest {
+  readonly state: string;
+  readonly stage: Stage | undefined;
+  readonly client: string;
+  readonly clientPort: number | undefined;
+  readonly clientName: string;
+  readonly reverseName: string;
+  readonly serverPort: string;
+  readonly helo: string;
+  readonly sender: string;
+  readonly recipient: string;
+  readonly recipientCount: number;
+  readonly queueId: string;
+  readonly instance: string;
+  readonly size: number;
+  readonly stress: boolean;
+  readonly saslUser: string;
+  readonly tlsProtocol: string;
+  readonly tlsCipher: string;
+}
+
+const STAGE_OF: Readonly<Record<string, Stage>> = {
+  CONNECT: 'connect',
+  EHLO: 'helo',
+  HELO: 'helo',
+  MAIL: 'mail',
+  RCPT: 'rcpt',
+  DATA: 'data',
+  BDAT: 'data',
+  'END-OF-MESSAGE': 'eom',
+};
+
+function int(v: string | undefined): number {
+  const n = Number(v);
+  return Number.isSafeInteger(n) && n >= 0 ? n : 0;
+}
+
+/** Canonical form: IPv4-mapped IPv6 becomes IPv4, IPv6 lower-case; junk becomes "unknown". */
+export function canonicalAddress(addr: string): string {
+  const v = isIP(addr);
+  if (v === 4) return addr;
+  if (v === 6) {
+    const lower = addr.toLowerCase();
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
+    return mapped && mapped[1] !== undefined ? mapped[1] : lower;
+  }
+  return 'unknown';
+}
+
+export function toRequest(attrs: PolicyAttributes): PolicyRequest {
+  const type = attrs.get('request');
+  if (type !== 'smtpd_access_policy') {
+    throw new PeerError('PEER_BAD_REQUEST_TYPE', `request=${String(type).slice(0, 40)} is not smtpd_access_policy`);
+  }
+  const get = (k: string): string => attrs.get(k) ?? '';
+  const state = get('protocol_state').toUpperCase();
+  const port = get('client_port');
+  return {
+    state,
+    stage: STAGE_OF[state],
+    client: canonicalAddress(get('client_address')),
+    clientPort: /^\d{1,5}$/.test(port) ? Number(port) : undefined,
+    clientName: get('client_name') || 'unknown',
+    reverseName: get('reverse_client_name') || 'unknown',
+    serverPort: get('server_port'),
+    helo: get('helo_name'),
+    sender: get('sender'),
+    recipient: get('recipient'),
+    recipientCount: int(attrs.get('recipient_count')),
+    queueId: get('queue_id'),
+    instance: get('instance'),
+    size: int(attrs.get('size')),
+    stress: get('stress').toLowerCase() === 'yes',
+    saslUser: get('sasl_username'),
+    tlsProtocol: get('encryption_protocol'),
+    tlsCipher: get('encryption_cipher'),
+  };
+}
+
+/**
+ * The key under which a repeat of this question is recognised: Postfix
+ * re-sends a request after a timeout, and asks the same RCPT once per
+ * restriction list (smtpd_delay_reject=yes).
+ */
+export function repeatKey(r: PolicyRequest): string {
+  const who = r.instance || `${r.client}:${r.clientPort ?? ''}:${r.serverPort}`;
+  return `${who}|${r.state}|${r.recipient}`;
+}
+
+export function toStageEvent(r: PolicyRequest, stage: Stage, repeat: boolean): StageEvent {
+  return {
+    stage,
+    // The policy protocol has no session id: client address and port with
+    // the server port single out one SMTP session closely enough.
+    session: `${r.client}:${r.clientPort ?? '?'}:${r.serverPort}`,
+    via: 'policy',
+    mta: 'postfix',
+    client: r.client,
+    port: r.clientPort,
+    clientName: r.reverseName,
+    helo: r.helo,
+    sender: r.sender,
+    recipient: r.recipient,
+    recipientCount: r.recipientCount,
+    size: r.size,
+    queueId: r.queueId,
+    saslUser: r.saslUser,
+    tls: r.tlsProtocol ? { protocol: r.tlsProtocol, cipher: r.tlsCipher } : undefined,
+    stress: r.stress,
+    repeat,
+  };
+}

@@ -1,0 +1,147 @@
+// session.ts - one policy connection: requests in order, one reply each.
+//
+// A Postfix policy connection is persistent and carries the requests of many
+// SMTP sessions from one smtpd process, strictly one at a time. For each
+// request: decode -> typed request -> StageEvent -> engine -> Verdict ->
+// (hold) -> exactly one reply. A held reply is a guarded timer, so other
+// connections are never blocked; the hold is cut to policy.timeout minus
+// policy.hold_margin so Postfix never times out and resends, and dropped
+// entirely when Postfix says stress=yes. On SIGTERM flush() answers at once.
+// If the connection closes while a reply is held, the timer is cancelled.
+//
+// Bad bytes (1xx) and internal trouble (9xx) close the connection with no
+// reply: Postfix retries on a new connection, then applies its
+// default_action (SMTPD_POLICY_README). A failing engine (3xx) gets the fail
+// mode as its answer instead, through safeDecide().
+//
+// Config keys: policy.timeout, policy.hold_margin, policy.defer_if_permit,
+// policy.prepend_header, fail_mode, and the codec limits.
+
+import type { LRUCache } from 'lru-cache';
+import type { Config } from '../config/schema.js';
+import type { Connection, ConnectionHandler } from '../net/listener.js';
+import type { Shield } from '../shield/shield.js';
+import { PeerError, type SluiceError } from '../shield/errors.js';
+import { safeDecide } from '../engine/decide.js';
+import { PASS, type Engine, type StageEvent, type Verdict } from '../engine/types.js';
+import { PolicyDecoder, type PolicyAttributes } from './codec.js';
+import { repeatKey, toRequest, toStageEvent } from './request.js';
+import { renderPrepend, renderReply } from './render.js';
+
+/** Requests a client may send ahead of our reply before it is cut off (Postfix sends one). */
+const MAX_QUEUED = 4;
+
+export interface PolicyDeps {
+  readonly shield: Shield;
+  readonly engine: Engine;
+  readonly config: () => Config;
+  /** Shared by all connections: Postfix resends on a new connection. */
+  readonly repeats: LRUCache<string, true>;
+  /** Called once per answered request (logs, metrics). */
+  readonly answered: (conn: Connection, event: StageEvent | undefined, verdict: Verdict, heldMs: number) => void;
+}
+
+export function policyHandler(deps: PolicyDeps): (conn: Connection) => ConnectionHandler {
+  return (conn) => new PolicySession(conn, deps);
+}
+
+class PolicySession implements ConnectionHandler {
+  readonly #conn: Connection;
+  readonly #deps: PolicyDeps;
+  readonly #decoder: PolicyDecoder;
+  readonly #queue: PolicyAttributes[] = [];
+  #working = false;
+  #hold: { timer: NodeJS.Timeout; answer: () => void } | undefined;
+
+  constructor(conn: Connection, deps: PolicyDeps) {
+    this.#conn = conn;
+    this.#deps = deps;
+    const p = deps.config().policy;
+    this.#decoder = new PolicyDecoder({
+      maxLineLength: p.max_line_length,
+      maxRequestSize: p.max_request_size,
+      maxAttributes: p.max_attributes,
+    });
+  }
+
+  get busy(): boolean {
+    return this.#working;
+  }
+
+  onData(chunk: Buffer): void {
+    for (const attrs of this.#decoder.push(chunk)) this.#queue.push(attrs);
+    if (this.#queue.length > MAX_QUEUED) {
+      throw new PeerError('PEER_PIPELINED', `${this.#queue.length} requests sent without waiting for replies`);
+    }
+    this.#next();
+  }
+
+  onClose(): void {
+    if (this.#hold) clearTimeout(this.#hold.timer);
+    this.#hold = undefined;
+    this.#queue.length = 0;
+    // A request cut short is worth one warning; a clean close between requests is normal.
+    this.#decoder.end();
+  }
+
+  flush(): void {
+    const hold = this.#hold;
+    if (!hold) return;
+    clearTimeout(hold.timer);
+    hold.answer();
+  }
+
+  failMode(_err: SluiceError): void {
+    // Policy: no reply on internal trouble; Postfix retries, then applies its default action.
+    this.#conn.close();
+  }
+
+  #next(): void {
+    if (this.#working || this.#conn.closed) return;
+    const attrs = this.#queue.shift();
+    if (!attrs) return;
+    this.#working = true;
+    this.#deps.shield.guard(this.#conn, 'read', () => this.#handle(attrs));
+  }
+
+  async #handle(attrs: PolicyAttributes): Promise<void> {
+    const cfg = this.#deps.config();
+    const req = toRequest(attrs);
+    if (!req.stage) {
+      // VRFY, ETRN and anything newer: not a stage sluice shapes.
+      this.#reply(renderReply(PASS, { deferIfPermit: true }), undefined, PASS, 0);
+      return;
+    }
+    const key = repeatKey(req);
+    const repeat = this.#deps.repeats.has(key);
+    if (!repeat) this.#deps.repeats.set(key, true);
+    const event = toStageEvent(req, req.stage, repeat);
+    const verdict = await safeDecide(this.#deps.engine, event, cfg.fail_mode, (err) =>
+      this.#deps.shield.raise(this.#conn, err, 'read', [event.stage]));
+    if (this.#conn.closed) return;
+
+    let text = renderReply(verdict, { deferIfPermit: cfg.policy.defer_if_permit });
+    if (verdict.kind === 'pass' && event.stage === 'data' && cfg.policy.prepend_header !== '') {
+      text = renderPrepend(cfg.policy.prepend_header, `score=${verdict.score.toFixed(1)} rule=${verdict.rule}`);
+    }
+    const cap = Math.max(0, cfg.policy.timeout - cfg.policy.hold_margin);
+    const delay = event.stress ? 0 : Math.min(verdict.delayMs, cap);
+    if (delay <= 0) {
+      this.#reply(text, event, verdict, 0);
+      return;
+    }
+    const started = Date.now();
+    const answer = (): void => {
+      this.#hold = undefined;
+      this.#reply(text, event, verdict, Date.now() - started);
+    };
+    this.#hold = { timer: this.#deps.shield.setTimeout(this.#conn, delay, answer), answer };
+  }
+
+  #reply(text: string, event: StageEvent | undefined, verdict: Verdict, heldMs: number): void {
+    this.#working = false;
+    if (!this.#conn.send(text)) return;
+    this.#deps.answered(this.#conn, event, verdict, heldMs);
+    this.#next();
+  }
+}
