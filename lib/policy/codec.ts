@@ -46,6 +46,10 @@ export class PolicyDecoder {
   /** Feeds bytes; returns the requests they complete. Throws a PeerError (1xx) on bad input. */
   push(chunk: Buffer): PolicyAttributes[] {
     if (this.#failed) throw this.#failed;
+    // NUL is checked on arrival, not at end of line: a TLS ClientHello or
+    // other binary probe may never send an LF.
+    const nul = chunk.indexOf(0);
+    if (nul >= 0) this.#fail('PEER_BAD_ENCODING', `NUL byte in "${printable(chunk.subarray(Math.max(0, nul - 40), nul + 8), 60)}"`);
     const out: PolicyAttributes[] = [];
     let start = 0;
     for (;;) {
@@ -109,7 +113,6 @@ export class PolicyDecoder {
     if (this.#lines > this.#limits.maxAttributes) {
       this.#fail('PEER_TOO_MANY_ATTRIBUTES', `more than ${this.#limits.maxAttributes} attributes in one request`);
     }
-    if (line.indexOf(0) >= 0) this.#fail('PEER_BAD_ENCODING', `NUL byte in "${printable(line, 60)}"`);
     const eq = line.indexOf(EQ);
     if (eq <= 0) this.#fail('PEER_MALFORMED_LINE', `expected name=value, got "${printable(line, 60)}"`);
     if (!isUtf8(line)) this.#fail('PEER_BAD_ENCODING', `invalid UTF-8 in "${printable(line, 60)}"`);

@@ -93,7 +93,7 @@ export class Shield {
    * Sends uncaughtException and unhandledRejection to the handler, so the
    * process keeps serving. Returns a function that removes the hooks.
    */
-  installProcessHooks(proc: NodeJS.Process = process): () => void {
+  installProcessHooks(proc: Pick<NodeJS.EventEmitter, 'on' | 'off'> = process): () => void {
     const onException = (err: unknown): void => this.raise(PROCESS_CONTEXT, err, 'process');
     const onRejection = (reason: unknown): void => this.raise(PROCESS_CONTEXT, reason, 'process');
     proc.on('uncaughtException', onException);

@@ -1,0 +1,45 @@
+// Starts an in-process Daemon on port 0 with its own state dir and JSON log file.
+import { writeFileSync, readFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Test } from 'tap';
+import { Daemon } from '../../lib/cli/daemon.js';
+import type { Engine } from '../../lib/engine/types.js';
+
+export interface Harness {
+  daemon: Daemon;
+  dir: string;
+  logFile: string;
+  configFile: string;
+  /** Parsed JSON log lines so far. */
+  logs(): Record<string, unknown>[];
+}
+
+export async function startDaemon(t: Test, yaml = '', engine?: Engine): Promise<Harness> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'sluice-test-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const logFile = path.join(dir, 'sluiced.log');
+  const configFile = path.join(dir, 'sluice.yaml');
+  const base = `state_dir: ${dir}\nlog:\n  file: ${logFile}\n  format: json\n  level: debug\n`;
+  writeFileSync(configFile, base + (yaml.includes('policy:') ? '' : 'policy:\n  listen: ["inet:127.0.0.1:0"]\n') + yaml);
+  const daemon = await Daemon.start({ configFile, engine, isTTY: false });
+  t.teardown(() => daemon.stop());
+  return {
+    daemon, dir, logFile, configFile,
+    logs: () => {
+      daemon.log.flush();
+      if (!existsSync(logFile)) return [];
+      return readFileSync(logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    },
+  };
+}
+
+/** Waits for a condition that becomes true asynchronously (log writes); no fixed sleeps. */
+export async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return cond();
+}

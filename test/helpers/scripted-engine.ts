@@ -1,0 +1,33 @@
+// An engine wired in by tests only: the recipient's local part says what to do.
+//   hold-MS@...   pass after holding MS milliseconds
+//   defer@...     defer 450 4.7.1
+//   reject@...    reject 554 5.7.1
+//   throw@...     the rule throws          (fault injection)
+//   reject-promise@...  the rule's promise rejects
+//   garbage@...   the rule returns something that is not a verdict
+//   anything else pass
+import type { Engine, Outcome, StageEvent, Verdict } from '../../lib/engine/types.js';
+
+export class ScriptedEngine implements Engine {
+  readonly events: StageEvent[] = [];
+  readonly outcomes: Outcome[] = [];
+
+  decide(e: StageEvent): Verdict | Promise<Verdict> {
+    this.events.push(e);
+    const local = (e.recipient.split('@')[0] ?? '').toLowerCase();
+    const hold = /^hold-(\d+)$/.exec(local);
+    if (hold) return { kind: 'pass', delayMs: Number(hold[1]), rule: 'test-hold', score: -1 };
+    switch (local) {
+      case 'defer': return { kind: 'defer', delayMs: 0, rule: 'test-defer', score: -5, reply: { code: 450, enhanced: '4.7.1', text: 'sluice test defer' } };
+      case 'reject': return { kind: 'reject', delayMs: 0, rule: 'test-reject', score: -9, reply: { code: 554, enhanced: '5.7.1', text: 'sluice test reject' } };
+      case 'throw': throw new Error('rule exploded');
+      case 'reject-promise': return Promise.reject(new Error('rule promise rejected'));
+      case 'garbage': return { kind: 'maybe' } as unknown as Verdict;
+      default: return { kind: 'pass', delayMs: 0, rule: 'test-pass', score: 0 };
+    }
+  }
+
+  record(o: Outcome): void {
+    this.outcomes.push(o);
+  }
+}

@@ -1,0 +1,32 @@
+// Loads ../shared/vectors (real Postfix 3.7.11 captures) for tests and benchmarks.
+import { readFileSync, readdirSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** ../shared beside the repository (CI lays it there too). */
+export const SHARED = path.resolve(here, '..', '..', '..', 'shared');
+export const VECTORS = path.join(SHARED, 'vectors');
+
+export function vectorsPresent(): boolean {
+  return existsSync(VECTORS);
+}
+
+export interface PolicyVector {
+  scenario: string;
+  attrs: Record<string, string>;
+  raw: string;
+}
+
+export function policyVectors(): PolicyVector[] {
+  const dir = path.join(VECTORS, 'policy');
+  const out: PolicyVector[] = [];
+  for (const f of readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort()) {
+    for (const line of readFileSync(path.join(dir, f), 'utf8').split('\n')) {
+      if (!line.trim()) continue;
+      const rec = JSON.parse(line) as { event: string; scenario: string; attrs?: Record<string, string>; raw?: string };
+      if (rec.event === 'request' && rec.attrs && rec.raw !== undefined) out.push({ scenario: rec.scenario, attrs: rec.attrs, raw: rec.raw });
+    }
+  }
+  return out;
+}

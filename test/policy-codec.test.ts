@@ -1,0 +1,116 @@
+// Tests for lib/policy/codec.ts against real Postfix 3.7.11 captures and malformed input.
+import t from 'tap';
+import { PolicyDecoder, encodeRequest, type PolicyLimits } from '../lib/policy/codec.js';
+import { PeerError } from '../lib/shield/errors.js';
+import { policyVectors, vectorsPresent } from './helpers/vectors.js';
+
+const LIMITS: PolicyLimits = { maxLineLength: 4096, maxRequestSize: 65536, maxAttributes: 256 };
+
+function decodeAll(chunks: Buffer[], limits = LIMITS): Map<string, string>[] {
+  const d = new PolicyDecoder(limits);
+  const out: Map<string, string>[] = [];
+  for (const c of chunks) out.push(...d.push(c));
+  d.end();
+  return out;
+}
+
+function codeOf(fn: () => unknown): number | undefined {
+  try {
+    fn();
+  } catch (err) {
+    return err instanceof PeerError ? err.code : -1;
+  }
+  return undefined;
+}
+
+t.test('every captured request decodes to its recorded attributes', async (t) => {
+  t.ok(vectorsPresent(), '../shared/vectors is present');
+  const vectors = policyVectors();
+  t.ok(vectors.length > 200, `${vectors.length} requests captured`);
+  for (const v of vectors) {
+    const bytes = Buffer.from(v.raw, 'utf8');
+    const [whole] = decodeAll([bytes]);
+    t.same(Object.fromEntries(whole ?? []), v.attrs);
+  }
+  // The whole capture as one stream: many requests on one persistent connection.
+  const stream = Buffer.concat(vectors.map((v) => Buffer.from(v.raw, 'utf8')));
+  const all = decodeAll([stream]);
+  t.equal(all.length, vectors.length, 'one stream, every request');
+});
+
+t.test('split at every byte offset and fed byte by byte', async (t) => {
+  const vectors = policyVectors();
+  // One of each scenario keeps this fast; the offsets cover the whole request.
+  const seen = new Set<string>();
+  for (const v of vectors) {
+    if (seen.has(v.scenario)) continue;
+    seen.add(v.scenario);
+    const bytes = Buffer.from(v.raw, 'utf8');
+    let ok = true;
+    for (let i = 0; i <= bytes.length; i++) {
+      const got = decodeAll([bytes.subarray(0, i), bytes.subarray(i)]);
+      if (got.length !== 1 || JSON.stringify(Object.fromEntries(got[0]!)) !== JSON.stringify(v.attrs)) { ok = false; t.fail(`${v.scenario} split at ${i}`); break; }
+    }
+    t.ok(ok, `${v.scenario}: ${bytes.length + 1} splits`);
+    const single = decodeAll([...bytes].map((b) => Buffer.from([b])));
+    t.same(Object.fromEntries(single[0]!), v.attrs, `${v.scenario}: byte by byte`);
+  }
+  t.ok(seen.size >= 20, `${seen.size} scenarios`);
+});
+
+t.test('values are split at the first "=" and keep UTF-8', async (t) => {
+  const [r] = decodeAll([Buffer.from('request=smtpd_access_policy\nsender=SRS0=HHH=TT=example.com=alice@fwd.example\nrecipient=jörg@exämple.org\nhelo_name=\n\n')]);
+  t.equal(r!.get('sender'), 'SRS0=HHH=TT=example.com=alice@fwd.example');
+  t.equal(r!.get('recipient'), 'jörg@exämple.org');
+  t.equal(r!.get('helo_name'), '');
+});
+
+t.test('encodeRequest round-trips', async (t) => {
+  const attrs: [string, string][] = [['request', 'smtpd_access_policy'], ['protocol_state', 'RCPT'], ['sender', 'a=b@c']];
+  const [r] = decodeAll([encodeRequest(attrs)]);
+  t.same([...r!], attrs);
+  for (const v of policyVectors().slice(0, 30)) {
+    t.equal(encodeRequest(Object.entries(v.attrs)).toString('utf8'), v.raw, `${v.scenario} re-encodes to the captured bytes`);
+  }
+});
+
+t.test('malformed input gives a typed 1xx error and nothing after it', async (t) => {
+  const req = 'request=smtpd_access_policy\nprotocol_state=RCPT\n';
+  const cases: [string, Buffer, number][] = [
+    ['a line without "="', Buffer.from(req + 'garbage\n\n'), 104],
+    ['an empty name', Buffer.from('=value\n\n'), 104],
+    ['a NUL byte', Buffer.from(req + 'sender=a\0b\n\n'), 105],
+    ['invalid UTF-8', Buffer.concat([Buffer.from(req + 'sender='), Buffer.from([0xc3, 0x28]), Buffer.from('\n\n')]), 105],
+    ['a 1 MiB line', Buffer.concat([Buffer.from('sender='), Buffer.alloc(1 << 20, 0x61), Buffer.from('\n\n')]), 101],
+    ['10,000 attributes', Buffer.from(Array.from({ length: 10_000 }, (_, i) => `x${i}=1\n`).join('') + '\n'), 103],
+    ['an empty request', Buffer.from('\n'), 108],
+  ];
+  for (const [name, bytes, code] of cases) {
+    const d = new PolicyDecoder(LIMITS);
+    t.equal(codeOf(() => d.push(bytes)), code, name);
+    t.equal(codeOf(() => d.push(Buffer.from(req + '\n'))), code, `${name}: stays failed, emits nothing more`);
+  }
+  // The 1 MiB line is refused before it is all buffered, even in small pieces.
+  const d = new PolicyDecoder(LIMITS);
+  let thrownAt = -1;
+  for (let i = 0; i < 256 && thrownAt < 0; i++) {
+    if (codeOf(() => d.push(Buffer.alloc(4096, 0x61))) === 101) thrownAt = i;
+  }
+  t.equal(thrownAt, 1, 'refused as soon as the line passes the limit');
+  const big = new PolicyDecoder({ ...LIMITS, maxRequestSize: 100 });
+  t.equal(codeOf(() => big.push(Buffer.from('a=' + 'x'.repeat(60) + '\nb=' + 'y'.repeat(60) + '\n'))), 102, 'request size bound');
+});
+
+t.test('EOF in the middle of a request is PEER_TRUNCATED; between requests it is fine', async (t) => {
+  const d = new PolicyDecoder(LIMITS);
+  d.push(Buffer.from('request=smtpd_access_policy\nprotocol_state=RCPT\n'));
+  t.notOk(d.idle);
+  t.equal(codeOf(() => d.end()), 106);
+  const e = new PolicyDecoder(LIMITS);
+  t.equal(e.push(Buffer.from('request=smtpd_access_policy\n\n')).length, 1);
+  t.ok(e.idle);
+  t.equal(codeOf(() => e.end()), undefined);
+  const partial = new PolicyDecoder(LIMITS);
+  partial.push(Buffer.from('request=smtpd'));
+  t.equal(codeOf(() => partial.end()), 106, 'a partial line counts too');
+});

@@ -1,0 +1,181 @@
+// Tests for lib/policy: request mapping, reply rendering, and the session on a live listener.
+import t from 'tap';
+import net from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { canonicalAddress, repeatKey, toRequest, toStageEvent } from '../lib/policy/request.js';
+import { renderReply, renderPrepend, replyText } from '../lib/policy/render.js';
+import type { Verdict } from '../lib/engine/types.js';
+import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
+import { startDaemon, until } from './helpers/daemon.js';
+import { ScriptedEngine } from './helpers/scripted-engine.js';
+
+t.test('request mapping', async (t) => {
+  const r = toRequest(new Map(Object.entries(rcptRequest({ client_address: '::FFFF:192.0.2.7', stress: 'yes', protocol_state: 'rcpt', extra_future_attr: 'x' }))));
+  t.equal(r.stage, 'rcpt', 'protocol_state is case-insensitive');
+  t.equal(r.client, '192.0.2.7', 'IPv4-mapped IPv6 counts as IPv4');
+  t.equal(r.stress, true);
+  t.equal(r.clientPort, 41234);
+  const e = toStageEvent(r, 'rcpt', false);
+  t.equal(e.via, 'policy');
+  t.equal(e.mta, 'postfix');
+  t.equal(e.session, '192.0.2.7:41234:25');
+  t.equal(toRequest(new Map(Object.entries(rcptRequest({ protocol_state: 'END-OF-MESSAGE' })))).stage, 'eom');
+  t.equal(toRequest(new Map(Object.entries(rcptRequest({ protocol_state: 'EHLO' })))).stage, 'helo');
+  t.equal(toRequest(new Map(Object.entries(rcptRequest({ protocol_state: 'VRFY' })))).stage, undefined);
+  t.throws(() => toRequest(new Map([['request', 'other']])), { code: 107 });
+  t.equal(canonicalAddress('2001:DB8::1'), '2001:db8::1');
+  t.equal(canonicalAddress('not-an-ip'), 'unknown');
+  const a = toRequest(new Map(Object.entries(rcptRequest())));
+  const b = toRequest(new Map(Object.entries(rcptRequest({ client_port: '1' }))));
+  t.equal(repeatKey(a), repeatKey(b), 'same instance, state and recipient is the same question');
+  t.not(repeatKey(a), repeatKey(toRequest(new Map(Object.entries(rcptRequest({ recipient: 'x@y' }))))));
+});
+
+t.test('rendering never says OK, never a bare code, never CR', async (t) => {
+  const opts = { deferIfPermit: false };
+  const pass: Verdict = { kind: 'pass', delayMs: 0, rule: 'r', score: 0 };
+  t.equal(renderReply(pass, opts), 'action=DUNNO\n\n');
+  t.equal(renderReply({ ...pass, kind: 'accept' }, opts), 'action=DUNNO\n\n', 'accept is DUNNO, never OK');
+  const defer: Verdict = { kind: 'defer', delayMs: 0, rule: 'r', score: 0, reply: { code: 451, enhanced: '4.7.1', text: 'slow\r\ndown' } };
+  t.equal(renderReply(defer, opts), 'action=451 4.7.1 slow down\n\n');
+  t.equal(renderReply(defer, { deferIfPermit: true }), 'action=DEFER_IF_PERMIT 4.7.1 slow down\n\n');
+  const reject: Verdict = { kind: 'reject', delayMs: 0, rule: 'r', score: 0, reply: { code: 554, enhanced: '4.7.1', text: '' } };
+  t.equal(renderReply(reject, opts), 'action=554 5.7.1 Rejected by policy\n\n', 'class digit forced to match, empty text filled');
+  const wrong: Verdict = { kind: 'reject', delayMs: 0, rule: 'r', score: 0, reply: { code: 250, enhanced: 'junk', text: 'x' } };
+  t.equal(renderReply(wrong, opts), 'action=550 5.7.1 x\n\n');
+  t.equal(renderReply({ kind: 'nonsense' } as unknown as Verdict, opts), 'action=DUNNO\n\n');
+  t.equal(renderPrepend('X-Sluice', 'score=1'), 'action=PREPEND X-Sluice: score=1\n\n');
+  t.equal(replyText('é'.repeat(5), 'f'), 'f');
+  t.equal(replyText('x'.repeat(1000), 'f').length, 300);
+});
+
+t.test('live session: pass, defer, reject, hold, fail mode, repeats', async (t) => {
+  const engine = new ScriptedEngine();
+  const h = await startDaemon(t, 'policy:\n  listen: ["inet:127.0.0.1:0"]\n  defer_if_permit: false\n  timeout: 2s\n  hold_margin: 500ms\n', engine);
+  const port = portOf(h.daemon.endpoints.policy[0]);
+  const c = await PolicyClient.connect({ port });
+  t.teardown(() => c.close());
+  t.equal(await c.ask(rcptRequest()), 'action=DUNNO\n\n');
+  t.equal(await c.ask(rcptRequest({ recipient: 'defer@x' })), 'action=450 4.7.1 sluice test defer\n\n');
+  t.equal(await c.ask(rcptRequest({ recipient: 'reject@x' })), 'action=554 5.7.1 sluice test reject\n\n');
+
+  // A held reply does not block another connection.
+  const other = await PolicyClient.connect({ port });
+  t.teardown(() => other.close());
+  const t0 = Date.now();
+  const held = c.ask(rcptRequest({ recipient: 'hold-400@x' }));
+  t.equal(await other.ask(rcptRequest()), 'action=DUNNO\n\n');
+  t.ok(Date.now() - t0 < 300, 'the other connection answered during the hold');
+  t.equal(await held, 'action=DUNNO\n\n');
+  t.ok(Date.now() - t0 >= 390, 'the held reply came after its delay');
+
+  // The hold is cut to timeout - margin (1.5 s), and dropped under stress.
+  const t1 = Date.now();
+  t.equal(await c.ask(rcptRequest({ recipient: 'hold-60000@x', instance: 'cap' })), 'action=DUNNO\n\n');
+  const capped = Date.now() - t1;
+  t.ok(capped >= 1400 && capped < 2000, `capped hold took ${capped} ms`);
+  const t2 = Date.now();
+  t.equal(await c.ask(rcptRequest({ recipient: 'hold-60000@x', stress: 'yes' })), 'action=DUNNO\n\n');
+  t.ok(Date.now() - t2 < 300, 'no hold under stress=yes');
+
+  // Engine failures answer with the fail mode (pass) and are logged with their code.
+  t.equal(await c.ask(rcptRequest({ recipient: 'throw@x' })), 'action=DUNNO\n\n');
+  t.equal(await c.ask(rcptRequest({ recipient: 'reject-promise@x' })), 'action=DUNNO\n\n');
+  t.equal(await c.ask(rcptRequest({ recipient: 'garbage@x' })), 'action=DUNNO\n\n');
+  t.ok(await until(() => h.logs().filter((l) => l['code'] === 301).length === 2), 'two DECISION_RULE_FAILED lines');
+  t.ok(await until(() => h.logs().some((l) => l['code'] === 303)), 'one DECISION_BAD_VERDICT line');
+
+  // Postfix asks the same RCPT once per restriction list: only the first is new.
+  engine.events.length = 0;
+  for (let i = 0; i < 4; i++) await c.ask(rcptRequest({ instance: 'dup.1', recipient: 'r@x' }));
+  const other2 = await PolicyClient.connect({ port }); // a retry arrives on a new connection
+  t.teardown(() => other2.close());
+  await other2.ask(rcptRequest({ instance: 'dup.1', recipient: 'r@x' }));
+  t.same(engine.events.map((e) => e.repeat), [false, true, true, true, true]);
+
+  // VRFY/ETRN: DUNNO without asking the engine.
+  engine.events.length = 0;
+  t.equal(await c.ask(rcptRequest({ protocol_state: 'ETRN' })), 'action=DUNNO\n\n');
+  t.equal(engine.events.length, 0);
+
+  // Non-pass verdicts and holds are logged with queue id, client, stage, rule, held ms.
+  const lines = h.logs().filter((l) => l['verdict']);
+  t.ok(lines.some((l) => l['verdict'] === 'reject' && l['rule'] === 'test-reject' && l['client'] === '192.0.2.10' && l['stage'] === 'rcpt'));
+  t.ok(lines.some((l) => l['rule'] === 'test-hold' && (l['held_ms'] as number) >= 390));
+});
+
+t.test('bad bytes close only that connection, with one warning', async (t) => {
+  const h = await startDaemon(t);
+  const port = portOf(h.daemon.endpoints.policy[0]);
+  const good = await PolicyClient.connect({ port });
+  t.teardown(() => good.close());
+  t.equal(await good.ask(rcptRequest()), 'action=DUNNO\n\n');
+  const bad: [string, Buffer | string, number][] = [
+    ['HTTP request', 'GET / HTTP/1.0\r\n\r\n', 104],
+    ['TLS ClientHello', Buffer.from('16030100a5010000a10303' + 'ab'.repeat(32) + '0000', 'hex'), 105],
+    ['NUL', 'request=smtpd_access_policy\nsender=\0\n\n', 105],
+    ['wrong request type', 'request=other\n\n', 107],
+    ['1 MiB line', 'sender=' + 'a'.repeat(1 << 20) + '\n\n', 101],
+    ['pipelined flood', Array.from({ length: 10 }, () => 'request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=hold-1000@x\n\n').join(''), 109],
+  ];
+  for (const [name, bytes, code] of bad) {
+    const before = h.logs().filter((l) => l['code'] === code).length;
+    const c = await PolicyClient.connect({ port });
+    const reply = await c.send(bytes);
+    await c.closedPromise;
+    t.equal(reply, '', `${name}: no reply`);
+    t.ok(await until(() => h.logs().filter((l) => l['code'] === code).length === before + 1), `${name}: one warning with code ${code}`);
+    t.equal(await good.ask(rcptRequest()), 'action=DUNNO\n\n', `${name}: the other connection still served`);
+  }
+  const warn = h.logs().find((l) => l['code'] === 104)!;
+  t.equal(warn['level'], 40);
+  t.match(warn['msg'], /GET \/ HTTP\/1\.0\\x0d/, 'the bad bytes are shown printable');
+
+  // EOF in the middle of a request: one PEER_TRUNCATED warning.
+  const c = await PolicyClient.connect({ port });
+  c.socket.end('request=smtpd_access_policy\nprotocol_state=RCPT\n');
+  await c.closedPromise;
+  t.ok(await until(() => h.logs().some((l) => l['code'] === 106)));
+});
+
+t.test('a connection closed during a hold cancels the reply', async (t) => {
+  const engine = new ScriptedEngine();
+  const h = await startDaemon(t, '', engine);
+  const port = portOf(h.daemon.endpoints.policy[0]);
+  const c = await PolicyClient.connect({ port });
+  void c.ask(rcptRequest({ recipient: 'hold-300@x' }));
+  await until(() => engine.events.length === 1);
+  c.close();
+  await c.closedPromise;
+  await new Promise((r) => setTimeout(r, 400));
+  t.notOk(h.logs().some((l) => l['level'] as number >= 50), 'no error when the held timer would have fired');
+  t.equal(h.daemon.openConnections, 0);
+});
+
+t.test('unix socket endpoint, mode, and stale socket removal', async (t) => {
+  const dir = t.testdir({});
+  writeFileSync(`${dir}/policy.sock`, ''); // a regular file is refused
+  const h0 = startDaemon(t, `policy:\n  listen: ["unix:${dir}/policy.sock"]\n`);
+  await t.rejects(h0, { code: 504, message: /exists and is not a socket/ });
+  unlinkSync(`${dir}/policy.sock`);
+  const srv = net.createServer().listen(`${dir}/policy.sock`);
+  await new Promise((r) => srv.once('listening', r));
+  await t.rejects(startDaemon(t, `policy:\n  listen: ["unix:${dir}/policy.sock"]\n`), { code: 504, message: /another process is listening/ });
+  await new Promise<void>((r) => { srv.close(() => r()); });
+  // A stale socket: left behind by a process that died without closing it.
+  spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(dir + '/stale.sock')}, () => process.kill(process.pid, 'SIGKILL'))`]);
+  t.ok(statSync(`${dir}/stale.sock`).isSocket(), 'stale socket left behind');
+  const hs = await startDaemon(t, `policy:\n  listen: ["unix:${dir}/stale.sock"]\n`);
+  const cs = await PolicyClient.connect({ path: `${dir}/stale.sock` });
+  t.equal(await cs.ask(rcptRequest()), 'action=DUNNO\n\n', 'stale socket replaced');
+  cs.close();
+  await hs.daemon.stop();
+  const h = await startDaemon(t, `policy:\n  listen: ["unix:policy.sock"]\n  socket_mode: "0600"\n`);
+  const sock = `${h.dir}/policy.sock`;
+  t.same(h.daemon.endpoints.policy, ['unix:policy.sock']);
+  t.equal(statSync(sock).mode & 0o777, 0o600, 'relative path under state_dir, mode applied');
+  const c = await PolicyClient.connect({ path: sock });
+  t.teardown(() => c.close());
+  t.equal(await c.ask(rcptRequest()), 'action=DUNNO\n\n');
+});

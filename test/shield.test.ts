@@ -1,0 +1,119 @@
+// Tests for lib/shield: the catalogue, guard/raise, process hooks, the breaker.
+import t from 'tap';
+import { EventEmitter } from 'node:events';
+import {
+  CATALOGUE, ErrorClass, errorClass, InternalError, PeerError, SluiceError, TransportError, asTransportError, toSluiceError,
+} from '../lib/shield/errors.js';
+import { Shield, type ShieldContext, type EventKind } from '../lib/shield/shield.js';
+import { CircuitBreaker } from '../lib/shield/breaker.js';
+
+t.test('catalogue codes are unique, grouped by hundreds, and named', async (t) => {
+  const codes = Object.values(CATALOGUE).map((e) => e.code);
+  t.equal(new Set(codes).size, codes.length, 'no code used twice');
+  for (const [name, { code }] of Object.entries(CATALOGUE)) {
+    t.ok([1, 2, 3, 4, 5, 9].includes(errorClass(code)), `${name} ${code} in a known class`);
+  }
+  const e = new PeerError('PEER_LINE_TOO_LONG', 'x');
+  t.equal(e.code, 101);
+  t.equal(e.symbol, 'PEER_LINE_TOO_LONG');
+  t.equal(errorClass(e.code), ErrorClass.Peer);
+  t.match(e.name, /101 PEER_LINE_TOO_LONG/);
+});
+
+t.test('foreign thrown values are wrapped; errno codes become transport errors', async (t) => {
+  const internal = toSluiceError(new TypeError('boom'));
+  t.type(internal, InternalError);
+  t.equal(internal.code, 901);
+  t.equal(toSluiceError('a string').code, 901);
+  t.equal(toSluiceError(undefined).code, 901);
+  const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+  t.equal(toSluiceError(reset).code, 201);
+  const pipe = Object.assign(new Error('write EPIPE'), { code: 'EPIPE' });
+  t.type(toSluiceError(pipe), TransportError);
+  t.equal(toSluiceError(pipe).code, 202);
+  const mine = new PeerError('PEER_TRUNCATED', 'x');
+  t.equal(toSluiceError(mine), mine, 'ours pass through unchanged');
+  t.equal(asTransportError(new Error('odd socket thing')).code, 204, 'socket errors never count as internal');
+});
+
+t.test('guard hands throws and rejections to the handler with ctx, kind and args', async (t) => {
+  const shield = new Shield(() => t.fail('last resort not expected'));
+  const seen: [ShieldContext, SluiceError, EventKind, unknown[]][] = [];
+  shield.register((ctx, err, kind, ...args) => seen.push([ctx, err, kind, args]));
+  const ctx: ShieldContext = { label: 'conn#1' };
+  shield.guard(ctx, 'read', (a: number, b: string) => { throw new Error(`bad ${a}${b}`); }, 7, 'x');
+  t.equal(seen.length, 1);
+  const [c, err, kind, args] = seen[0]!;
+  t.equal(c, ctx);
+  t.equal(err.code, 901);
+  t.equal(err.message, 'bad 7x');
+  t.equal(kind, 'read');
+  t.same(args, [7, 'x']);
+
+  shield.guard(ctx, 'timer', async () => { throw new PeerError('PEER_BAD_ENCODING', 'nul'); });
+  await new Promise((r) => setImmediate(r));
+  t.equal(seen.length, 2, 'rejected promise reaches the handler');
+  t.equal(seen[1]![1].code, 105);
+  t.equal(seen[1]![2], 'timer');
+
+  let ran = 0;
+  shield.guard(ctx, 'write', () => { ran++; });
+  t.equal(ran, 1, 'a callback that does not throw just runs');
+  t.equal(seen.length, 2);
+
+  const wrapped = shield.wrap(ctx, 'control', (n: number) => { if (n > 1) throw 'str'; });
+  wrapped(1);
+  wrapped(2);
+  t.equal(seen.length, 3);
+  t.equal(seen[2]![1].message, 'non-error thrown: str');
+});
+
+t.test('guarded timers and a throwing handler never escape', async (t) => {
+  const lines: string[] = [];
+  const shield = new Shield((l) => lines.push(l));
+  shield.raise({ label: 'x' }, new Error('before register'), 'timer');
+  t.match(lines[0], /no exception handler registered/);
+  const seen: number[] = [];
+  shield.register((_c, err) => { seen.push(err.code); if (err.message === 'bad handler') throw new Error('handler broke'); });
+  await new Promise<void>((resolve) => {
+    shield.setTimeout({ label: 't' }, 1, () => { setImmediate(resolve); throw new Error('in timer'); });
+  });
+  t.same(seen, [901]);
+  shield.raise({ label: 'x' }, new Error('bad handler'), 'read');
+  t.match(lines[1], /exception handler failed/);
+  let ticks = 0;
+  await new Promise<void>((resolve) => {
+    const iv = shield.setInterval({ label: 'i' }, 1, () => { ticks++; if (ticks === 2) { clearInterval(iv); resolve(); } throw new Error('tick'); });
+  });
+  t.equal(seen.filter((c) => c === 901).length, 4, 'the timer, the raise and both ticks reached the handler');
+});
+
+t.test('uncaughtException and unhandledRejection go to the same handler', async (t) => {
+  const shield = new Shield();
+  const seen: [string, EventKind][] = [];
+  shield.register((ctx, err, kind) => seen.push([err.message, kind]));
+  const fake = new EventEmitter();
+  const unhook = shield.installProcessHooks(fake);
+  fake.emit('uncaughtException', new Error('escaped'));
+  fake.emit('unhandledRejection', 'rejected');
+  t.same(seen, [['escaped', 'process'], ['non-error thrown: rejected', 'process']]);
+  unhook();
+  t.equal(fake.listenerCount('uncaughtException'), 0);
+});
+
+t.test('circuit breaker trips once at the limit within the window, then re-arms', async (t) => {
+  let now = 0;
+  const b = new CircuitBreaker(3, 1000, () => now);
+  t.equal(b.record(), false);
+  now = 500;
+  t.equal(b.record(), false);
+  now = 1200; // the first one has left the window
+  t.equal(b.record(), false);
+  t.equal(b.count, 2);
+  now = 1300;
+  t.equal(b.record(), true, 'third within the window trips');
+  t.equal(b.record(), false, 'trips only once');
+  b.reset();
+  t.equal(b.count, 0);
+  t.equal(b.record(), false);
+});
