@@ -92,7 +92,7 @@ export class Daemon {
     try {
       await d.#openListeners();
     } catch (err) {
-      await d.#closeListeners();
+      d.#closeListeners();
       throw err;
     }
     d.#unhook.push(d.#shield.installProcessHooks());
@@ -160,8 +160,8 @@ export class Daemon {
     }, `${event.stage} ${verdict.kind}`);
   }
 
-  async #closeListeners(): Promise<void> {
-    for (const l of this.#listeners) await l.stopAccepting();
+  #closeListeners(): void {
+    for (const l of this.#listeners) l.stopAccepting();
   }
 
   #installSignals(): void {
@@ -208,7 +208,7 @@ export class Daemon {
   }
 
   async #drain(): Promise<void> {
-    await this.#closeListeners();
+    this.#closeListeners();
     for (const l of this.#listeners) l.flushAll();
     const deadline = Date.now() + this.#config.limits.drain_timeout;
     while (this.#listeners.some((l) => l.busy > 0) && Date.now() < deadline) {
@@ -224,7 +224,7 @@ export class Daemon {
   /** The circuit breaker tripped: answer what is held, close and reopen the listeners. */
   async #restart(): Promise<void> {
     this.log.error({ code: 404, err: 'OVERLOAD_BREAKER', limit: this.#config.shield.breaker_limit }, 'circuit breaker tripped: restarting services');
-    await this.#closeListeners();
+    this.#closeListeners();
     for (const l of this.#listeners) { l.flushAll(); l.closeAll(); }
     try {
       await this.#openListeners();

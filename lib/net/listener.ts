@@ -10,7 +10,8 @@
 // Config keys: limits.max_connections, limits.idle_timeout, policy.socket_mode.
 
 import net from 'node:net';
-import { lstat, unlink, chmod } from 'node:fs/promises';
+import { lstat, unlink, chmod, stat, access, constants } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { asTransportError, ConfigError, OverloadError, TransportError, type SluiceError } from '../shield/errors.js';
 import type { Shield, ShieldContext } from '../shield/shield.js';
 import { describeBound, type Endpoint } from '../config/endpoint.js';
@@ -102,7 +103,7 @@ export class Listener {
       const ctx: ShieldContext = { label: `${this.#deps.protocol}:${ep.text}` };
       server.on('connection', this.#deps.shield.wrap(ctx, 'accept', (s: net.Socket) => this.#accept(s)));
       server.on('error', this.#deps.shield.wrap(ctx, 'accept', (err: Error) => { throw err; }));
-      if (ep.kind === 'unix') await removeStaleSocket(ep.path, ep.text);
+      if (ep.kind === 'unix') await prepareUnixPath(ep.path, ep.text);
       await new Promise<void>((resolve, reject) => {
         const fail = (err: NodeJS.ErrnoException): void => {
           reject(new ConfigError('CONFIG_LISTEN', `${this.#deps.protocol} ${ep.text}: cannot listen: ${explainListen(err)}`));
@@ -177,8 +178,10 @@ export class Listener {
   }
 
   /** Stops accepting; open connections carry on. */
-  async stopAccepting(): Promise<void> {
-    await Promise.all(this.#servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  stopAccepting(): void {
+    // close()'s callback waits for every open connection to end; policy
+    // connections are persistent, so the drain does not wait for it.
+    for (const s of this.#servers) s.close();
     this.#servers.length = 0;
   }
 
@@ -207,7 +210,21 @@ export class Listener {
   }
 }
 
-async function removeStaleSocket(path: string, text: string): Promise<void> {
+/**
+ * Checks the socket's directory (libuv reports a missing one as "address in
+ * use") and removes a stale socket left by a process that died.
+ */
+async function prepareUnixPath(path: string, text: string): Promise<void> {
+  const dir = dirname(path);
+  try {
+    if (!(await stat(dir)).isDirectory()) throw new ConfigError('CONFIG_LISTEN', `${text}: ${dir} is not a directory`);
+    await access(dir, constants.W_OK);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'does not exist' : code === 'ENOTDIR' ? 'is not a directory' : code === 'EACCES' ? 'is not writable' : (err as Error).message;
+    throw new ConfigError('CONFIG_LISTEN', `${text}: directory ${dir} ${why}`);
+  }
   let st;
   try {
     st = await lstat(path);

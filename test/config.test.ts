@@ -1,0 +1,114 @@
+// Tests for lib/config: units, endpoints, loading with file:line:key problems, freezing.
+import t from 'tap';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseDuration, parseSize, formatDuration } from '../lib/config/units.js';
+import { parseEndpoint } from '../lib/config/endpoint.js';
+import { fromText, loadConfig, formatProblem, BUILTIN } from '../lib/config/load.js';
+import { configKeys, DEFAULTS } from '../lib/config/defaults.js';
+import { stateDirFor } from '../lib/cli/state-dir.js';
+
+t.test('durations and sizes', async (t) => {
+  t.equal(parseDuration('30s'), 30_000);
+  t.equal(parseDuration('5m'), 300_000);
+  t.equal(parseDuration('1.5h'), 5_400_000);
+  t.equal(parseDuration('250ms'), 250);
+  t.equal(parseDuration('250'), 250);
+  t.equal(parseDuration(42), 42);
+  t.equal(parseDuration('fast'), undefined);
+  t.equal(parseDuration(-1), undefined);
+  t.equal(parseSize('64KiB'), 65536);
+  t.equal(parseSize('1MiB'), 1 << 20);
+  t.equal(parseSize('2k'), 2000);
+  t.equal(parseSize(4096), 4096);
+  t.equal(parseSize('lots'), undefined);
+  t.equal(parseSize(1.5), undefined);
+  t.equal(formatDuration(90_000), '90s');
+  t.equal(formatDuration(3_600_000), '1h');
+  t.equal(formatDuration(1500), '1500ms');
+});
+
+t.test('endpoints', async (t) => {
+  t.match(parseEndpoint('inet:127.0.0.1:10040'), { kind: 'inet', host: '127.0.0.1', port: 10040 });
+  t.match(parseEndpoint('inet6:[::1]:10041'), { kind: 'inet', host: '::1', port: 10041 });
+  t.match(parseEndpoint('inet:localhost:0'), { kind: 'inet', host: 'localhost', port: 0 });
+  t.match(parseEndpoint('unix:/run/sluice/policy'), { kind: 'unix', path: '/run/sluice/policy' });
+  t.match(parseEndpoint('local:private/sluice'), { kind: 'unix', path: 'private/sluice' });
+  t.match(parseEndpoint('inet:127.0.0.1:70000'), /above 65535/);
+  t.match(parseEndpoint('inet6:[127.0.0.1]:1'), /IPv6/);
+  t.match(parseEndpoint('inet:[::1]:1'), { kind: 'inet', host: '::1' });
+  t.match(parseEndpoint('inet:[nope]:1'), /brackets are for IPv6/);
+  t.match(parseEndpoint('tcp:1.2.3.4:5'), /expected inet/);
+  t.match(parseEndpoint('unix:'), /needs a socket path/);
+  t.match(parseEndpoint('inet:1.2.3.4'), /expected inet:HOST:PORT/);
+});
+
+t.test('built-in defaults load, are frozen, and match the table', async (t) => {
+  const r = await loadConfig();
+  t.ok(r.ok);
+  if (!r.ok) return;
+  t.equal(r.file, BUILTIN);
+  t.ok(Object.isFrozen(r.config) && Object.isFrozen(r.config.policy) && Object.isFrozen(r.config.policy.listen));
+  t.throws(() => { (r.config.policy as { timeout: number }).timeout = 1; });
+  t.equal(r.config.policy.timeout, 100_000);
+  t.equal(r.config.policy.listen[0]?.kind, 'inet');
+  t.same(r.raw, DEFAULTS, 'print-config shows the table itself');
+  t.ok(configKeys().includes('policy.listen'));
+  t.ok(r.config.policy.listen.every((e) => e.kind === 'inet' && e.host.startsWith('127.')), 'loopback only by default');
+});
+
+t.test('every problem at once, each with file, line and key', async (t) => {
+  const text = [
+    'log:',
+    '  level: loud', // 2: bad enum
+    'policy:',
+    '  timeout: fast', // 4: bad duration
+    '  max_attributes: "many"', // 5: wrong type
+    'bogus: 1', // 6: unknown key
+    'limits:',
+    '  idel_timeout: 5s', // 8: unknown nested key (typo)
+  ].join('\n');
+  const r = fromText(text, 'sluice.yaml');
+  t.notOk(r.ok);
+  if (r.ok) return;
+  const lines = r.problems.map(formatProblem);
+  t.same(lines, [
+    'sluice.yaml:2: log.level: Invalid option: expected one of "fatal"|"error"|"warn"|"info"|"debug"|"trace"|"silent"',
+    'sluice.yaml:4: policy.timeout: "fast" is not a duration (e.g. 250ms, 30s, 5m, 1h)',
+    'sluice.yaml:5: policy.max_attributes: expected number',
+    'sluice.yaml:6: bogus: unknown key',
+    'sluice.yaml:8: limits.idel_timeout: unknown key',
+  ]);
+  t.ok(r.problems.every((p) => p.symbol === 'CONFIG_INVALID'));
+});
+
+t.test('syntax errors, non-mappings, missing files', async (t) => {
+  const s = fromText('policy:\n  listen: [\n', 'bad.yaml');
+  t.notOk(s.ok);
+  if (!s.ok) {
+    t.equal(s.problems[0]?.symbol, 'CONFIG_SYNTAX');
+    t.match(formatProblem(s.problems[0]!), /^bad\.yaml:\d+: /);
+  }
+  const dup = fromText('fail_mode: pass\nfail_mode: defer\n', 'dup.yaml');
+  t.notOk(dup.ok, 'duplicate keys are an error');
+  const list = fromText('- a\n- b\n', 'list.yaml');
+  t.notOk(list.ok);
+  if (!list.ok) t.match(list.problems[0]?.message, /mapping/);
+  t.ok(fromText('', 'empty.yaml').ok, 'an empty file is all defaults');
+  const missing = await loadConfig('/nonexistent/sluice.yaml');
+  t.notOk(missing.ok);
+  if (!missing.ok) t.equal(formatProblem(missing.problems[0]!), '/nonexistent/sluice.yaml: cannot read: no such file');
+  const dir = t.testdir({});
+  const f = path.join(dir, 'ok.yaml');
+  writeFileSync(f, 'policy:\n  listen: ["inet6:[::1]:0", "unix:p.sock"]\n  max_request_size: 16KiB\n');
+  const ok = await loadConfig(f);
+  t.ok(ok.ok);
+  if (ok.ok) t.equal(ok.config.policy.max_request_size, 16384);
+});
+
+t.test('state directory resolution', async (t) => {
+  t.equal(stateDirFor('/srv/sluice', {}, 1000), '/srv/sluice');
+  t.equal(stateDirFor('', { STATE_DIRECTORY: '/var/lib/sluice:/other' }, 1000), '/var/lib/sluice');
+  t.equal(stateDirFor('', {}, 0), '/var/lib/sluice');
+  t.equal(stateDirFor('', { XDG_STATE_HOME: '/home/u/.st' }, 1000), '/home/u/.st/sluice');
+});
