@@ -1,0 +1,68 @@
+// The documentation matches the code: error codes in sluiced(8), config keys in sluice.conf(5),
+// the example config in contrib/, and the man pages render.
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { CATALOGUE } from '../lib/shield/errors.js';
+import { configKeys, DEFAULTS } from '../lib/config/defaults.js';
+import { loadConfig } from '../lib/config/load.js';
+import { ROOT } from './helpers/spawn.js';
+
+const man = (name: string): string => readFileSync(path.join(ROOT, 'man', name), 'utf8');
+
+function section(text: string, name: string): string {
+  const start = text.indexOf(`.SH ${name}`);
+  const end = text.indexOf('\n.SH ', start + 1);
+  return text.slice(start, end < 0 ? undefined : end);
+}
+
+t.test('sluiced(8) DIAGNOSTICS lists exactly the catalogue', async (t) => {
+  const diag = section(man('sluiced.8'), 'DIAGNOSTICS');
+  const documented = [...diag.matchAll(/^\.B (\d{3}) ([A-Z_]+)$/gm)].map((m) => `${m[1]} ${m[2]}`);
+  const catalogued = Object.entries(CATALOGUE).map(([name, { code }]) => `${code} ${name}`);
+  t.same(documented.sort(), catalogued.sort());
+});
+
+function valueText(v: unknown): string {
+  if (Array.isArray(v)) return JSON.stringify(v);
+  if (v === '') return '""';
+  return String(v);
+}
+
+function lookup(key: string): unknown {
+  return key.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], DEFAULTS);
+}
+
+t.test('sluice.conf(5) has every key with its default, and no stale key', async (t) => {
+  const keysSection = section(man('sluice.conf.5'), 'KEYS');
+  const entries = [...keysSection.matchAll(/^\.TP\n\.B ([a-z_.]+)\n([\s\S]*?)(?=^\.TP\n|$(?![\s\S]))/gm)];
+  const documented = entries.map((m) => m[1]!);
+  t.same([...documented].sort(), [...configKeys()].sort(), 'the same keys');
+  for (const m of entries) {
+    const key = m[1]!;
+    const want = key === 'policy.socket_mode' ? '"0660"' : valueText(lookup(key));
+    t.match(m[2], `Default: \\fB${want}\\fP.`, `${key} default ${want}`);
+  }
+});
+
+t.test('contrib/sluice.yaml parses and lists every default', async (t) => {
+  const file = path.join(ROOT, 'contrib', 'sluice.yaml');
+  const r = await loadConfig(file);
+  t.ok(r.ok, 'the example parses');
+  const text = readFileSync(file, 'utf8');
+  for (const key of configKeys()) {
+    const leaf = key.split('.').pop()!;
+    t.match(text, new RegExp(`^#? *${leaf}:`, 'm'), `${key} is in the example`);
+  }
+});
+
+t.test('man pages render with man -l', async (t) => {
+  const hasMan = spawnSync('sh', ['-c', 'command -v man'], { encoding: 'utf8' }).status === 0;
+  t.ok(hasMan, 'man is installed (.ci/run installs man-db)');
+  for (const page of ['sluiced.8', 'sluice.conf.5']) {
+    const r = spawnSync('man', ['-l', '-Tutf8', path.join(ROOT, 'man', page)], { encoding: 'utf8', env: { ...process.env, MANWIDTH: '80' } });
+    t.equal(r.status, 0, `${page} renders`);
+    t.notMatch(r.stderr, /warning|error/i, `${page}: no groff warnings`);
+  }
+});
