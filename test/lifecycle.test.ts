@@ -76,7 +76,7 @@ t.test('--check-config: every problem, file:line: key, exit 78; 0 when fine', as
   t.match(g.stdout(), /configuration OK/);
   const p = sluiced(t, ['--config', good, '--print-config']);
   t.equal((await p.exited).code, 0);
-  t.match(p.stdout(), /fail_mode: defer\n[\s\S]*timeout: 100s/);
+  t.match(p.stdout(), /fail_mode: defer\n[\s\S]*timeout: 60s/);
 });
 
 t.test('bad start-up input: one clear line and a documented status, never a stack', async (t) => {

@@ -40,7 +40,7 @@ export const DEFAULTS = {
     max_request_size: '64KiB',
     max_attributes: 256,
     // Postfix's timeout for this service; holds end hold_margin before it.
-    timeout: '100s',
+    timeout: '60s',
     hold_margin: '5s',
     // Render defer as DEFER_IF_PERMIT (a later Postfix reject still wins)
     // rather than a plain 4xx.

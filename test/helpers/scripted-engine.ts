@@ -1,11 +1,12 @@
 // An engine wired in by tests only: the recipient's local part says what to do.
-//   hold-MS@...   pass after holding MS milliseconds
-//   defer@...     defer 450 4.7.1
-//   reject@...    reject 554 5.7.1
-//   throw@...     the rule throws          (fault injection)
-//   reject-promise@...  the rule's promise rejects
-//   garbage@...   the rule returns something that is not a verdict
-//   anything else pass
+//   ACTION[.STAGE]@domain  - ACTION at STAGE (default rcpt); other stages pass
+//   hold-MS        pass after holding MS milliseconds (not again for a repeat)
+//   defer          defer 450 4.7.1
+//   reject         reject 554 5.7.1
+//   throw          the rule throws                      (fault injection)
+//   reject-promise the rule's promise rejects
+//   garbage        the rule returns something that is not a verdict
+//   anything else  pass
 import type { Engine, Outcome, StageEvent, Verdict } from '../../lib/engine/types.js';
 
 export class ScriptedEngine implements Engine {
@@ -15,9 +16,11 @@ export class ScriptedEngine implements Engine {
   decide(e: StageEvent): Verdict | Promise<Verdict> {
     this.events.push(e);
     const local = (e.recipient.split('@')[0] ?? '').toLowerCase();
-    const hold = /^hold-(\d+)$/.exec(local);
-    if (hold) return { kind: 'pass', delayMs: Number(hold[1]), rule: 'test-hold', score: -1 };
-    switch (local) {
+    const [action = '', stage = 'rcpt'] = local.split('.');
+    if (stage !== e.stage) return { kind: 'pass', delayMs: 0, rule: 'test-pass', score: 0 };
+    const hold = /^hold-(\d+)$/.exec(action);
+    if (hold) return { kind: 'pass', delayMs: e.repeat ? 0 : Number(hold[1]), rule: 'test-hold', score: -1 };
+    switch (action) {
       case 'defer': return { kind: 'defer', delayMs: 0, rule: 'test-defer', score: -5, reply: { code: 450, enhanced: '4.7.1', text: 'sluice test defer' } };
       case 'reject': return { kind: 'reject', delayMs: 0, rule: 'test-reject', score: -9, reply: { code: 554, enhanced: '5.7.1', text: 'sluice test reject' } };
       case 'throw': throw new Error('rule exploded');
