@@ -56,7 +56,7 @@ export class Daemon {
   readonly #engine: Engine;
   readonly #breaker: CircuitBreaker;
   readonly #counter: ConnectionCounter;
-  readonly #repeats: LRUCache<string, true>;
+  readonly #repeats: LRUCache<string, number>;
   readonly errorCounts = new Map<number, number>();
   #listeners: Listener[] = [];
   #nextId = 0;
@@ -71,7 +71,7 @@ export class Daemon {
     this.#engine = opts.engine ?? new PassEngine();
     this.#breaker = new CircuitBreaker(config.shield.breaker_limit, config.shield.breaker_window, Date.now);
     this.#counter = new ConnectionCounter(() => this.#config.limits.max_connections, logs.logger);
-    this.#repeats = new LRUCache({ max: config.policy.dedupe_entries, ttl: config.policy.dedupe_window, ttlAutopurge: false });
+    this.#repeats = new LRUCache({ max: config.policy.dedupe_entries });
     this.#shield.register(exceptionHandler({
       log: () => this.#logs.logger,
       breaker: this.#breaker,

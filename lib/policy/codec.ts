@@ -14,7 +14,7 @@
 // Config keys (through PolicyLimits): policy.max_line_length,
 // policy.max_request_size, policy.max_attributes.
 
-import { isUtf8 } from 'node:buffer';
+import { isAscii, isUtf8 } from 'node:buffer';
 import { PeerError, type ErrorName } from '../shield/errors.js';
 import { printable } from '../log/logger.js';
 
@@ -50,28 +50,38 @@ export class PolicyDecoder {
     // other binary probe may never send an LF.
     const nul = chunk.indexOf(0);
     if (nul >= 0) this.#fail('PEER_BAD_ENCODING', `NUL byte in "${printable(chunk.subarray(Math.max(0, nul - 40), nul + 8), 60)}"`);
+    // Postfix traffic is nearly always ASCII: one SIMD check per chunk, then
+    // the chunk is decoded once and split with string operations (a char is
+    // a byte, so the byte bounds hold). Otherwise each line is checked as
+    // UTF-8 on its own.
+    const text = isAscii(chunk) ? chunk.toString('latin1') : undefined;
     const out: PolicyAttributes[] = [];
     let start = 0;
     for (;;) {
-      const lf = chunk.indexOf(LF, start);
+      const lf = text === undefined ? chunk.indexOf(LF, start) : text.indexOf('\n', start);
       if (lf < 0) break;
       const lineBytes = this.#pieceBytes + (lf - start);
-      this.#checkLine(lineBytes, chunk.subarray(start, Math.min(lf, start + 64)));
-      let line = chunk.subarray(start, lf);
+      this.#checkLine(lineBytes, chunk, start);
+      let done: PolicyAttributes | undefined;
       if (this.#pieces.length > 0) {
-        this.#pieces.push(line);
-        line = Buffer.concat(this.#pieces, lineBytes);
+        // Joined with pieces of earlier chunks: not covered by this chunk's check.
+        this.#pieces.push(chunk.subarray(start, lf));
+        const line = Buffer.concat(this.#pieces, lineBytes);
         this.#pieces = [];
         this.#pieceBytes = 0;
+        done = this.#bytesLine(line);
+      } else if (text !== undefined) {
+        done = lf === start ? this.#endOfRequest() : this.#attribute(text.slice(start, lf), lf - start, chunk, start);
+      } else {
+        done = this.#bytesLine(chunk.subarray(start, lf));
       }
       start = lf + 1;
-      const done = this.#line(line);
       if (done) out.push(done);
     }
     if (start < chunk.length) {
       const rest = chunk.subarray(start);
       this.#pieceBytes += rest.length;
-      this.#checkLine(this.#pieceBytes, rest.subarray(0, 64));
+      this.#checkLine(this.#pieceBytes, rest, 0);
       this.#pieces.push(rest);
     }
     return out;
@@ -90,34 +100,49 @@ export class PolicyDecoder {
     return this.#pieceBytes === 0 && this.#lines === 0;
   }
 
-  #checkLine(lineBytes: number, sample: Buffer): void {
+  #checkLine(lineBytes: number, chunk: Buffer, at: number): void {
     if (lineBytes > this.#limits.maxLineLength) {
-      this.#fail('PEER_LINE_TOO_LONG', `line longer than ${this.#limits.maxLineLength} bytes: "${printable(sample, 40)}"`);
+      this.#fail('PEER_LINE_TOO_LONG', `line longer than ${this.#limits.maxLineLength} bytes: "${printable(chunk.subarray(at, at + 64), 40)}"`);
     }
     if (this.#requestBytes + lineBytes + 1 > this.#limits.maxRequestSize) {
       this.#fail('PEER_REQUEST_TOO_LARGE', `request larger than ${this.#limits.maxRequestSize} bytes`);
     }
   }
 
-  #line(line: Buffer): PolicyAttributes | undefined {
-    if (line.length === 0) {
-      if (this.#lines === 0) this.#fail('PEER_EMPTY_REQUEST', 'empty line with no attributes before it');
-      const attrs = this.#attrs;
-      this.#attrs = new Map();
-      this.#lines = 0;
-      this.#requestBytes = 0;
-      return attrs;
+  /** A line as bytes, of unknown encoding. */
+  #bytesLine(line: Buffer): PolicyAttributes | undefined {
+    if (line.length === 0) return this.#endOfRequest();
+    if (!isUtf8(line)) {
+      this.#countLine(line.length);
+      this.#fail('PEER_BAD_ENCODING', `invalid UTF-8 in "${printable(line, 60)}"`);
     }
+    return this.#attribute(line.toString('utf8'), line.length, line, 0);
+  }
+
+  /** One `name=value` line, already decoded, `bytes` long on the wire; `raw` and `at` only for error messages. */
+  #attribute(line: string, bytes: number, raw: Buffer, at: number): undefined {
+    this.#countLine(bytes);
+    const eq = line.indexOf('=');
+    if (eq <= 0) this.#fail('PEER_MALFORMED_LINE', `expected name=value, got "${printable(raw.subarray(at, at + 80), 60)}"`);
+    this.#attrs.set(line.slice(0, eq), line.slice(eq + 1));
+    return undefined;
+  }
+
+  #countLine(bytes: number): void {
     this.#lines++;
-    this.#requestBytes += line.length + 1;
+    this.#requestBytes += bytes + 1;
     if (this.#lines > this.#limits.maxAttributes) {
       this.#fail('PEER_TOO_MANY_ATTRIBUTES', `more than ${this.#limits.maxAttributes} attributes in one request`);
     }
-    const eq = line.indexOf(EQ);
-    if (eq <= 0) this.#fail('PEER_MALFORMED_LINE', `expected name=value, got "${printable(line, 60)}"`);
-    if (!isUtf8(line)) this.#fail('PEER_BAD_ENCODING', `invalid UTF-8 in "${printable(line, 60)}"`);
-    this.#attrs.set(line.toString('utf8', 0, eq), line.toString('utf8', eq + 1));
-    return undefined;
+  }
+
+  #endOfRequest(): PolicyAttributes {
+    if (this.#lines === 0) this.#fail('PEER_EMPTY_REQUEST', 'empty line with no attributes before it');
+    const attrs = this.#attrs;
+    this.#attrs = new Map();
+    this.#lines = 0;
+    this.#requestBytes = 0;
+    return attrs;
   }
 
   #fail(symbol: ErrorName, message: string): never {

@@ -57,7 +57,12 @@ export function renderAction(v: Verdict, opts: RenderOptions): string {
   }
 }
 
-export function renderReply(v: Verdict, opts: RenderOptions): string {
+/** The reply to nearly every request, encoded once. */
+export const DUNNO_REPLY = Buffer.from('action=DUNNO\n\n', 'latin1');
+
+/** The whole reply; pass and accept come back as the shared DUNNO buffer. */
+export function renderReply(v: Verdict, opts: RenderOptions): string | Buffer {
+  if (v.kind === 'pass' || v.kind === 'accept') return DUNNO_REPLY;
   return `action=${renderAction(v, opts)}\n\n`;
 }
 

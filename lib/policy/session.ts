@@ -26,7 +26,7 @@ import { safeDecide } from '../engine/decide.js';
 import { PASS, type Engine, type StageEvent, type Verdict } from '../engine/types.js';
 import { PolicyDecoder, type PolicyAttributes } from './codec.js';
 import { repeatKey, toRequest, toStageEvent } from './request.js';
-import { renderPrepend, renderReply } from './render.js';
+import { DUNNO_REPLY, renderPrepend, renderReply } from './render.js';
 
 /** Requests a client may send ahead of our reply before it is cut off (Postfix sends one). */
 const MAX_QUEUED = 4;
@@ -36,7 +36,7 @@ export interface PolicyDeps {
   readonly engine: Engine;
   readonly config: () => Config;
   /** Shared by all connections: Postfix resends on a new connection. */
-  readonly repeats: LRUCache<string, true>;
+  readonly repeats: LRUCache<string, number>;
   /** Called once per answered request (logs, metrics). */
   readonly answered: (conn: Connection, event: StageEvent | undefined, verdict: Verdict, heldMs: number) => void;
 }
@@ -104,41 +104,53 @@ class PolicySession implements ConnectionHandler {
     this.#deps.shield.guard(this.#conn, 'read', () => this.#handle(attrs));
   }
 
-  async #handle(attrs: PolicyAttributes): Promise<void> {
+  #handle(attrs: PolicyAttributes): void {
     const cfg = this.#deps.config();
     const req = toRequest(attrs);
     if (!req.stage) {
       // VRFY, ETRN and anything newer: not a stage sluice shapes.
-      this.#reply(renderReply(PASS, { deferIfPermit: true }), undefined, PASS, 0);
+      this.#reply(DUNNO_REPLY, undefined, PASS, 0);
       return;
     }
     const key = repeatKey(req);
-    const repeat = this.#deps.repeats.has(key);
-    if (!repeat) this.#deps.repeats.set(key, true);
+    // The cache holds when a question was first asked; lru-cache's own TTL
+    // bookkeeping costs more than this one comparison.
+    const now = Date.now();
+    const first = this.#deps.repeats.get(key);
+    const repeat = first !== undefined && now - first < cfg.policy.dedupe_window;
+    if (!repeat) this.#deps.repeats.set(key, now);
     const event = toStageEvent(req, req.stage, repeat);
-    const verdict = await safeDecide(this.#deps.engine, event, cfg.fail_mode, (err) =>
+    const verdict = safeDecide(this.#deps.engine, event, cfg.fail_mode, (err) =>
       this.#deps.shield.raise(this.#conn, err, 'read', [event.stage]));
-    if (this.#conn.closed) return;
+    if (verdict instanceof Promise) {
+      // safeDecide's promise never rejects; the answer still runs guarded.
+      void verdict.then((v) => this.#deps.shield.guard(this.#conn, 'read', () => this.#respond(event, v, cfg)));
+      return;
+    }
+    this.#respond(event, verdict, cfg);
+  }
 
-    let text = renderReply(verdict, { deferIfPermit: cfg.policy.defer_if_permit });
+  #respond(event: StageEvent, verdict: Verdict, cfg: Config): void {
+    if (this.#conn.closed) return;
+    let reply = renderReply(verdict, { deferIfPermit: cfg.policy.defer_if_permit });
     if (verdict.kind === 'pass' && event.stage === 'data' && cfg.policy.prepend_header !== '') {
-      text = renderPrepend(cfg.policy.prepend_header, `score=${verdict.score.toFixed(1)} rule=${verdict.rule}`);
+      reply = renderPrepend(cfg.policy.prepend_header, `score=${verdict.score.toFixed(1)} rule=${verdict.rule}`);
     }
     const cap = Math.max(0, cfg.policy.timeout - cfg.policy.hold_margin);
     const delay = event.stress ? 0 : Math.min(verdict.delayMs, cap);
     if (delay <= 0) {
-      this.#reply(text, event, verdict, 0);
+      this.#reply(reply, event, verdict, 0);
       return;
     }
     const started = Date.now();
     const answer = (): void => {
       this.#hold = undefined;
-      this.#reply(text, event, verdict, Date.now() - started);
+      this.#reply(reply, event, verdict, Date.now() - started);
     };
     this.#hold = { timer: this.#deps.shield.setTimeout(this.#conn, delay, answer), answer };
   }
 
-  #reply(text: string, event: StageEvent | undefined, verdict: Verdict, heldMs: number): void {
+  #reply(text: string | Buffer, event: StageEvent | undefined, verdict: Verdict, heldMs: number): void {
     this.#working = false;
     if (!this.#conn.send(text)) return;
     this.#deps.answered(this.#conn, event, verdict, heldMs);

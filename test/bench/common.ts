@@ -1,0 +1,155 @@
+// Shared benchmark plumbing: servers in child processes, a closed-loop load
+// generator over loopback, percentiles and the printed table. Every figure is
+// printed beside a reference measured in the same run on the same machine.
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import { readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export interface Server {
+  proc: ChildProcess;
+  port: number;
+  rss(): number;
+  stop(): Promise<void>;
+}
+
+/** Starts a child that prints one JSON line with {port} (or sluiced's ready line). */
+export async function startServer(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Server> {
+  const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+  const port = await new Promise<number>((resolve, reject) => {
+    let buf = '';
+    proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      for (const line of buf.split('\n')) {
+        const m = /"(?:port|policy|milter)":\s*\[?"?(?:inet:[^"]*:)?(\d+)/.exec(line);
+        if (m) resolve(Number(m[1]));
+      }
+    });
+    proc.once('exit', (code) => reject(new Error(`server exited ${code}`)));
+  });
+  return {
+    proc, port,
+    rss: () => rssOf(proc.pid!),
+    stop: () => new Promise((r) => { proc.once('exit', () => r()); proc.kill('SIGTERM'); }),
+  };
+}
+
+export function rssOf(pid: number): number {
+  try {
+    // /proc/PID/statm: resident pages in the second field.
+    const statm = readFileSync(`/proc/${pid}/statm`, 'utf8').split(' ');
+    return Number(statm[1]) * 4096;
+  } catch {
+    return NaN;
+  }
+}
+
+
+export interface LoadResult {
+  requests: number;
+  seconds: number;
+  rps: number;
+  p50: number;
+  p99: number;
+}
+
+/**
+ * Closed loop: `conns` connections, each sends the next request as soon as its
+ * reply is complete, for `seconds`. `done(buf)` says how many bytes of `buf`
+ * form complete replies (0 when incomplete).
+ */
+export async function closedLoop(opts: {
+  port: number;
+  conns: number;
+  seconds: number;
+  request: (i: number) => Buffer;
+  replyLength: (buf: Buffer) => number;
+  /** Bytes to send once per connection first (milter negotiation); default none. */
+  newConnectionEachRequest?: boolean;
+}): Promise<LoadResult> {
+  const lat: number[] = [];
+  let count = 0;
+  const end = Date.now() + opts.seconds * 1000;
+  const started = process.hrtime.bigint();
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    let sock: net.Socket | undefined;
+    let pending: Buffer = Buffer.alloc(0);
+    let waiter: (() => void) | undefined;
+    const connect = async (): Promise<net.Socket> => {
+      const s = net.connect(opts.port, '127.0.0.1');
+      s.setNoDelay(true);
+      await new Promise<void>((r, j) => { s.once('connect', () => r()); s.once('error', j); });
+      s.on('data', (d: Buffer) => {
+        pending = pending.length ? Buffer.concat([pending, d]) : d;
+        const n = opts.replyLength(pending);
+        if (n > 0) {
+          pending = pending.subarray(n);
+          const w = waiter;
+          waiter = undefined;
+          w?.();
+        }
+      });
+      return s;
+    };
+    while (Date.now() < end) {
+      if (!sock || opts.newConnectionEachRequest) {
+        sock?.destroy();
+        sock = await connect();
+      }
+      const t0 = process.hrtime.bigint();
+      const replied = new Promise<void>((r) => { waiter = r; });
+      sock.write(opts.request(next++));
+      await replied;
+      lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      count++;
+    }
+    sock?.destroy();
+  };
+  await Promise.all(Array.from({ length: opts.conns }, worker));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  lat.sort((a, b) => a - b);
+  const pct = (p: number): number => lat[Math.min(lat.length - 1, Math.floor(lat.length * p))] ?? NaN;
+  return { requests: count, seconds, rps: count / seconds, p50: pct(0.5), p99: pct(0.99) };
+}
+
+/** Starts bin/sluiced in the foreground with `yaml` (plus a temp state dir, warn-level JSON logs). */
+export function startSluiced(yaml: string): Promise<Server> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'sluice-bench-'));
+  const file = path.join(dir, 'sluice.yaml');
+  writeFileSync(file, `state_dir: ${dir}\nlog:\n  level: info\n  format: json\n${yaml}`);
+  return startServer([path.join(ROOT, 'bin', 'sluiced'), '--foreground', '--config', file]);
+}
+
+/**
+ * Runs a and b alternately (after one warm-up each), three times, and returns
+ * the median run of each by throughput: a busy neighbour hits both alike.
+ */
+export async function alternate(a: () => Promise<LoadResult>, b: () => Promise<LoadResult>, rounds = 3): Promise<[LoadResult, LoadResult]> {
+  await a();
+  await b();
+  const ra: LoadResult[] = [];
+  const rb: LoadResult[] = [];
+  for (let i = 0; i < rounds; i++) {
+    ra.push(await a());
+    rb.push(await b());
+  }
+  const median = (xs: LoadResult[]): LoadResult => xs.sort((x, y) => x.rps - y.rps)[Math.floor(xs.length / 2)]!;
+  return [median(ra), median(rb)];
+}
+
+export function table(rows: (string | number)[][]): string {
+  const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)));
+  const widths = cells[0]!.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
+  return cells.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n');
+}
+
+function fmt(n: number): string {
+  if (!Number.isFinite(n)) return '-';
+  if (n >= 100) return Math.round(n).toLocaleString('en-US');
+  return n.toFixed(2);
+}
