@@ -17,8 +17,9 @@ import { CATALOGUE, ConfigError, type SluiceError } from '../shield/errors.js';
 import { Shield, type ShieldContext } from '../shield/shield.js';
 import { CircuitBreaker } from '../shield/breaker.js';
 import { createLogger, type LogHandle, type Logger } from '../log/logger.js';
-import { ConnectionCounter, Listener, type Connection } from '../net/listener.js';
+import { ConnectionCounter, Listener, type Connection, type HandlerFactory } from '../net/listener.js';
 import { policyHandler } from '../policy/session.js';
+import { milterHandler } from '../milter/session.js';
 import { PassEngine } from '../engine/pass-engine.js';
 import type { Engine, StageEvent, Verdict } from '../engine/types.js';
 import { exceptionHandler } from './exceptions.js';
@@ -97,7 +98,7 @@ export class Daemon {
     }
     d.#unhook.push(d.#shield.installProcessHooks());
     if (opts.signals) d.#installSignals();
-    logs.logger.info({ listen: d.endpoints, state_dir: stateDir, config: loaded.file }, `sluiced ready: policy on ${d.endpoints.policy.join(', ') || '(none)'}`);
+    logs.logger.info({ listen: d.endpoints, state_dir: stateDir, config: loaded.file }, `sluiced ready: policy on ${d.endpoints.policy.join(', ') || '(none)'}, milter on ${d.endpoints.milter.join(', ') || '(none)'}`);
     return d;
   }
 
@@ -118,8 +119,8 @@ export class Daemon {
   }
 
   /** Bound endpoints per protocol (real ports when 0 was asked for). */
-  get endpoints(): { policy: string[] } {
-    return { policy: this.#listeners[0]?.bound ?? [] };
+  get endpoints(): { policy: string[]; milter: string[] } {
+    return { policy: this.#listeners[0]?.bound ?? [], milter: this.#listeners[1]?.bound ?? [] };
   }
 
   get openConnections(): number {
@@ -130,25 +131,38 @@ export class Daemon {
     return eps.map((ep) => (ep.kind === 'unix' && !path.isAbsolute(ep.path) ? { ...ep, path: path.join(this.#stateDir, ep.path) } : ep));
   }
 
-  async #openListeners(): Promise<void> {
-    const policy = new Listener({
-      protocol: 'policy',
+  #listener(protocol: 'policy' | 'milter', factory: HandlerFactory): Listener {
+    return new Listener({
+      protocol,
       shield: this.#shield,
       log: this.#logs.logger,
       counter: this.#counter,
       idleTimeout: () => this.#config.limits.idle_timeout,
       nextId: () => ++this.#nextId,
-      maxWriteBuffer: 64 * 1024,
-      factory: policyHandler({
-        shield: this.#shield,
-        engine: this.#engine,
-        config: () => this.#config,
-        repeats: this.#repeats,
-        answered: (conn, event, verdict, heldMs) => this.#logVerdict(conn, event, verdict, heldMs),
-      }),
+      maxWriteBuffer: 256 * 1024,
+      factory,
     });
-    this.#listeners = [policy];
+  }
+
+  async #openListeners(): Promise<void> {
+    const policy = this.#listener('policy', policyHandler({
+      shield: this.#shield,
+      engine: this.#engine,
+      config: () => this.#config,
+      repeats: this.#repeats,
+      answered: (conn, event, verdict, heldMs) => this.#logVerdict(conn, event, verdict, heldMs),
+    }));
+    const milter = this.#listener('milter', milterHandler({
+      shield: this.#shield,
+      engine: this.#engine,
+      settings: () => this.#config.milter,
+      failMode: () => this.#config.fail_mode,
+      answered: (conn, event, verdict, heldMs) => this.#logVerdict(conn, event, verdict, heldMs),
+      abandoned: (conn, o) => conn.log.info({ client: o.event.client, stage: o.event.stage, held: o.kind === 'abandoned' && o.held, queue_id: o.event.queueId || undefined }, `abandoned at ${o.event.stage}`),
+    }));
+    this.#listeners = [policy, milter];
     await policy.open(this.#resolve(this.#config.policy.listen), this.#config.policy.socket_mode);
+    await milter.open(this.#resolve(this.#config.milter.listen), this.#config.milter.socket_mode);
   }
 
   /** One line per verdict that is not a plain pass, and per held reply, joinable with Postfix's log. */
@@ -191,8 +205,9 @@ export class Daemon {
       return false;
     }
     const next = withLogLevel(loaded.config, this.#opts.logLevel);
-    if (JSON.stringify(next.policy.listen) !== JSON.stringify(this.#config.policy.listen) || next.state_dir !== this.#config.state_dir) {
-      this.log.warn('policy.listen and state_dir changes take effect at the next start');
+    const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+    if (!same(next.policy.listen, this.#config.policy.listen) || !same(next.milter.listen, this.#config.milter.listen) || next.state_dir !== this.#config.state_dir) {
+      this.log.warn('policy.listen, milter.listen and state_dir changes take effect at the next start');
     }
     this.#config = next;
     this.#logs.logger.level = next.log.level;

@@ -52,6 +52,26 @@ export const DEFAULTS = {
     dedupe_window: '10m',
     dedupe_entries: 100000,
   },
+  milter: {
+    listen: ['inet:127.0.0.1:10041'],
+    socket_mode: '0660',
+    // Largest frame accepted; one Postfix header can reach 102400 bytes.
+    max_frame_size: '1MiB',
+    // auto: recognised from the `v` macro; else postfix or sendmail.
+    mta: 'auto',
+    // PROGRESS cadence while a reply is held, below the MTA's timeout
+    // (Postfix milter_command_timeout, Sendmail T=R:).
+    progress_interval: '5s',
+    // Holds end this long before the MTA would time out.
+    hold_margin: '2s',
+    // Sendmail's T=R: and T=E: for this filter (contrib/sendmail/sluice.mc).
+    sendmail_read_timeout: '10s',
+    sendmail_eom_timeout: '5m',
+    // Header added at end of message to mail that passes (empty: none).
+    header: '',
+    // Quarantine (hold queue) instead of rejecting at end of message.
+    quarantine: false,
+  },
 } as const;
 
 type Widen<T> = T extends string ? string : T extends number ? number : T extends boolean ? boolean

@@ -36,6 +36,7 @@ const endpoint = z.string().transform((v, ctx): Endpoint => {
   return ep;
 });
 
+const headerName = z.string().regex(/^([A-Za-z][A-Za-z0-9-]*)?$/, 'expected a header name such as X-Sluice, or ""');
 const mode = z.string().regex(/^0?[0-7]{3}$/, 'expected an octal mode such as "0660"').transform((v) => parseInt(v, 8));
 const count = (min: number, max: number) => z.number().int().min(min).max(max);
 
@@ -65,9 +66,21 @@ export const schema = z.strictObject({
     timeout: duration,
     hold_margin: duration,
     defer_if_permit: z.boolean(),
-    prepend_header: z.string().regex(/^([A-Za-z][A-Za-z0-9-]*)?$/, 'expected a header name such as X-Sluice'),
+    prepend_header: headerName,
     dedupe_window: duration,
     dedupe_entries: count(1, 10_000_000),
+  }),
+  milter: z.strictObject({
+    listen: z.array(endpoint),
+    socket_mode: mode,
+    max_frame_size: size.refine((n) => n >= 65536 + 1, 'must be at least 64KiB + 1 (body chunks are 65535 bytes)'),
+    mta: z.enum(['auto', 'postfix', 'sendmail']),
+    progress_interval: duration.refine((n) => n >= 100, 'must be at least 100ms'),
+    hold_margin: duration,
+    sendmail_read_timeout: duration,
+    sendmail_eom_timeout: duration,
+    header: headerName,
+    quarantine: z.boolean(),
   }),
 });
 

@@ -1,0 +1,157 @@
+// payload.ts - frame payloads as typed commands.
+//
+// Second layer of decoding (the first is codec.ts): each command's payload is
+// read field by field, every C string must end (NUL) inside the payload, and
+// bytes left over are an error (MILTER_BAD_PAYLOAD). An unknown command letter
+// is MILTER_UNKNOWN_COMMAND. Strings stay Buffers until the session needs
+// text; body chunks are never copied.
+
+import { PeerError } from '../shield/errors.js';
+import { printable } from '../log/logger.js';
+import * as C from './constants.js';
+import type { Frame } from './codec.js';
+
+export type Command =
+  | { readonly kind: 'optneg'; readonly version: number; readonly actions: number; readonly protocol: number }
+  | { readonly kind: 'macro'; readonly stage: number; readonly macros: ReadonlyMap<string, string> }
+  | { readonly kind: 'connect'; readonly hostname: string; readonly family: string; readonly port: number; readonly address: string }
+  | { readonly kind: 'helo'; readonly helo: string }
+  | { readonly kind: 'mail'; readonly args: readonly string[] }
+  | { readonly kind: 'rcpt'; readonly args: readonly string[] }
+  | { readonly kind: 'data' }
+  | { readonly kind: 'header'; readonly name: string; readonly value: string }
+  | { readonly kind: 'eoh' }
+  | { readonly kind: 'body'; readonly chunk: Buffer }
+  | { readonly kind: 'eob' }
+  | { readonly kind: 'abort' }
+  | { readonly kind: 'quit' }
+  | { readonly kind: 'quit_nc' }
+  | { readonly kind: 'unknown'; readonly line: string };
+
+function bad(cmd: number, why: string, payload: Buffer): never {
+  throw new PeerError('MILTER_BAD_PAYLOAD', `${C.letter(cmd)}: ${why}; payload "${printable(payload.subarray(0, 48), 60)}"`);
+}
+
+/** Reads NUL-terminated strings from a payload, refusing one that runs off the end. */
+class Reader {
+  #pos = 0;
+  constructor(readonly cmd: number, readonly buf: Buffer) {}
+
+  string(): string {
+    const nul = this.buf.indexOf(0, this.#pos);
+    if (nul < 0) bad(this.cmd, 'string without its NUL terminator', this.buf);
+    // Decoded leniently: values are for keys and logs, and the MTA is 8-bit clean.
+    const s = this.buf.toString('utf8', this.#pos, nul);
+    this.#pos = nul + 1;
+    return s;
+  }
+
+  byte(): number {
+    if (this.#pos >= this.buf.length) bad(this.cmd, 'payload too short', this.buf);
+    return this.buf[this.#pos++]!;
+  }
+
+  u16(): number {
+    if (this.#pos + 2 > this.buf.length) bad(this.cmd, 'payload too short', this.buf);
+    const v = this.buf.readUInt16BE(this.#pos);
+    this.#pos += 2;
+    return v;
+  }
+
+  u32(): number {
+    if (this.#pos + 4 > this.buf.length) bad(this.cmd, 'payload too short', this.buf);
+    const v = this.buf.readUInt32BE(this.#pos);
+    this.#pos += 4;
+    return v;
+  }
+
+  get left(): number {
+    return this.buf.length - this.#pos;
+  }
+
+  /** Every remaining string (an argv). */
+  strings(): string[] {
+    const out: string[] = [];
+    while (this.left > 0) out.push(this.string());
+    return out;
+  }
+
+  done(): void {
+    if (this.left !== 0) bad(this.cmd, `${this.left} bytes left over`, this.buf);
+  }
+
+  empty(): void {
+    if (this.buf.length !== 0) bad(this.cmd, 'expected no payload', this.buf);
+  }
+}
+
+export function decodeCommand(frame: Frame): Command {
+  const r = new Reader(frame.cmd, frame.payload);
+  switch (frame.cmd) {
+    case C.SMFIC_OPTNEG: {
+      const version = r.u32();
+      const actions = r.u32();
+      const protocol = r.u32();
+      // Extra bytes after the 12 are allowed (future MTAs); libmilter ignores them too.
+      return { kind: 'optneg', version, actions, protocol };
+    }
+    case C.SMFIC_MACRO: {
+      const stage = r.byte();
+      const macros = new Map<string, string>();
+      while (r.left > 0) {
+        const name = r.string();
+        // A broken peer may send a name without a value: read it as empty.
+        const value = r.left > 0 ? r.string() : '';
+        macros.set(name.length > 2 && name.startsWith('{') && name.endsWith('}') ? name.slice(1, -1) : name, value);
+      }
+      return { kind: 'macro', stage, macros };
+    }
+    case C.SMFIC_CONNECT: {
+      const hostname = r.string();
+      const family = String.fromCharCode(r.byte());
+      if (family === 'U') {
+        r.done();
+        return { kind: 'connect', hostname, family, port: 0, address: '' };
+      }
+      if (!'L46'.includes(family)) bad(frame.cmd, `unknown address family "${printable(family)}"`, frame.payload);
+      const port = r.u16();
+      const address = r.string();
+      r.done();
+      return { kind: 'connect', hostname, family, port, address };
+    }
+    case C.SMFIC_HELO: {
+      const helo = r.string();
+      r.done();
+      return { kind: 'helo', helo };
+    }
+    case C.SMFIC_MAIL:
+    case C.SMFIC_RCPT: {
+      const args = r.strings();
+      if (args.length === 0) bad(frame.cmd, 'no address', frame.payload);
+      return { kind: frame.cmd === C.SMFIC_MAIL ? 'mail' : 'rcpt', args };
+    }
+    case C.SMFIC_HEADER: {
+      const name = r.string();
+      const value = r.string();
+      r.done();
+      return { kind: 'header', name, value };
+    }
+    case C.SMFIC_BODY:
+      return { kind: 'body', chunk: frame.payload };
+    case C.SMFIC_BODYEOB:
+      // libmilter treats data here as a last body chunk; neither MTA sends any.
+      return { kind: 'eob' };
+    case C.SMFIC_DATA: r.empty(); return { kind: 'data' };
+    case C.SMFIC_EOH: r.empty(); return { kind: 'eoh' };
+    case C.SMFIC_ABORT: r.empty(); return { kind: 'abort' };
+    case C.SMFIC_QUIT: r.empty(); return { kind: 'quit' };
+    case C.SMFIC_QUIT_NC: r.empty(); return { kind: 'quit_nc' };
+    case C.SMFIC_UNKNOWN: {
+      const line = r.string();
+      r.done();
+      return { kind: 'unknown', line };
+    }
+    default:
+      throw new PeerError('MILTER_UNKNOWN_COMMAND', `unknown milter command ${C.letter(frame.cmd)}; payload "${printable(frame.payload.subarray(0, 48), 60)}"`);
+  }
+}

@@ -1,0 +1,37 @@
+// render.ts - a Verdict as milter reply frames for one stage.
+//
+// pass -> CONTINUE; accept -> ACCEPT at end of message, CONTINUE before it
+// (an ACCEPT at CONNECT would end the events sluice learns from); defer ->
+// REPLYCODE 4xx; reject -> REPLYCODE 5xx, or QUARANTINE then CONTINUE at end
+// of message when milter.quarantine is set. At end of message a passed
+// message may get the score header first. All frames of one answer are
+// joined into one buffer: one write.
+
+import type { Stage, Verdict } from '../engine/types.js';
+import * as R from './replies.js';
+
+export interface RenderOptions {
+  /** Header name to add at end of message, when the MTA allowed ADDHDRS; else empty. */
+  readonly header: string;
+  /** Quarantine instead of reject at end of message, when the MTA allowed it. */
+  readonly quarantine: boolean;
+}
+
+export function renderVerdict(v: Verdict, stage: Stage, opts: RenderOptions): Buffer {
+  const eom = stage === 'eom';
+  switch (v.kind) {
+    case 'defer':
+      return v.reply ? R.replyCode(v.reply.code, v.reply.enhanced, v.reply.text) : R.TEMPFAIL;
+    case 'reject':
+      if (eom && opts.quarantine) return Buffer.concat([R.quarantine(`sluice ${v.rule} score ${v.score.toFixed(1)}`), R.CONTINUE]);
+      return v.reply ? R.replyCode(v.reply.code, v.reply.enhanced, v.reply.text) : R.REJECT;
+    case 'pass':
+    case 'accept': {
+      const final = eom && v.kind === 'accept' ? R.ACCEPT : R.CONTINUE;
+      if (eom && opts.header !== '') return Buffer.concat([R.addHeader(opts.header, `score=${v.score.toFixed(1)} rule=${v.rule}`), final]);
+      return final;
+    }
+    default:
+      return R.TEMPFAIL;
+  }
+}

@@ -1,0 +1,274 @@
+// session.ts - one milter connection: frames in, exactly one reply per command.
+//
+// Frames are decoded (codec.ts), typed (payload.ts), checked against the
+// phase (state.ts) and handled one at a time: the MTA is lock-step, and
+// while a reply is held nothing else is processed. Commands that take a
+// decision (CONNECT, HELO, MAIL, RCPT, DATA, EOH, end of message) become a
+// StageEvent for the engine; the Verdict is rendered (render.ts) after its
+// hold. While holding, PROGRESS goes out every milter.progress_interval where
+// the MTA honours it; elsewhere the hold is cut below the MTA's timeout
+// (mta.ts). MACRO, ABORT, QUIT and QUIT_NC get no reply. Postfix's local
+// submission always continues.
+//
+// Learning: a session that ends (close or QUIT) inside a message, or without
+// ever opening one, was abandoned at its last stage, held or not; a message
+// that passes end of message was delivered. Both go to engine.record().
+//
+// Config keys: milter.* (through MilterSettings), fail_mode.
+
+import type { Connection, ConnectionHandler } from '../net/listener.js';
+import type { Shield } from '../shield/shield.js';
+import { PeerError, type SluiceError } from '../shield/errors.js';
+import { safeDecide } from '../engine/decide.js';
+import { failVerdict, type Engine, type Outcome, type Stage, type StageEvent, type Verdict } from '../engine/types.js';
+import { FrameDecoder, type Frame } from './codec.js';
+import { decodeCommand, type Command } from './payload.js';
+import { MilterState, stripBrackets } from './state.js';
+import { holdPlan, mtaFromVersion, type HoldSettings, type MtaKind } from './mta.js';
+import { negotiate } from './negotiate.js';
+import { renderVerdict } from './render.js';
+import * as R from './replies.js';
+import * as C from './constants.js';
+
+/** Frames a peer may send ahead of our reply before it is cut off. */
+const MAX_QUEUED = 1024;
+
+export interface MilterSettings extends HoldSettings {
+  readonly max_frame_size: number;
+  readonly mta: 'auto' | MtaKind;
+  readonly header: string;
+  readonly quarantine: boolean;
+}
+
+export interface MilterDeps {
+  readonly shield: Shield;
+  readonly engine: Engine;
+  readonly settings: () => MilterSettings;
+  readonly failMode: () => 'pass' | 'defer';
+  readonly answered: (conn: Connection, event: StageEvent, verdict: Verdict, heldMs: number) => void;
+  readonly abandoned?: (conn: Connection, outcome: Outcome) => void;
+}
+
+export function milterHandler(deps: MilterDeps): (conn: Connection) => ConnectionHandler {
+  return (conn) => new MilterSession(conn, deps);
+}
+
+interface Pending {
+  readonly event: StageEvent;
+  timer?: NodeJS.Timeout;
+  progress?: NodeJS.Timeout;
+  answer?: () => void;
+}
+
+class MilterSession implements ConnectionHandler {
+  readonly #conn: Connection;
+  readonly #deps: MilterDeps;
+  readonly #decoder: FrameDecoder;
+  readonly #state: MilterState;
+  readonly #queue: Frame[] = [];
+  #pending: Pending | undefined;
+  #addHeader = false;
+  #quarantine = false;
+  #ended = false;
+
+  constructor(conn: Connection, deps: MilterDeps) {
+    this.#conn = conn;
+    this.#deps = deps;
+    const s = deps.settings();
+    this.#decoder = new FrameDecoder(s.max_frame_size);
+    this.#state = new MilterState(`m${conn.id}`, s.mta === 'auto' ? 'unknown' : s.mta);
+  }
+
+  get busy(): boolean {
+    return this.#pending !== undefined;
+  }
+
+  onData(chunk: Buffer): void {
+    for (const f of this.#decoder.push(chunk)) this.#queue.push(f);
+    if (this.#queue.length > MAX_QUEUED) throw new PeerError('PEER_PIPELINED', `${this.#queue.length} milter frames sent without waiting for replies`);
+    this.#drain();
+  }
+
+  onClose(): void {
+    this.#stopHold();
+    this.#pending = undefined;
+    this.#queue.length = 0;
+    this.#finish();
+    this.#decoder.end();
+  }
+
+  flush(): void {
+    this.#pending?.answer?.();
+  }
+
+  failMode(_err: SluiceError): void {
+    const p = this.#pending;
+    if (!p) {
+      this.#conn.close();
+      return;
+    }
+    this.#stopHold();
+    this.#respond(p.event, failVerdict(this.#deps.failMode()), 0);
+  }
+
+  #drain(): void {
+    while (!this.#pending && !this.#conn.closed) {
+      const frame = this.#queue.shift();
+      if (!frame) return;
+      this.#command(decodeCommand(frame));
+    }
+  }
+
+  #command(cmd: Command): void {
+    const st = this.#state;
+    st.check(cmd);
+    switch (cmd.kind) {
+      case 'optneg': {
+        const s = this.#deps.settings();
+        const n = negotiate(cmd, { addHeader: s.header !== '', quarantine: s.quarantine, body: true });
+        this.#addHeader = (n.actions & C.SMFIF_ADDHDRS) !== 0;
+        this.#quarantine = (n.actions & C.SMFIF_QUARANTINE) !== 0;
+        st.phase = 'negotiated';
+        this.#conn.send(R.optnegReply(n));
+        return;
+      }
+      case 'macro':
+        st.setMacros(cmd.stage, cmd.macros);
+        if (cmd.stage === C.SMFIC_CONNECT && this.#deps.settings().mta === 'auto') {
+          const kind = mtaFromVersion(cmd.macros.get('v'));
+          if (kind !== 'unknown') st.mta = kind;
+        }
+        return;
+      case 'connect':
+        st.connect(cmd);
+        return this.#decide('connect');
+      case 'helo':
+        if (st.inMessage) st.endMessage();
+        st.helo = cmd.helo;
+        return this.#decide('helo');
+      case 'mail':
+        st.startMessage(cmd.args);
+        return this.#decide('mail');
+      case 'rcpt':
+        return this.#decide('rcpt', stripBrackets(cmd.args[0] ?? ''));
+      case 'data':
+        st.phase = 'data';
+        return this.#decide('data');
+      case 'header':
+        st.phase = 'data';
+        this.#conn.send(R.CONTINUE);
+        return;
+      case 'eoh':
+        st.phase = 'data';
+        return this.#decide('eoh');
+      case 'body':
+        st.phase = 'data';
+        st.bodyBytes += cmd.chunk.length;
+        this.#conn.send(R.CONTINUE);
+        return;
+      case 'eob':
+        return this.#decide('eom');
+      case 'abort':
+        st.endMessage();
+        return;
+      case 'quit':
+        this.#finish();
+        this.#conn.close();
+        return;
+      case 'quit_nc':
+        this.#finish();
+        this.#ended = false;
+        st.reset();
+        return;
+      case 'unknown':
+        this.#conn.send(R.CONTINUE);
+        return;
+    }
+  }
+
+  #decide(stage: Stage, recipient = ''): void {
+    const st = this.#state;
+    const event = st.event(stage, recipient);
+    st.lastStage = stage;
+    st.lastHeld = false;
+    if (st.local) {
+      // Postfix's non-SMTP mail: a milter must not reject what sendmail(1) submits.
+      this.#respond(event, { kind: 'pass', delayMs: 0, rule: 'local-submission', score: 0 }, 0);
+      return;
+    }
+    const pending: Pending = { event };
+    this.#pending = pending;
+    const verdict = safeDecide(this.#deps.engine, event, this.#deps.failMode(), (err) =>
+      this.#deps.shield.raise(this.#conn, err, 'read', [stage]));
+    if (verdict instanceof Promise) {
+      void verdict.then((v) => this.#deps.shield.guard(this.#conn, 'read', () => this.#hold(pending, v)));
+      return;
+    }
+    this.#hold(pending, verdict);
+  }
+
+  #hold(p: Pending, verdict: Verdict): void {
+    if (this.#pending !== p || this.#conn.closed) return;
+    const s = this.#deps.settings();
+    const plan = holdPlan(this.#state.mta, p.event.stage, s);
+    const delay = Math.min(verdict.delayMs, plan.cap);
+    if (delay <= 0) {
+      this.#respond(p.event, verdict, 0);
+      return;
+    }
+    const started = Date.now();
+    this.#state.lastHeld = true;
+    p.answer = () => {
+      this.#stopHold();
+      this.#respond(p.event, verdict, Date.now() - started);
+    };
+    p.timer = this.#deps.shield.setTimeout(this.#conn, delay, p.answer);
+    if (plan.progress) p.progress = this.#deps.shield.setInterval(this.#conn, s.progress_interval, () => this.#conn.send(R.PROGRESS));
+  }
+
+  #stopHold(): void {
+    const p = this.#pending;
+    if (p?.timer) clearTimeout(p.timer);
+    if (p?.progress) clearInterval(p.progress);
+  }
+
+  #respond(event: StageEvent, verdict: Verdict, heldMs: number): void {
+    this.#pending = undefined;
+    const st = this.#state;
+    const opts = { header: this.#addHeader ? this.#deps.settings().header : '', quarantine: this.#quarantine };
+    if (!this.#conn.send(renderVerdict(verdict, event.stage, opts))) return;
+    this.#deps.answered(this.#conn, event, verdict, heldMs);
+    const passed = verdict.kind === 'pass' || verdict.kind === 'accept';
+    if (event.stage === 'rcpt' && passed) st.recipients++;
+    if (event.stage === 'eom') {
+      if (passed) {
+        st.messages++;
+        this.#record({ kind: 'delivered', event });
+      }
+      st.endMessage();
+    } else if (!passed && (event.stage === 'connect' || event.stage === 'helo')) {
+      // The MTA now ends the session itself (Postfix closes the milter socket):
+      // the outcome is our answer, not the client giving up.
+      this.#ended = true;
+    } else if (!passed && (event.stage === 'mail' || event.stage === 'data' || event.stage === 'eoh')) {
+      st.endMessage();
+    }
+    this.#drain();
+  }
+
+  /** The session is over: an open message, or one never opened, was abandoned. */
+  #finish(): void {
+    if (this.#ended || this.#state.phase === 'init' || this.#state.phase === 'negotiated' || this.#state.local) return;
+    this.#ended = true;
+    const st = this.#state;
+    if (st.inMessage || st.messages === 0) {
+      const outcome: Outcome = { kind: 'abandoned', event: st.event(st.lastStage), held: st.lastHeld };
+      this.#record(outcome);
+      this.#deps.abandoned?.(this.#conn, outcome);
+    }
+  }
+
+  #record(o: Outcome): void {
+    this.#deps.shield.guard(this.#conn, 'read', () => this.#deps.engine.record(o));
+  }
+}
