@@ -144,12 +144,14 @@ class MilterSession implements ConnectionHandler {
         return this.#decide('connect');
       case 'helo':
         if (st.inMessage) st.endMessage();
+        st.clearFrom(2);
         st.helo = cmd.helo;
         return this.#decide('helo');
       case 'mail':
         st.startMessage(cmd.args);
         return this.#decide('mail');
       case 'rcpt':
+        st.clearFrom(4);
         return this.#decide('rcpt', stripBrackets(cmd.args[0] ?? ''));
       case 'data':
         st.phase = 'data';
@@ -186,7 +188,7 @@ class MilterSession implements ConnectionHandler {
     }
   }
 
-  #decide(stage: Stage, recipient = ''): void {
+  #decide(stage: Stage, recipient?: string): void {
     const st = this.#state;
     const event = st.event(stage, recipient);
     st.lastStage = stage;
@@ -239,7 +241,7 @@ class MilterSession implements ConnectionHandler {
     if (!this.#conn.send(renderVerdict(verdict, event.stage, opts))) return;
     this.#deps.answered(this.#conn, event, verdict, heldMs);
     const passed = verdict.kind === 'pass' || verdict.kind === 'accept';
-    if (event.stage === 'rcpt' && passed) st.recipients++;
+    if (event.stage === 'rcpt' && passed) st.acceptRecipient(event.recipient);
     if (event.stage === 'eom') {
       if (passed) {
         st.messages++;

@@ -7,7 +7,9 @@
 // ended the message); QUIT_NC goes back to before CONNECT. Anything else out
 // of order is MILTER_OUT_OF_ORDER and closes the connection.
 // Macros live in per-stage slots cleared as libmilter clears them; a lookup
-// searches the latest stage first.
+// searches the latest stage first. A MACRO frame comes just before its
+// command, so a command clears the slots after its own: CONNECT clears from
+// HELO on, HELO from MAIL, MAIL from RCPT, RCPT from DATA; ABORT clears none.
 
 import { PeerError } from '../shield/errors.js';
 import { canonicalAddress } from '../policy/request.js';
@@ -47,6 +49,8 @@ export class MilterState {
   // Message facts.
   sender = '';
   recipients = 0;
+  /** The first accepted recipient: events after RCPT name it when it is the only one, as Postfix's policy requests do. */
+  firstRecipient = '';
   size = 0;
   bodyBytes = 0;
   /** Stage of the last decided command, and whether its reply was held. */
@@ -101,13 +105,15 @@ export class MilterState {
     if (this.phase === 'mail' || this.phase === 'data') this.phase = 'connected';
     this.sender = '';
     this.recipients = 0;
+    this.firstRecipient = '';
     this.size = 0;
     this.bodyBytes = 0;
-    this.clearFrom(2);
   }
 
   startMessage(args: readonly string[]): void {
     this.endMessage();
+    // The MAIL macros arrived just before MAIL itself; MAIL clears from RCPT on.
+    this.clearFrom(3);
     this.phase = 'mail';
     this.sender = stripBrackets(args[0] ?? '');
     const size = args.find((a) => /^size=/i.test(a));
@@ -127,8 +133,15 @@ export class MilterState {
     return this.phase === 'mail' || this.phase === 'data';
   }
 
-  event(stage: Stage, recipient = ''): StageEvent {
+  /** Counts a recipient the verdict let through. */
+  acceptRecipient(rcpt: string): void {
+    if (this.recipients === 0) this.firstRecipient = rcpt;
+    this.recipients++;
+  }
+
+  event(stage: Stage, rcpt?: string): StageEvent {
     const tlsVersion = this.macro('tls_version');
+    const recipient = rcpt ?? (this.recipients === 1 ? this.firstRecipient : '');
     return {
       stage,
       session: this.session,

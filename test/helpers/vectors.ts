@@ -30,3 +30,29 @@ export function policyVectors(): PolicyVector[] {
   }
   return out;
 }
+
+export interface MilterVector {
+  scenario: string;
+  conn: number;
+  dir: 'in' | 'out';
+  cmd: string;
+  len?: number;
+  fields: Record<string, unknown>;
+  hex: string;
+}
+
+/** Every frame captured, in order; body frames whose hex was cut are marked `cut`. */
+export function milterVectors(): (MilterVector & { cut: boolean })[] {
+  const dir = path.join(VECTORS, 'milter');
+  const out: (MilterVector & { cut: boolean })[] = [];
+  for (const f of readdirSync(dir).filter((f) => f.endsWith('.jsonl')).sort()) {
+    for (const line of readFileSync(path.join(dir, f), 'utf8').split('\n')) {
+      if (!line.trim()) continue;
+      const rec = JSON.parse(line) as MilterVector & { event?: string };
+      if (!rec.dir || !rec.hex) continue;
+      const cut = rec.len !== undefined && rec.hex.length !== (rec.len + 4) * 2;
+      out.push({ ...rec, cut });
+    }
+  }
+  return out;
+}
