@@ -66,3 +66,24 @@ t.test('man pages render with man -l', async (t) => {
     t.notMatch(r.stderr, /warning|error/i, `${page}: no groff warnings`);
   }
 });
+
+t.test('contrib snippets match the defaults they depend on', async (t) => {
+  const mc = readFileSync(path.join(ROOT, 'contrib', 'sendmail', 'sluice.mc'), 'utf8');
+  const m = /INPUT_MAIL_FILTER\(`sluice', `S=inet:(\d+)@([\d.]+), T=C:\w+;S:\w+;R:(\w+);E:(\w+)'\)/.exec(mc);
+  t.ok(m, 'an INPUT_MAIL_FILTER line with T= values');
+  if (!m) return;
+  t.equal(`inet:${m[2]}:${m[1]}`, DEFAULTS.milter.listen[0], 'S= is the default milter endpoint');
+  t.equal(m[3], DEFAULTS.milter.sendmail_read_timeout, 'T=R: equals milter.sendmail_read_timeout');
+  t.equal(m[4], DEFAULTS.milter.sendmail_eom_timeout, 'T=E: equals milter.sendmail_eom_timeout');
+  const pf = readFileSync(path.join(ROOT, 'contrib', 'postfix', 'main.cf'), 'utf8');
+  t.match(pf, `sluice_policy = ${DEFAULTS.policy.listen[0]}`);
+  for (const line of pf.match(/check_policy_service \{[^}]*\}/g) ?? []) {
+    t.match(line, `timeout=${DEFAULTS.policy.timeout}`, 'timeout= equals policy.timeout');
+    t.match(line, 'default_action=DUNNO', 'fails open');
+  }
+  const mf = readFileSync(path.join(ROOT, 'contrib', 'postfix', 'milter.cf'), 'utf8');
+  t.match(mf, `sluice_milter = ${DEFAULTS.milter.listen[0]}`);
+  const cmd = /command_timeout=(\d+)s/.exec(mf);
+  t.ok(cmd && Number(cmd[1]) * 1000 >= 3 * parseInt(DEFAULTS.milter.progress_interval, 10) * 1000, 'PROGRESS cadence well below command_timeout');
+  t.match(mf, 'default_action=accept', 'fails open');
+});

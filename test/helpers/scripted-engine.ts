@@ -3,6 +3,7 @@
 //   hold-MS        pass after holding MS milliseconds (not again for a repeat)
 //   defer          defer 450 4.7.1
 //   reject         reject 554 5.7.1
+//   custom         reject 550 5.7.25 with a "%" in the text (REPLYCODE escaping)
 //   throw          the rule throws                      (fault injection)
 //   reject-promise the rule's promise rejects
 //   garbage        the rule returns something that is not a verdict
@@ -23,6 +24,7 @@ export class ScriptedEngine implements Engine {
     switch (action) {
       case 'defer': return { kind: 'defer', delayMs: 0, rule: 'test-defer', score: -5, reply: { code: 450, enhanced: '4.7.1', text: 'sluice test defer' } };
       case 'reject': return { kind: 'reject', delayMs: 0, rule: 'test-reject', score: -9, reply: { code: 554, enhanced: '5.7.1', text: 'sluice test reject' } };
+      case 'custom': return { kind: 'reject', delayMs: 0, rule: 'test-custom', score: -9, reply: { code: 550, enhanced: '5.7.25', text: 'sluice custom 100% reply' } };
       case 'throw': throw new Error('rule exploded');
       case 'reject-promise': return Promise.reject(new Error('rule promise rejected'));
       case 'garbage': return { kind: 'maybe' } as unknown as Verdict;
