@@ -133,12 +133,13 @@ export class Listener {
       return;
     }
     const id = this.#deps.nextId();
-    const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'local';
-    const connLog = log.child({ conn: id, proto: protocol });
     let closed = false;
     let handler: ConnectionHandler | undefined;
+    // The child logger is made on first use: most connections never log.
+    let connLog: Logger | undefined;
     const conn: Connection = {
-      id, socket, log: connLog, label: `${protocol}#${id}`,
+      id, socket, label: `${protocol}#${id}`,
+      get log() { return (connLog ??= log.child({ conn: id, proto: protocol })); },
       get closed() { return closed; },
       send: (data) => {
         if (closed || socket.destroyed) return false;
@@ -160,7 +161,7 @@ export class Listener {
     socket.setTimeout(this.#deps.idleTimeout());
     handler = this.#deps.factory(conn);
     this.#live.set(id, { conn, handler });
-    connLog.debug({ peer }, 'connection opened');
+    if (log.isLevelEnabled('debug')) conn.log.debug({ peer: `${socket.remoteAddress ?? 'local'}:${socket.remotePort ?? ''}` }, 'connection opened');
     socket.on('data', shield.wrap(conn, 'read', (chunk: Buffer) => handler.onData(chunk)));
     socket.on('timeout', shield.wrap(conn, 'timer', () => {
       if (handler.busy) return; // a held reply is not idleness
@@ -173,7 +174,7 @@ export class Listener {
       this.#live.delete(id);
       counter.release();
       handler.onClose();
-      connLog.debug('connection closed');
+      if (log.isLevelEnabled('debug')) conn.log.debug('connection closed');
     }));
   }
 

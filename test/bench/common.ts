@@ -17,15 +17,21 @@ export interface Server {
   stop(): Promise<void>;
 }
 
-/** Starts a child that prints one JSON line with {port} (or sluiced's ready line). */
-export async function startServer(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Server> {
+/**
+ * Starts a child that prints one JSON line with {"port": N}, or sluiced's
+ * ready line, whose `listen.<key>` endpoint is used.
+ */
+export async function startServer(args: string[], key: 'port' | 'policy' | 'milter' = 'port', env: NodeJS.ProcessEnv = {}): Promise<Server> {
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   const port = await new Promise<number>((resolve, reject) => {
     let buf = '';
     proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
       buf += d;
       for (const line of buf.split('\n')) {
-        const m = /"(?:port|policy|milter)":\s*\[?"?(?:inet:[^"]*:)?(\d+)/.exec(line);
+        if (!line.startsWith('{')) continue;
+        const rec = JSON.parse(line) as { port?: number; listen?: Record<string, string[]> };
+        const ep = key === 'port' ? String(rec.port ?? '') : rec.listen?.[key]?.[0] ?? '';
+        const m = /(\d+)$/.exec(ep);
         if (m) resolve(Number(m[1]));
       }
     });
@@ -118,11 +124,11 @@ export async function closedLoop(opts: {
 }
 
 /** Starts bin/sluiced in the foreground with `yaml` (plus a temp state dir, warn-level JSON logs). */
-export function startSluiced(yaml: string): Promise<Server> {
+export function startSluiced(yaml: string, key: 'policy' | 'milter'): Promise<Server> {
   const dir = mkdtempSync(path.join(tmpdir(), 'sluice-bench-'));
   const file = path.join(dir, 'sluice.yaml');
   writeFileSync(file, `state_dir: ${dir}\nlog:\n  level: info\n  format: json\n${yaml}`);
-  return startServer([path.join(ROOT, 'bin', 'sluiced'), '--foreground', '--config', file]);
+  return startServer([path.join(ROOT, 'bin', 'sluiced'), '--foreground', '--config', file], key);
 }
 
 /**

@@ -31,7 +31,7 @@ function replyLength(buf: Buffer): number {
 
 export async function benchPolicy(seconds = SECONDS): Promise<(string | number)[][]> {
   const ref = await startServer(['--import=tsx', path.join(ROOT, 'test', 'bench', 'ref-policy.ts')]);
-  const sluice = await startSluiced('policy:\n  listen: ["inet:127.0.0.1:0"]\nlimits:\n  max_connections: 1000\n');
+  const sluice = await startSluiced('policy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nlimits:\n  max_connections: 1000\n', 'policy');
   const rows: (string | number)[][] = [['policy', 'conns', 'req/s', 'ref req/s', 'ratio', 'p50 ms', 'ref p50', 'p99 ms', 'ref p99']];
   try {
     for (const conns of [1, 10, 100]) {
