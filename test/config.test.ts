@@ -2,11 +2,11 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { parseDuration, parseSize, formatDuration } from '../lib/config/units.js';
-import { parseEndpoint } from '../lib/config/endpoint.js';
-import { fromText, loadConfig, formatProblem, BUILTIN } from '../lib/config/load.js';
-import { configKeys, DEFAULTS } from '../lib/config/defaults.js';
-import { stateDirFor } from '../lib/cli/state-dir.js';
+import { parseDuration, parseSize, formatDuration } from '../dist/config/units.js';
+import { parseEndpoint } from '../dist/config/endpoint.js';
+import { fromText, loadConfig, formatProblem, BUILTIN } from '../dist/config/load.js';
+import { configKeys, DEFAULTS } from '../dist/config/defaults.js';
+import { stateDirFor } from '../dist/cli/state-dir.js';
 
 t.test('durations and sizes', async (t) => {
   t.equal(parseDuration('30s'), 30_000);

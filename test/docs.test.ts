@@ -4,9 +4,9 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { CATALOGUE } from '../lib/shield/errors.js';
-import { configKeys, DEFAULTS } from '../lib/config/defaults.js';
-import { loadConfig } from '../lib/config/load.js';
+import { CATALOGUE } from '../dist/shield/errors.js';
+import { configKeys, DEFAULTS } from '../dist/config/defaults.js';
+import { loadConfig } from '../dist/config/load.js';
 import { ROOT } from './helpers/spawn.js';
 
 const man = (name: string): string => readFileSync(path.join(ROOT, 'man', name), 'utf8');

@@ -1,12 +1,12 @@
 // Tests for lib/milter codec and payload readers against real Postfix 3.7.11 frames.
 import t from 'tap';
-import { FrameDecoder, encodeFrame, type Frame } from '../lib/milter/codec.js';
-import { decodeCommand } from '../lib/milter/payload.js';
-import { replyCodeText, replyCode, optnegReply, addHeader, insertHeader, quarantine } from '../lib/milter/replies.js';
-import { negotiate } from '../lib/milter/negotiate.js';
-import { mtaFromVersion, holdPlan } from '../lib/milter/mta.js';
-import * as C from '../lib/milter/constants.js';
-import { PeerError } from '../lib/shield/errors.js';
+import { FrameDecoder, encodeFrame, type Frame } from '../dist/milter/codec.js';
+import { decodeCommand } from '../dist/milter/payload.js';
+import { replyCodeText, replyCode, optnegReply, addHeader, insertHeader, quarantine } from '../dist/milter/replies.js';
+import { negotiate } from '../dist/milter/negotiate.js';
+import { mtaFromVersion, holdPlan } from '../dist/milter/mta.js';
+import * as C from '../dist/milter/constants.js';
+import { PeerError } from '../dist/shield/errors.js';
 import { milterVectors } from './helpers/vectors.js';
 
 const MAX = 1 << 20;

@@ -1,6 +1,6 @@
 // Tests for lib/milter/session.ts on a live listener, driven as Postfix and Sendmail drive it.
 import t from 'tap';
-import * as C from '../lib/milter/constants.js';
+import * as C from '../dist/milter/constants.js';
 import { MilterClient, mta, text } from './helpers/milter-client.js';
 import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
 import { startDaemon, until } from './helpers/daemon.js';

@@ -1,7 +1,7 @@
 // Tests for lib/policy/codec.ts against real Postfix 3.7.11 captures and malformed input.
 import t from 'tap';
-import { PolicyDecoder, encodeRequest, type PolicyLimits } from '../lib/policy/codec.js';
-import { PeerError } from '../lib/shield/errors.js';
+import { PolicyDecoder, encodeRequest, type PolicyLimits } from '../dist/policy/codec.js';
+import { PeerError } from '../dist/shield/errors.js';
 import { policyVectors, vectorsPresent } from './helpers/vectors.js';
 
 const LIMITS: PolicyLimits = { maxLineLength: 4096, maxRequestSize: 65536, maxAttributes: 256 };

@@ -3,9 +3,9 @@ import t from 'tap';
 import { EventEmitter } from 'node:events';
 import {
   CATALOGUE, ErrorClass, errorClass, InternalError, PeerError, SluiceError, TransportError, asTransportError, toSluiceError,
-} from '../lib/shield/errors.js';
-import { Shield, type ShieldContext, type EventKind } from '../lib/shield/shield.js';
-import { CircuitBreaker } from '../lib/shield/breaker.js';
+} from '../dist/shield/errors.js';
+import { Shield, type ShieldContext, type EventKind } from '../dist/shield/shield.js';
+import { CircuitBreaker } from '../dist/shield/breaker.js';
 
 t.test('catalogue codes are unique, grouped by hundreds, and named', async (t) => {
   const codes = Object.values(CATALOGUE).map((e) => e.code);

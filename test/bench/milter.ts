@@ -8,8 +8,8 @@
 import net from 'node:net';
 import path from 'node:path';
 import { alternate, startServer, startSluiced, table, ROOT, type LoadResult } from './common.js';
-import { FrameDecoder } from '../../lib/milter/codec.js';
-import * as C from '../../lib/milter/constants.js';
+import { FrameDecoder } from '../../dist/milter/codec.js';
+import * as C from '../../dist/milter/constants.js';
 import { mta } from '../helpers/milter-client.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 3);

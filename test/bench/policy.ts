@@ -5,7 +5,7 @@
 // Requests are realistic RCPT requests (Postfix 3.7 attribute set) from
 // 1,000 client addresses, each with its own instance.
 import { alternate, closedLoop, startServer, startSluiced, table, ROOT, type LoadResult } from './common.js';
-import { encodeRequest } from '../../lib/policy/codec.js';
+import { encodeRequest } from '../../dist/policy/codec.js';
 import path from 'node:path';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 3);

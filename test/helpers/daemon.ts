@@ -3,8 +3,8 @@ import { writeFileSync, readFileSync, existsSync, mkdtempSync, rmSync } from 'no
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
-import { Daemon } from '../../lib/cli/daemon.js';
-import type { Engine } from '../../lib/engine/types.js';
+import { Daemon } from '../../dist/cli/daemon.js';
+import type { Engine } from '../../dist/engine/types.js';
 
 export interface Harness {
   daemon: Daemon;

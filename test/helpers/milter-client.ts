@@ -1,8 +1,8 @@
 // The MTA side of the milter protocol, for tests and benchmarks: builds
 // command frames and reads replies (PROGRESS and modifications collected).
 import net from 'node:net';
-import { FrameDecoder, encodeFrame, type Frame } from '../../lib/milter/codec.js';
-import * as C from '../../lib/milter/constants.js';
+import { FrameDecoder, encodeFrame, type Frame } from '../../dist/milter/codec.js';
+import * as C from '../../dist/milter/constants.js';
 
 const z = (s: string): Buffer => Buffer.from(s + '\0', 'utf8');
 

@@ -1,6 +1,6 @@
 // A minimal Postfix-like policy client for tests: one request at a time, reads `action=...\n\n`.
 import net from 'node:net';
-import { encodeRequest } from '../../lib/policy/codec.js';
+import { encodeRequest } from '../../dist/policy/codec.js';
 
 export function rcptRequest(over: Record<string, string> = {}): Record<string, string> {
   return {

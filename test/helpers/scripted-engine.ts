@@ -8,7 +8,7 @@
 //   reject-promise the rule's promise rejects
 //   garbage        the rule returns something that is not a verdict
 //   anything else  pass
-import type { Engine, Outcome, StageEvent, Verdict } from '../../lib/engine/types.js';
+import type { Engine, Outcome, StageEvent, Verdict } from '../../dist/engine/types.js';
 
 export class ScriptedEngine implements Engine {
   readonly events: StageEvent[] = [];
