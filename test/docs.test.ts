@@ -26,7 +26,8 @@ t.test('sluiced(8) DIAGNOSTICS lists exactly the catalogue', async (t) => {
 
 function valueText(v: unknown): string {
   if (Array.isArray(v)) return JSON.stringify(v);
-  if (v === '') return '""';
+  // Empty strings and strings with spaces are shown quoted; single words as they are.
+  if (typeof v === 'string' && (v === '' || v.includes(' '))) return JSON.stringify(v);
   return String(v);
 }
 

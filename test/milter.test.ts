@@ -44,7 +44,7 @@ t.test('a full Postfix-style transaction: negotiation, every stage, replies', as
   const eom = engine.events.find((e) => e.stage === 'eom')!;
   t.equal(eom.recipientCount, 1, 'rejected and deferred recipients are not counted');
   t.equal(eom.size, 100, 'size at end of message is the body seen');
-  t.same(engine.outcomes.map((o) => o.kind), ['delivered'], 'first message delivered; the rejected one was not abandoned');
+  t.same(engine.outcomes.map((o) => o.kind), ['delivered', 'ended'], 'first message delivered, the rejected one not abandoned, then a normal end');
   t.equal(engine.events.find((e) => e.stage === 'eom')?.queueId, 'QID1', 'the MAIL-stage queue id lasts the whole message');
 });
 

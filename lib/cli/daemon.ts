@@ -20,8 +20,10 @@ import { createLogger, type LogHandle, type Logger } from '../log/logger.js';
 import { ConnectionCounter, Listener, type Connection, type HandlerFactory } from '../net/listener.js';
 import { policyHandler } from '../policy/session.js';
 import { milterHandler } from '../milter/session.js';
-import { PassEngine } from '../engine/pass-engine.js';
+import { ReputationEngine } from '../engine/engine.js';
 import type { Engine, StageEvent, Verdict } from '../engine/types.js';
+import { readSnapshot, setAside, writeSnapshot, SnapshotError } from '../reputation/snapshot.js';
+import type { ListEntry } from '../engine/lists.js';
 import { exceptionHandler } from './exceptions.js';
 import { ensureStateDir, stateDirFor } from './state-dir.js';
 
@@ -55,6 +57,10 @@ export class Daemon {
   readonly #logs: LogHandle;
   readonly #shield = new Shield();
   readonly #engine: Engine;
+  /** The reputation engine, unless a test wired in its own. */
+  readonly reputation: ReputationEngine | undefined;
+  #timers: NodeJS.Timeout[] = [];
+  #snapshotting: Promise<void> | undefined;
   readonly #breaker: CircuitBreaker;
   readonly #counter: ConnectionCounter;
   readonly #repeats: LRUCache<string, number>;
@@ -69,7 +75,8 @@ export class Daemon {
     this.#stateDir = stateDir;
     this.#logs = logs;
     this.#opts = opts;
-    this.#engine = opts.engine ?? new PassEngine();
+    this.reputation = opts.engine ? undefined : new ReputationEngine(() => this.#config, Date.now);
+    this.#engine = opts.engine ?? this.reputation!;
     this.#breaker = new CircuitBreaker(config.shield.breaker_limit, config.shield.breaker_window, Date.now);
     this.#counter = new ConnectionCounter(() => this.#config.limits.max_connections, logs.logger);
     this.#repeats = new LRUCache({ max: config.policy.dedupe_entries });
@@ -90,6 +97,7 @@ export class Daemon {
     await ensureStateDir(stateDir);
     const logs = await createLogger(config.log, opts.isTTY);
     const d = new Daemon(config, stateDir, logs, opts);
+    await d.#restore();
     try {
       await d.#openListeners();
     } catch (err) {
@@ -98,6 +106,7 @@ export class Daemon {
     }
     d.#unhook.push(d.#shield.installProcessHooks());
     if (opts.signals) d.#installSignals();
+    d.#startTimers();
     logs.logger.info({ listen: d.endpoints, state_dir: stateDir, config: loaded.file }, `sluiced ready: policy on ${d.endpoints.policy.join(', ') || '(none)'}, milter on ${d.endpoints.milter.join(', ') || '(none)'}`);
     return d;
   }
@@ -125,6 +134,55 @@ export class Daemon {
 
   get openConnections(): number {
     return this.#counter.open;
+  }
+
+  get snapshotFile(): string {
+    return path.resolve(this.#stateDir, this.#config.reputation.snapshot_file);
+  }
+
+  /** Loads the last snapshot; a corrupt or foreign one is set aside and sluice starts empty. */
+  async #restore(): Promise<void> {
+    const rep = this.reputation;
+    if (!rep) return;
+    const file = this.snapshotFile;
+    try {
+      const snap = await readSnapshot<ListEntry>(file);
+      if (!snap) return;
+      const n = rep.store.load(snap.entries);
+      rep.lists.restore(snap.lists, Date.now());
+      this.log.info({ file, entries: n, written: new Date(snap.written).toISOString() }, 'reputation restored');
+    } catch (err) {
+      if (!(err instanceof SnapshotError)) throw err;
+      const aside = await setAside(file, Date.now()).catch(() => undefined);
+      this.log.warn({ code: 302, err: 'DECISION_STORE_FAILED', file, moved_to: aside }, `snapshot set aside, starting empty: ${err.message}`);
+    }
+  }
+
+  /** Writes the reputation snapshot (atomically); one at a time. */
+  snapshot(): Promise<void> {
+    const rep = this.reputation;
+    if (!rep) return Promise.resolve();
+    this.#snapshotting ??= (async () => {
+      const t0 = Date.now();
+      const file = this.snapshotFile;
+      try {
+        const n = await writeSnapshot(file, rep.store.entries(), rep.lists.dynamic(Date.now()), Date.now());
+        this.log.info({ file, entries: n, ms: Date.now() - t0 }, 'snapshot written');
+      } catch (err) {
+        this.log.error({ code: 302, err: 'DECISION_STORE_FAILED', file }, `snapshot not written: ${(err as Error).message}`);
+      } finally {
+        this.#snapshotting = undefined;
+      }
+    })();
+    return this.#snapshotting;
+  }
+
+  #startTimers(): void {
+    const rep = this.reputation;
+    if (!rep) return;
+    const tick = this.#shield.setInterval({ label: 'timer:tick' }, 1000, () => rep.tick());
+    const snap = this.#shield.setInterval({ label: 'timer:snapshot' }, this.#config.reputation.snapshot_interval, () => this.snapshot());
+    this.#timers.push(tick, snap);
   }
 
   #resolve(eps: readonly Endpoint[]): Endpoint[] {
@@ -210,6 +268,7 @@ export class Daemon {
       this.log.warn('policy.listen, milter.listen and state_dir changes take effect at the next start');
     }
     this.#config = next;
+    this.reputation?.reloaded();
     this.#logs.logger.level = next.log.level;
     for (const l of this.#listeners) l.setIdleTimeout(next.limits.idle_timeout);
     this.log.info({ config: loaded.file }, 'configuration reloaded');
@@ -230,14 +289,18 @@ export class Daemon {
       await new Promise((r) => setTimeout(r, 20));
     }
     for (const l of this.#listeners) l.closeAll();
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    await this.snapshot();
     for (const u of this.#unhook) u();
     this.#unhook = [];
     this.log.info({ errors: Object.fromEntries(this.errorCounts) }, 'sluiced stopped');
     this.#logs.flush();
   }
 
-  /** The circuit breaker tripped: answer what is held, close and reopen the listeners. */
+  /** The circuit breaker tripped: flush state, answer what is held, close and reopen the listeners. */
   async #restart(): Promise<void> {
+    await this.snapshot();
     this.log.error({ code: 404, err: 'OVERLOAD_BREAKER', limit: this.#config.shield.breaker_limit }, 'circuit breaker tripped: restarting services');
     this.#closeListeners();
     for (const l of this.#listeners) { l.flushAll(); l.closeAll(); }

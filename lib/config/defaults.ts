@@ -72,6 +72,86 @@ export const DEFAULTS = {
     // Quarantine (hold queue) instead of rejecting at end of message.
     quarantine: false,
   },
+  reputation: {
+    // Keys kept (client /32 or /64, network /24 or /48, HELO, sender domain).
+    max_entries: 1000000,
+    // An entry not touched for this long is forgotten.
+    ttl: '7d',
+    // Scores halve toward zero this often.
+    half_life: '1d',
+    // Snapshot file (relative: in state_dir), written this often and at shutdown.
+    snapshot_file: 'reputation.snapshot',
+    snapshot_interval: '5m',
+  },
+  weights: {
+    delivered: 3,
+    abandoned: -2,
+    abandoned_held: -6,
+    rate_exceeded: -2,
+    greylist_passed: 2,
+    bare_ip_helo: -3,
+    non_fqdn_helo: -2,
+    helo_is_us: -8,
+    no_reverse_dns: -1,
+    // How much of the network's, HELO's and sender domain's score counts for a client.
+    network_share: 0.5,
+    helo_share: 0.25,
+    domain_share: 0.25,
+  },
+  thresholds: {
+    // At or below this score a reply is held; below defer and reject, the
+    // client is deferred or rejected at RCPT.
+    hold: -1,
+    defer: -15,
+    reject: -30,
+  },
+  tarpit: {
+    enabled: true,
+    hold_per_point: '2s',
+    max_hold: '30s',
+    // Holds at CONNECT (Postfix asks there only with smtpd_delay_reject = no).
+    at_connect: false,
+    // Concurrent holds, in total and per network: each held policy reply pins an smtpd process.
+    budget: 20,
+    budget_per_network: 4,
+  },
+  rates: {
+    window: '60s',
+    connections_per_client: 30,
+    connections_per_network: 120,
+    messages_per_client: 60,
+    recipients_per_client: 300,
+    recipients_per_network: 1200,
+    concurrency_per_client: 10,
+    concurrency_per_network: 40,
+    // A policy session with no word for this long has ended; if it never
+    // reached end of message, it was abandoned at its last stage.
+    abandon_window: '60s',
+    max_entries: 200000,
+  },
+  greylist: {
+    enabled: false,
+    min_delay: '1m',
+    retry_window: '8h',
+    auto_allow_after: 3,
+    auto_allow_ttl: '30d',
+    max_entries: 200000,
+  },
+  lists: {
+    // Addresses or CIDRs, HELO names, or @domains.
+    allow: [] as string[],
+    deny: [] as string[],
+    // Our own HELO names and addresses: a client claiming them lies.
+    our_names: [] as string[],
+    our_addresses: [] as string[],
+  },
+  replies: {
+    defer: 'Your reputation is poor; try again later',
+    reject: 'Rejected for poor reputation',
+    rate: 'Too many connections or messages; slow down',
+    greylist: 'Greylisted; please try again later',
+    deny: 'Access denied',
+  },
 } as const;
 
 type Widen<T> = T extends string ? string : T extends number ? number : T extends boolean ? boolean

@@ -8,6 +8,8 @@
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
 import { parseEndpoint, type Endpoint } from './endpoint.js';
+import { parseListValue } from './list-value.js';
+import { isIP } from 'node:net';
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const ms = parseDuration(v);
@@ -35,6 +37,12 @@ const endpoint = z.string().transform((v, ctx): Endpoint => {
   }
   return ep;
 });
+
+const listValue = z.string().superRefine((v, ctx) => {
+  const m = parseListValue(v);
+  if (typeof m === 'string') ctx.addIssue({ code: 'custom', message: m });
+});
+const replyText = z.string().min(1).max(300).regex(/^[\x20-\x7e]+$/, 'printable ASCII only');
 
 const headerName = z.string().regex(/^([A-Za-z][A-Za-z0-9-]*)?$/, 'expected a header name such as X-Sluice, or ""');
 const mode = z.string().regex(/^0?[0-7]{3}$/, 'expected an octal mode such as "0660"').transform((v) => parseInt(v, 8));
@@ -81,6 +89,73 @@ export const schema = z.strictObject({
     sendmail_eom_timeout: duration,
     header: headerName,
     quarantine: z.boolean(),
+  }),
+  reputation: z.strictObject({
+    max_entries: count(1000, 100_000_000),
+    ttl: duration,
+    half_life: duration.refine((n) => n > 0, 'must be above 0'),
+    snapshot_file: z.string().min(1),
+    snapshot_interval: duration.refine((n) => n >= 1000, 'must be at least 1s'),
+  }),
+  weights: z.strictObject({
+    delivered: z.number(),
+    abandoned: z.number(),
+    abandoned_held: z.number(),
+    rate_exceeded: z.number(),
+    greylist_passed: z.number(),
+    bare_ip_helo: z.number(),
+    non_fqdn_helo: z.number(),
+    helo_is_us: z.number(),
+    no_reverse_dns: z.number(),
+    network_share: z.number().min(0).max(1),
+    helo_share: z.number().min(0).max(1),
+    domain_share: z.number().min(0).max(1),
+  }),
+  thresholds: z.strictObject({
+    hold: z.number(),
+    defer: z.number(),
+    reject: z.number(),
+  }).refine((t) => t.reject <= t.defer && t.defer <= t.hold, 'expected reject <= defer <= hold'),
+  tarpit: z.strictObject({
+    enabled: z.boolean(),
+    hold_per_point: duration,
+    max_hold: duration,
+    at_connect: z.boolean(),
+    budget: count(0, 1_000_000),
+    budget_per_network: count(0, 1_000_000),
+  }),
+  rates: z.strictObject({
+    window: duration.refine((n) => n >= 1000, 'must be at least 1s'),
+    connections_per_client: count(1, 1e9),
+    connections_per_network: count(1, 1e9),
+    messages_per_client: count(1, 1e9),
+    recipients_per_client: count(1, 1e9),
+    recipients_per_network: count(1, 1e9),
+    concurrency_per_client: count(1, 1e9),
+    concurrency_per_network: count(1, 1e9),
+    abandon_window: duration.refine((n) => n >= 1000, 'must be at least 1s'),
+    max_entries: count(1000, 100_000_000),
+  }),
+  greylist: z.strictObject({
+    enabled: z.boolean(),
+    min_delay: duration,
+    retry_window: duration,
+    auto_allow_after: count(1, 1e6),
+    auto_allow_ttl: duration,
+    max_entries: count(1000, 100_000_000),
+  }),
+  lists: z.strictObject({
+    allow: z.array(listValue),
+    deny: z.array(listValue),
+    our_names: z.array(z.string().min(1)),
+    our_addresses: z.array(z.string().refine((v) => isIP(v) !== 0, 'expected an IP address')),
+  }),
+  replies: z.strictObject({
+    defer: replyText,
+    reject: replyText,
+    rate: replyText,
+    greylist: replyText,
+    deny: replyText,
   }),
 });
 

@@ -52,12 +52,21 @@ export interface Verdict {
   /** The rule that decided, for logs and explain. */
   readonly rule: string;
   readonly score: number;
+  /** The inputs that produced it and each step taken, for logs and explain. */
+  readonly reason?: Reason;
+}
+
+export interface Reason {
+  readonly inputs: Readonly<Record<string, number | string | boolean>>;
+  readonly trace: readonly string[];
 }
 
 /** What the engine learns after the fact: how a session ended. */
 export type Outcome =
   | { readonly kind: 'delivered'; readonly event: StageEvent }
-  | { readonly kind: 'abandoned'; readonly event: StageEvent; readonly held: boolean };
+  | { readonly kind: 'abandoned'; readonly event: StageEvent; readonly held: boolean }
+  /** The session ended normally (QUIT after its messages). */
+  | { readonly kind: 'ended'; readonly event: StageEvent };
 
 /** The decision side of the seam. */
 export interface Engine {

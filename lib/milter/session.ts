@@ -258,7 +258,7 @@ class MilterSession implements ConnectionHandler {
     this.#drain();
   }
 
-  /** The session is over: an open message, or one never opened, was abandoned. */
+  /** The session is over: an open message, or one never opened, was abandoned; otherwise it ended. */
   #finish(): void {
     if (this.#ended || this.#state.phase === 'init' || this.#state.phase === 'negotiated' || this.#state.local) return;
     this.#ended = true;
@@ -267,6 +267,8 @@ class MilterSession implements ConnectionHandler {
       const outcome: Outcome = { kind: 'abandoned', event: st.event(st.lastStage), held: st.lastHeld };
       this.#record(outcome);
       this.#deps.abandoned?.(this.#conn, outcome);
+    } else {
+      this.#record({ kind: 'ended', event: st.event(st.lastStage) });
     }
   }
 

@@ -1,0 +1,52 @@
+// tracker.ts - where policy clients give up.
+//
+// The policy protocol never says that an SMTP session ended. A session (the
+// client address and port with the server port) whose last request was stage
+// S, and which asks nothing more within rates.abandon_window, ended there: if
+// S is not end of message, it was abandoned at S - held or not, as its last
+// reply was. A request repeated by Postfix changes nothing. tick() returns
+// the outcomes that have come due; the engine records them.
+
+import type { Outcome, StageEvent } from './types.js';
+
+interface Open {
+  event: StageEvent;
+  held: boolean;
+  at: number;
+}
+
+export class PolicyTracker {
+  readonly #open = new Map<string, Open>();
+  readonly #max: number;
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  seen(event: StageEvent, held: boolean, now: number): void {
+    const o = this.#open.get(event.session);
+    // Delete and re-insert, so the Map stays ordered by time and due() can stop early.
+    this.#open.delete(event.session);
+    if (event.repeat && o) this.#open.set(event.session, { ...o, at: now });
+    else this.#open.set(event.session, { event, held, at: now });
+    if (this.#open.size > this.#max) {
+      const oldest = this.#open.keys().next().value;
+      if (oldest !== undefined) this.#open.delete(oldest);
+    }
+  }
+
+  /** Sessions silent for longer than windowMs, as outcomes (oldest first). */
+  due(now: number, windowMs: number): Outcome[] {
+    const out: Outcome[] = [];
+    for (const [id, o] of this.#open) {
+      if (now - o.at <= windowMs) break;
+      this.#open.delete(id);
+      out.push(o.event.stage === 'eom' ? { kind: 'ended', event: o.event } : { kind: 'abandoned', event: o.event, held: o.held });
+    }
+    return out;
+  }
+
+  get size(): number {
+    return this.#open.size;
+  }
+}

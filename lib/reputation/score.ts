@@ -1,0 +1,30 @@
+// score.ts - scores that decay toward zero, as pure functions of time.
+//
+// A reputation entry keeps its score as of `at`; its value at time t is
+// score * 0.5^((t - at) / halfLife). Nothing is rewritten to decay: reads
+// compute it, writes store the decayed value plus the change.
+
+export interface Entry {
+  /** Score as of `at`; negative is bad. */
+  s: number;
+  /** When `s` was last written (ms). */
+  at: number;
+  /** First seen (ms). */
+  first: number;
+  /** Counters: delivered, abandoned (not held), abandoned held, rate/concurrency exceeded, greylist passes. */
+  ok: number;
+  ab: number;
+  abh: number;
+  rate: number;
+  grey: number;
+}
+
+export function decayed(e: Entry, now: number, halfLifeMs: number): number {
+  const dt = now - e.at;
+  if (dt <= 0 || e.s === 0) return e.s;
+  return e.s * Math.pow(0.5, dt / halfLifeMs);
+}
+
+export function fresh(now: number): Entry {
+  return { s: 0, at: now, first: now, ok: 0, ab: 0, abh: 0, rate: 0, grey: 0 };
+}
