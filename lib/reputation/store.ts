@@ -34,6 +34,8 @@ export class ReputationStore {
       ttlAutopurge: false,
       updateAgeOnGet: false,
       perf: { now: opts.now },
+      // Ask the injected clock every time: lru-cache otherwise caches "now" for a while.
+      ttlResolution: 0,
       dispose: (_v, _k, reason) => { if (reason === 'evict') this.evictions++; },
     });
   }

@@ -1,0 +1,183 @@
+// Tests for lib/engine: the pipeline per stage, learning, budgets and windows, on an injected clock.
+import t from 'tap';
+import { engineFor, ev } from './helpers/engine.js';
+import { holdFor, HoldBudget } from '../dist/engine/tarpit.js';
+import { heuristics } from '../dist/engine/heuristics.js';
+import { Lists } from '../dist/engine/lists.js';
+import { PolicyTracker } from '../dist/engine/tracker.js';
+
+const S = 1000;
+
+t.test('a fresh, well-named client passes without a hold; one without rDNS is held a little', async (t) => {
+  const { engine } = engineFor();
+  t.match(engine.decide(ev()), { kind: 'pass', delayMs: 0, rule: 'reputation', score: 0 });
+  const v = engine.decide(ev({ client: '198.51.100.7', clientName: 'unknown' }));
+  t.match(v, { kind: 'pass', rule: 'tarpit', delayMs: 2000, score: -1 });
+  t.match(v.reason?.trace.join('\n'), /no_reverse_dns -1[\s\S]*hold 2000 ms/);
+  t.equal(v.reason?.inputs['score'], -1);
+});
+
+t.test('learning: holds grow with abandonment; delivery earns trust and ends holds', async (t) => {
+  const { engine } = engineFor();
+  const zombie = { client: '203.0.113.5', clientName: 'unknown', helo: '203.0.113.5' };
+  const first = engine.decide(ev(zombie));
+  t.ok(first.delayMs > 0, `first hold ${first.delayMs} ms (bare-IP HELO, no rDNS)`);
+  engine.record({ kind: 'abandoned', event: ev({ ...zombie, stage: 'rcpt' }), held: true });
+  const second = engine.decide(ev(zombie));
+  t.ok(second.delayMs > first.delayMs, `held longer after abandoning a hold: ${second.delayMs} ms`);
+  t.equal(engine.store.entry('ip:203.0.113.5')?.abh, 1);
+  // Two held abandonments: ip -12, net -12 x 0.5, HELO -12 x 0.25, findings -4 = -25.
+  engine.record({ kind: 'abandoned', event: ev(zombie), held: true });
+  t.match(engine.decide(ev(zombie)), { kind: 'defer', rule: 'reputation-defer', score: -25, reply: { code: 451 } }, 'deferred at RCPT once the score is low enough');
+  engine.record({ kind: 'abandoned', event: ev(zombie), held: true });
+  t.match(engine.decide(ev(zombie)), { kind: 'reject', rule: 'reputation-reject', reply: { code: 550 } });
+  t.match(engine.decide(ev({ ...zombie, stage: 'mail' })), { kind: 'pass' }, 'reject and defer by score only at RCPT');
+
+  const mta = { client: '192.0.2.50', clientName: 'unknown' };
+  t.ok(engine.decide(ev(mta)).delayMs > 0, 'a new MTA without rDNS is held once');
+  engine.record({ kind: 'delivered', event: ev(mta) });
+  const after = engine.decide(ev(mta));
+  t.match(after, { kind: 'pass', delayMs: 0 }, 'after its first delivery it is never held');
+  t.match(after.reason?.trace.join('\n'), /trusted/);
+});
+
+t.test('decay: a bad score heals with time', async (t) => {
+  const { engine, clock } = engineFor();
+  const c = { client: '203.0.113.9', clientName: 'unknown' };
+  for (let i = 0; i < 6; i++) engine.record({ kind: 'abandoned', event: ev(c), held: true });
+  t.equal(engine.decide(ev(c)).kind, 'reject');
+  clock.advance(4 * 86_400_000); // four half-lives
+  t.equal(engine.decide(ev(c)).kind, 'pass');
+});
+
+t.test('lists: deny rejects at every stage, allow accepts, dynamic entries expire', async (t) => {
+  const { engine, clock } = engineFor('lists:\n  allow: ["192.0.2.0/24", "@partner.example"]\n  deny: ["203.0.113.0/24", "evil.example"]\n');
+  t.match(engine.decide(ev({ client: '203.0.113.1', stage: 'connect' })), { kind: 'reject', rule: 'deny 203.0.113.0/24', reply: { code: 554 } });
+  t.match(engine.decide(ev({ client: '198.51.100.1', helo: 'EVIL.example.' })), { kind: 'reject', rule: 'deny evil.example' });
+  t.match(engine.decide(ev({ client: '192.0.2.9', clientName: 'unknown', helo: '1.2.3.4' })), { kind: 'accept', rule: 'allow 192.0.2.0/24' });
+  t.match(engine.decide(ev({ client: '198.51.100.2', sender: 'x@mail.partner.example', clientName: 'unknown' })), { kind: 'accept' }, 'subdomains of an @domain');
+  t.match(engine.decide(ev({ client: '::ffff:203.0.113.3' })), { kind: 'reject' }, 'mapped IPv4 matches IPv4 CIDRs');
+  t.equal(engine.lists.add('deny', '198.51.100.0/24', clock.now, 60 * S, 'test') && 'ok', 'ok');
+  t.match(engine.decide(ev({ client: '198.51.100.77' })), { kind: 'reject' });
+  clock.advance(61 * S);
+  t.match(engine.decide(ev({ client: '198.51.100.77' })), { kind: 'pass' }, 'expired');
+  t.equal(engine.lists.add('allow', 'not a value!', clock.now), '"not a value!" is not an address, CIDR, HELO name or @domain');
+  engine.lists.add('allow', '2001:db8::/32', clock.now);
+  t.match(engine.decide(ev({ client: '2001:db8::1' })), { kind: 'accept' });
+  t.ok(engine.lists.remove('2001:db8::/32'));
+  t.notOk(engine.lists.remove('2001:db8::/32'));
+  const l = new Lists();
+  t.same(l.setStatic(['bogus value'], [], 0), ['"bogus value" is not an address, CIDR, HELO name or @domain']);
+});
+
+t.test('rates and concurrency per window, counted once per question', async (t) => {
+  const { engine, clock } = engineFor('rates:\n  connections_per_client: 3\n  recipients_per_client: 4\n  concurrency_per_client: 2\n');
+  const c = '198.51.100.20';
+  const sessions = [`${c}:1:25`, `${c}:2:25`];
+  for (const s of sessions) t.equal(engine.decide(ev({ client: c, session: s, stage: 'connect' })).kind, 'pass');
+  t.match(engine.decide(ev({ client: c, session: `${c}:3:25`, stage: 'connect' })), { kind: 'defer', rule: 'rate concurrency_per_client' });
+  engine.record({ kind: 'ended', event: ev({ client: c, session: `${c}:3:25` }) });
+  engine.record({ kind: 'ended', event: ev({ client: c, session: sessions[1] }) });
+  t.match(engine.decide(ev({ client: c, session: `${c}:4:25`, stage: 'connect' })), { kind: 'defer', rule: 'rate connections_per_client' }, 'the 4th connection in the window');
+  t.ok((engine.store.entry(`ip:${c}`)?.rate ?? 0) >= 2, 'exceeding costs points');
+  clock.advance(61 * S);
+  engine.record({ kind: 'ended', event: ev({ client: c, session: `${c}:4:25` }) });
+  const s = `${c}:5:25`;
+  for (let i = 0; i < 3; i++) t.equal(engine.decide(ev({ client: c, session: s, recipient: `r${i}@x` })).kind, 'pass');
+  for (let i = 0; i < 3; i++) engine.decide(ev({ client: c, session: s, recipient: 'r0@x', repeat: true }));
+  t.equal(engine.decide(ev({ client: c, session: s, recipient: 'r4@x' })).kind, 'pass', 'repeats are not counted');
+  t.match(engine.decide(ev({ client: c, session: s, recipient: 'r5@x' })), { kind: 'defer', rule: 'rate recipients_per_client' });
+});
+
+t.test('greylisting: new triplet deferred, early retry deferred, retry in the window passes, auto-allow', async (t) => {
+  const { engine, clock } = engineFor('greylist:\n  enabled: true\n  min_delay: 60s\n  retry_window: 1h\n  auto_allow_after: 2\nrates:\n  connections_per_client: 1000\n');
+  const g = (rcpt: string) => engine.decide(ev({ client: '198.51.100.30', recipient: rcpt }));
+  t.match(g('a@x'), { kind: 'defer', rule: 'greylist-new' });
+  clock.advance(30 * S);
+  t.match(g('a@x'), { kind: 'defer', rule: 'greylist-early' });
+  clock.advance(31 * S);
+  t.match(g('a@x'), { kind: 'pass' });
+  t.equal(engine.store.entry('ip:198.51.100.30')?.grey, 1, 'a triplet that came back is learned');
+  t.match(g('a@x'), { kind: 'pass' }, 'known triplet');
+  t.match(g('b@x'), { kind: 'defer' });
+  clock.advance(2 * 3_600_000);
+  t.match(g('b@x'), { kind: 'defer', rule: 'greylist-new' }, 'a retry after the window starts over');
+  clock.advance(61 * S);
+  t.match(g('b@x'), { kind: 'pass' });
+  t.match(engine.decide(ev({ client: '198.51.100.31', recipient: 'c@x' })), { kind: 'pass' }, 'the network is auto-allowed after 2 passes');
+  t.match(engine.explain(ev({ client: '203.0.113.40', recipient: 'z@x' })), { kind: 'defer', rule: 'greylist-new' });
+  t.match(engine.explain(ev({ client: '203.0.113.40', recipient: 'z@x' })), { kind: 'defer', rule: 'greylist-new' }, 'explain records no triplet');
+});
+
+t.test('tarpit: growth, caps, budget leases, stress, repeats, CONNECT opt-in', async (t) => {
+  t.equal(holdFor(0, -1, 2000, 30_000, 'rcpt'), 0);
+  t.equal(holdFor(-1, -1, 2000, 30_000, 'rcpt'), 2000);
+  t.equal(holdFor(-5, -1, 2000, 30_000, 'rcpt'), 10_000);
+  t.equal(holdFor(-50, -1, 2000, 300_000, 'data'), 90_000, 'DATA: cut to the client patience');
+  t.equal(holdFor(-50, -1, 2000, 30_000, 'rcpt'), 30_000, 'cut to max_hold');
+  const b = new HoldBudget();
+  t.equal(b.grant('n1', 1000, 0, 3, 2), 'granted');
+  t.equal(b.grant('n1', 1000, 0, 3, 2), 'granted');
+  t.equal(b.grant('n1', 1000, 0, 3, 2), 'network');
+  t.equal(b.grant('n2', 1000, 0, 3, 2), 'granted');
+  t.equal(b.grant('n3', 1000, 0, 3, 2), 'total');
+  t.equal(b.active(500), 3);
+  t.equal(b.grant('n3', 1000, 1000, 3, 2), 'granted', 'leases end with their hold');
+  t.equal(b.active(1000), 1);
+
+  const { engine, clock } = engineFor('tarpit:\n  budget: 2\n  budget_per_network: 2\n');
+  const bad = (n: number, over = {}) => ev({ client: `203.0.113.${n}`, clientName: 'unknown', ...over });
+  t.ok(engine.decide(bad(1)).delayMs > 0);
+  t.ok(engine.decide(bad(2)).delayMs > 0);
+  t.match(engine.decide(bad(3)), { delayMs: 0, rule: 'tarpit-budget-spent' }, 'budget spent: answered at once');
+  t.equal(engine.stats().holdsRefused, 1);
+  clock.advance(3 * S);
+  t.ok(engine.decide(bad(3)).delayMs > 0, 'the budget refills as holds end');
+  clock.advance(3 * S);
+  t.match(engine.decide(bad(4, { stress: true })), { delayMs: 0 });
+  t.match(engine.decide(bad(4, { stress: true })).reason?.trace.join(' '), /no hold: stress=yes/);
+  t.match(engine.decide(bad(4, { repeat: true })), { delayMs: 0 }, 'a repeated question is not held again');
+  t.match(engine.decide(bad(4, { stage: 'connect' })), { delayMs: 0 }, 'no holds at CONNECT by default');
+  const opt = engineFor('tarpit:\n  at_connect: true\n').engine;
+  t.ok(opt.decide(bad(5, { stage: 'connect' })).delayMs > 0, 'holds at CONNECT when opted in');
+  t.match(opt.explain(bad(5)), { rule: 'tarpit' });
+  t.equal(opt.stats().holdsActive, 1, 'explain grants no lease');
+});
+
+t.test('HELO and reverse-DNS heuristics', async (t) => {
+  const w = { bare_ip_helo: -3, non_fqdn_helo: -2, helo_is_us: -8, no_reverse_dns: -1 };
+  const names = (h: string, n = 'x.example') => heuristics(h, n, ['mx.example.org'], ['198.51.100.1'], w).map((f) => f.name);
+  t.same(names('mail.example.net'), []);
+  t.same(names('[192.0.2.1]'), ['bare_ip_helo']);
+  t.same(names('192.0.2.1'), ['bare_ip_helo']);
+  t.same(names('localhost'), ['non_fqdn_helo']);
+  t.same(names('MX.example.org'), ['helo_is_us']);
+  t.same(names('198.51.100.1'), ['helo_is_us']);
+  t.same(names('mail.example.net', 'unknown'), ['no_reverse_dns']);
+  t.same(names(''), [], 'no HELO yet: nothing to judge');
+});
+
+t.test('policy sessions: silence after a stage is abandonment there; end of message is delivery', async (t) => {
+  const { engine, clock } = engineFor('rates:\n  abandon_window: 60s\n');
+  const zombie = ev({ via: 'policy', client: '203.0.113.60', clientName: 'unknown', session: 'z:1:25' });
+  t.ok(engine.decide(zombie).delayMs > 0);
+  engine.decide({ ...zombie, repeat: true });
+  clock.advance(30 * S);
+  t.same(engine.tick(), [], 'not yet');
+  clock.advance(31 * S);
+  const due = engine.tick();
+  t.match(due, [{ kind: 'abandoned', held: true, event: { stage: 'rcpt', client: '203.0.113.60' } }]);
+  t.equal(engine.store.entry('ip:203.0.113.60')?.abh, 1, 'recorded once');
+  t.same(engine.tick(), []);
+  const mta = ev({ via: 'policy', client: '192.0.2.61', session: 'm:1:25' });
+  engine.decide(mta);
+  engine.decide({ ...mta, stage: 'data' });
+  engine.decide({ ...mta, stage: 'eom' });
+  engine.decide({ ...mta, stage: 'eom', repeat: true });
+  t.equal(engine.store.entry('ip:192.0.2.61')?.ok, 1, 'delivered once at end of message');
+  clock.advance(61 * S);
+  t.match(engine.tick(), [{ kind: 'ended' }]);
+  const tr = new PolicyTracker(2);
+  for (const s of ['a', 'b', 'c']) tr.seen(ev({ session: s }), false, 0);
+  t.equal(tr.size, 2, 'bounded');
+});

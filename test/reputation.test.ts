@@ -1,0 +1,101 @@
+// Tests for lib/reputation: keys, decay, the store (TTL and LRU by an injected clock), snapshots.
+import t from 'tap';
+import { writeFileSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { addressKeys, keysFor, keyFromText } from '../dist/reputation/keys.js';
+import { decayed, fresh } from '../dist/reputation/score.js';
+import { ReputationStore } from '../dist/reputation/store.js';
+import { readSnapshot, setAside, writeSnapshot, SnapshotError } from '../dist/reputation/snapshot.js';
+
+const H = 3_600_000;
+
+t.test('keys: /32 and /24, /64 and /48, mapped IPv4, HELO, domain', async (t) => {
+  t.same(addressKeys('192.0.2.77'), { ip: 'ip:192.0.2.77', net: 'net:192.0.2.0/24' });
+  t.same(addressKeys('::ffff:192.0.2.77'), { ip: 'ip:192.0.2.77', net: 'net:192.0.2.0/24' }, 'IPv4-mapped counts as IPv4');
+  t.same(addressKeys('2001:db8:a:b:c::1'), { ip: 'ip:2001:db8:a:b::/64', net: 'net:2001:db8:a::/48' });
+  t.equal(addressKeys('unknown'), undefined);
+  t.same(keysFor('192.0.2.1', 'MX.Example.NET.', 'Alice@Example.ORG'), { ip: 'ip:192.0.2.1', net: 'net:192.0.2.0/24', helo: 'helo:mx.example.net', domain: 'dom:example.org' });
+  t.same(keysFor('192.0.2.1', '', ''), { ip: 'ip:192.0.2.1', net: 'net:192.0.2.0/24' }, 'no HELO or sender: no key');
+  t.equal(keyFromText('192.0.2.9'), 'ip:192.0.2.9');
+  t.equal(keyFromText('192.0.2.0/24'), 'net:192.0.2.0/24');
+  t.equal(keyFromText('2001:db8::/48'), 'net:2001:db8:0::/48');
+  t.equal(keyFromText('mx.example.net'), 'helo:mx.example.net');
+  t.equal(keyFromText('@example.org'), 'dom:example.org');
+  t.equal(keyFromText('not valid!'), undefined);
+});
+
+t.test('decay halves toward zero each half-life, as a pure function of time', async (t) => {
+  const e = { ...fresh(0), s: -8 };
+  t.equal(decayed(e, 0, H), -8);
+  t.equal(decayed(e, H, H), -4);
+  t.equal(decayed(e, 3 * H, H), -1);
+  t.equal(decayed(e, -5, H), -8, 'no growth for a clock that went back');
+});
+
+t.test('the store decays on read, expires by TTL and evicts least recently used', async (t) => {
+  let now = 1_000_000;
+  const s = new ReputationStore({ maxEntries: 3, ttlMs: 10 * H, halfLifeMs: H, now: () => now });
+  s.add('ip:a', -8, 'abh');
+  t.equal(s.score('ip:a'), -8);
+  now += H;
+  t.equal(s.score('ip:a'), -4);
+  s.add('ip:a', 2, 'ok');
+  t.equal(s.score('ip:a'), -2, 'the change adds to the decayed value');
+  t.match(s.entry('ip:a'), { abh: 1, ok: 1 });
+  t.equal(s.score(undefined), 0);
+  t.equal(s.score('ip:never'), 0);
+  now += 11 * H;
+  t.equal(s.score('ip:a'), 0, 'forgotten after the TTL');
+  for (const k of ['b', 'c', 'd', 'e']) s.add(`ip:${k}`, -1);
+  t.equal(s.size, 3, 'bounded by max_entries');
+  t.ok(s.evictions >= 1);
+  t.equal(s.score('ip:b'), 0, 'the oldest went first');
+  t.same([...s.entries()].map(([k]) => k), ['ip:c', 'ip:d', 'ip:e'], 'oldest first');
+  t.ok(s.forget('ip:c'));
+  t.equal(s.size, 2);
+});
+
+t.test('snapshots: atomic write, exact restore, corrupt and foreign files refused', async (t) => {
+  const dir = t.testdir({});
+  const file = path.join(dir, 'rep.snapshot');
+  let now = 5 * H;
+  const a = new ReputationStore({ maxEntries: 100, ttlMs: 10 * H, halfLifeMs: H, now: () => now });
+  a.add('ip:192.0.2.1', -6, 'abh');
+  a.add('net:192.0.2.0/24', 3, 'ok');
+  now += 1000;
+  a.add('helo:x', -2);
+  const lists = [{ kind: 'deny', value: '203.0.113.0/24', source: 'dynamic', added: now, reason: 'botnet' }];
+  t.equal(await writeSnapshot(file, a.entries(), lists, now), 3);
+  t.same(readdirSync(dir), ['rep.snapshot'], 'no temp file left behind');
+  const snap = await readSnapshot<(typeof lists)[number]>(file);
+  t.equal(snap?.entries.length, 3);
+  t.same(snap?.lists, lists);
+  const b = new ReputationStore({ maxEntries: 100, ttlMs: 10 * H, halfLifeMs: H, now: () => now });
+  t.equal(b.load(snap!.entries), 3);
+  for (const k of ['ip:192.0.2.1', 'net:192.0.2.0/24', 'helo:x']) t.equal(b.score(k), a.score(k), `${k} restored`);
+  t.same([...b.entries()].map(([k]) => k), [...a.entries()].map(([k]) => k), 'recency kept');
+  now += 10 * H - 500; // ip and net are now past the TTL, helo (1 s younger) is not
+  const c = new ReputationStore({ maxEntries: 100, ttlMs: 10 * H, halfLifeMs: H, now: () => now });
+  t.equal(c.load(snap!.entries), 1, 'entries past their TTL are not restored');
+
+  t.equal(await readSnapshot(path.join(dir, 'none')), undefined, 'no snapshot: undefined');
+  const good = readFileSync(file, 'utf8');
+  const bad: [string, string, RegExp][] = [
+    ['garbage', 'hello world\n', /first line is not JSON/],
+    ['foreign', '{"format":"other"}\n', /not a sluice snapshot/],
+    ['future version', good.replace('"version":1', '"version":99'), /version 99/],
+    ['truncated', good.slice(0, good.length - 10), /truncated|not JSON|expected/],
+    ['short of its count', good.split('\n').slice(0, 3).join('\n') + '\n', /expected 3 entries, found 2/],
+    ['malformed entry', good.replace(/\n\[.*\n/, '\n["ip:x","bad"]\n'), /malformed/],
+  ];
+  for (const [name, text, want] of bad) {
+    const f = path.join(dir, `${name}.snapshot`);
+    writeFileSync(f, text);
+    const err = await readSnapshot(f).then(() => undefined, (e: unknown) => e);
+    t.ok(err instanceof SnapshotError, `${name}: a SnapshotError`);
+    t.match((err as Error | undefined)?.message, want, name);
+  }
+  const moved = await setAside(path.join(dir, 'garbage.snapshot'), now);
+  t.ok(existsSync(moved) && !existsSync(path.join(dir, 'garbage.snapshot')), 'set aside under a new name');
+  t.match(moved, /garbage\.snapshot\.corrupt-/);
+});
