@@ -107,7 +107,7 @@ export const DEFAULTS = {
   },
   tarpit: {
     enabled: true,
-    hold_per_point: '2s',
+    hold_per_point: '4s',
     max_hold: '30s',
     // Holds at CONNECT (Postfix asks there only with smtpd_delay_reject = no).
     at_connect: false,
