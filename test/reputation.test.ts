@@ -65,35 +65,45 @@ t.test('snapshots: atomic write, exact restore, corrupt and foreign files refuse
   now += 1000;
   a.add('helo:x', -2);
   const lists = [{ kind: 'deny', value: '203.0.113.0/24', source: 'dynamic', added: now, reason: 'botnet' }];
-  t.equal(await writeSnapshot(file, a.entries(), lists, now), 3);
+  t.equal(await writeSnapshot(file, a, lists, now), 3);
   t.same(readdirSync(dir), ['rep.snapshot'], 'no temp file left behind');
-  const snap = await readSnapshot<(typeof lists)[number]>(file);
-  t.equal(snap?.entries.length, 3);
-  t.same(snap?.lists, lists);
   const b = new ReputationStore({ maxEntries: 100, ttlMs: 10 * H, halfLifeMs: H, now: () => now });
-  t.equal(b.load(snap!.entries), 3);
+  const snap = await readSnapshot<(typeof lists)[number]>(file, (k, v) => b.put(k, v));
+  t.equal(snap?.count, 3);
+  t.same(snap?.lists, lists);
   for (const k of ['ip:192.0.2.1', 'net:192.0.2.0/24', 'helo:x']) t.equal(b.score(k), a.score(k), `${k} restored`);
+  t.same(b.entry('ip:192.0.2.1'), a.entry('ip:192.0.2.1'), 'counters restored');
   t.same([...b.entries()].map(([k]) => k), [...a.entries()].map(([k]) => k), 'recency kept');
   now += 10 * H - 500; // ip and net are now past the TTL, helo (1 s younger) is not
   const c = new ReputationStore({ maxEntries: 100, ttlMs: 10 * H, halfLifeMs: H, now: () => now });
-  t.equal(c.load(snap!.entries), 1, 'entries past their TTL are not restored');
+  let kept = 0;
+  await readSnapshot(file, (k, v) => { if (c.put(k, v)) kept++; });
+  t.equal(kept, 1, 'entries past their TTL are not restored');
 
-  t.equal(await readSnapshot(path.join(dir, 'none')), undefined, 'no snapshot: undefined');
-  const good = readFileSync(file, 'utf8');
-  const bad: [string, string, RegExp][] = [
-    ['garbage', 'hello world\n', /first line is not JSON/],
-    ['foreign', '{"format":"other"}\n', /not a sluice snapshot/],
-    ['future version', good.replace('"version":1', '"version":99'), /version 99/],
-    ['truncated', good.slice(0, good.length - 10), /truncated|not JSON|expected/],
-    ['short of its count', good.split('\n').slice(0, 3).join('\n') + '\n', /expected 3 entries, found 2/],
-    ['malformed entry', good.replace(/\n\[.*\n/, '\n["ip:x","bad"]\n'), /malformed/],
+  t.equal(await readSnapshot(path.join(dir, 'none'), () => t.fail('nothing to take')), undefined, 'no snapshot: undefined');
+  const good = readFileSync(file);
+  const nl = good.indexOf(0x0a);
+  const headText = good.subarray(0, nl).toString();
+  const withHead = (h: string): Buffer => Buffer.concat([Buffer.from(h), good.subarray(nl)]);
+  const nan = Buffer.from(good);
+  nan.writeDoubleLE(Number.NaN, nl + 1 + 2 + 'ip:192.0.2.1'.length);
+  const bad: [string, Buffer, RegExp][] = [
+    ['garbage', Buffer.from('hello world\n'), /first line is not JSON/],
+    ['foreign', Buffer.from('{"format":"other"}\n'), /not a sluice snapshot/],
+    ['future version', withHead(headText.replace('"version":1', '"version":99')), /version 99/],
+    ['truncated', good.subarray(0, good.length - 20), /truncated/],
+    ['short of its count', withHead(headText.replace('"entries":3', '"entries":4')), /expected 4 entries, found 3/],
+    ['not a number', nan, /not a number/],
+    ['cut inside an entry', Buffer.concat([good.subarray(0, good.length - 8 - 30), good.subarray(good.length - 8)]), /malformed|cut short/],
   ];
-  for (const [name, text, want] of bad) {
+  for (const [name, bytes, want] of bad) {
     const f = path.join(dir, `${name}.snapshot`);
-    writeFileSync(f, text);
-    const err = await readSnapshot(f).then(() => undefined, (e: unknown) => e);
+    writeFileSync(f, bytes);
+    let took = 0;
+    const err = await readSnapshot(f, () => { took++; }).then(() => undefined, (e: unknown) => e);
     t.ok(err instanceof SnapshotError, `${name}: a SnapshotError`);
     t.match((err as Error | undefined)?.message, want, name);
+    t.equal(took, 0, `${name}: nothing taken from a bad file`);
   }
   const moved = await setAside(path.join(dir, 'garbage.snapshot'), now);
   t.ok(existsSync(moved) && !existsSync(path.join(dir, 'garbage.snapshot')), 'set aside under a new name');

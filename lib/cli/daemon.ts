@@ -146,9 +146,9 @@ export class Daemon {
     if (!rep) return;
     const file = this.snapshotFile;
     try {
-      const snap = await readSnapshot<ListEntry>(file);
+      let n = 0;
+      const snap = await readSnapshot<ListEntry>(file, (key, values) => { if (rep.store.put(key, values)) n++; });
       if (!snap) return;
-      const n = rep.store.load(snap.entries);
       rep.lists.restore(snap.lists, Date.now());
       this.log.info({ file, entries: n, written: new Date(snap.written).toISOString() }, 'reputation restored');
     } catch (err) {
@@ -166,7 +166,7 @@ export class Daemon {
       const t0 = Date.now();
       const file = this.snapshotFile;
       try {
-        const n = await writeSnapshot(file, rep.store.entries(), rep.lists.dynamic(Date.now()), Date.now());
+        const n = await writeSnapshot(file, rep.store, rep.lists.dynamic(Date.now()), Date.now());
         this.log.info({ file, entries: n, ms: Date.now() - t0 }, 'snapshot written');
       } catch (err) {
         this.log.error({ code: 302, err: 'DECISION_STORE_FAILED', file }, `snapshot not written: ${(err as Error).message}`);

@@ -94,15 +94,17 @@ export class ReputationEngine implements Engine {
     const k = keysFor(e.client, e.helo, e.sender);
     const ip = k.ip ?? `ip:${e.client}`;
     const net = k.net ?? ip;
-    const trace: string[] = [];
-    const inputs: Record<string, number | string | boolean> = { stage: e.stage, client: e.client };
+    // The trace and inputs are built for explain() only: on the hot path the
+    // rule and score say enough, and string building is most of the cost.
+    const trace: string[] | undefined = dry ? [] : undefined;
+    const inputs: Record<string, number | string | boolean> | undefined = dry ? { stage: e.stage, client: e.client } : undefined;
     const done = (kind: Verdict['kind'], rule: string, score: number, extra: Partial<Verdict> = {}): Verdict =>
-      ({ kind, delayMs: 0, rule, score: Math.round(score * 10) / 10, reason: { inputs, trace }, ...extra });
+      ({ kind, delayMs: 0, rule, score: Math.round(score * 10) / 10, ...(trace && inputs ? { reason: { inputs, trace } } : {}), ...extra });
 
     // 1. lists
     const listed = this.lists.match(e.client, e.helo, e.sender, now);
     if (listed) {
-      trace.push(`${listed.kind}-listed: ${listed.value}${listed.reason ? ` (${listed.reason})` : ''}`);
+      trace?.push(`${listed.kind}-listed: ${listed.value}${listed.reason ? ` (${listed.reason})` : ''}`);
       if (listed.kind === 'deny') return done('reject', `deny ${listed.value}`, 0, { reply: { code: 554, enhanced: '5.7.1', text: c.replies.deny } });
       return done('accept', `allow ${listed.value}`, 0);
     }
@@ -112,7 +114,7 @@ export class ReputationEngine implements Engine {
     if (!e.repeat) {
       const over = this.#overLimit(e, ip, net, first, dry, c, now);
       if (over) {
-        trace.push(`over rates.${over}`);
+        trace?.push(`over rates.${over}`);
         if (!dry) this.store.add(ip, c.weights.rate_exceeded, 'rate');
         return done('defer', `rate ${over}`, this.store.score(ip), { reply: { code: 451, enhanced: '4.7.1', text: c.replies.rate } });
       }
@@ -123,25 +125,27 @@ export class ReputationEngine implements Engine {
     const s = { ip: this.store.score(ip), net: this.store.score(net), helo: this.store.score(k.helo), domain: this.store.score(k.domain) };
     const findings = heuristics(e.helo, e.clientName, c.lists.our_names, c.lists.our_addresses, w);
     const score = s.ip + w.network_share * s.net + w.helo_share * s.helo + w.domain_share * s.domain + findings.reduce((a, f) => a + f.points, 0);
-    const trusted = (this.store.entry(ip)?.ok ?? 0) > 0 && s.ip >= 0;
-    Object.assign(inputs, { score_ip: round(s.ip), score_net: round(s.net), score_helo: round(s.helo), score_domain: round(s.domain), score: round(score), trusted });
-    for (const f of findings) trace.push(`${f.name} ${f.points}`);
-    trace.push(`score ${round(score)} = ip ${round(s.ip)} + ${w.network_share} x net ${round(s.net)} + ${w.helo_share} x helo ${round(s.helo)} + ${w.domain_share} x domain ${round(s.domain)}${findings.length ? ' + findings' : ''}`);
-    if (trusted) trace.push('trusted: has delivered, score >= 0');
+    const trusted = s.ip >= 0 && this.store.count(ip, 'ok') > 0;
+    if (inputs && trace) {
+      Object.assign(inputs, { score_ip: round(s.ip), score_net: round(s.net), score_helo: round(s.helo), score_domain: round(s.domain), score: round(score), trusted });
+      for (const f of findings) trace.push(`${f.name} ${f.points}`);
+      trace.push(`score ${round(score)} = ip ${round(s.ip)} + ${w.network_share} x net ${round(s.net)} + ${w.helo_share} x helo ${round(s.helo)} + ${w.domain_share} x domain ${round(s.domain)}${findings.length ? ' + findings' : ''}`);
+      if (trusted) trace.push('trusted: has delivered, score >= 0');
+    }
 
     // 4. at RCPT: thresholds, then greylisting
     if (e.stage === 'rcpt' && !trusted) {
       if (score <= c.thresholds.reject) {
-        trace.push(`score <= thresholds.reject ${c.thresholds.reject}`);
+        trace?.push(`score <= thresholds.reject ${c.thresholds.reject}`);
         return done('reject', 'reputation-reject', score, { reply: { code: 550, enhanced: '5.7.1', text: c.replies.reject } });
       }
       if (score <= c.thresholds.defer) {
-        trace.push(`score <= thresholds.defer ${c.thresholds.defer}`);
+        trace?.push(`score <= thresholds.defer ${c.thresholds.defer}`);
         return done('defer', 'reputation-defer', score, { reply: { code: 451, enhanced: '4.7.1', text: c.replies.defer } });
       }
       if (c.greylist.enabled && !e.repeat) {
         const g = this.#grey.check(net, e.sender, e.recipient, now, c.greylist, dry);
-        trace.push(`greylist: ${g}`);
+        trace?.push(`greylist: ${g}`);
         if (g === 'new' || g === 'early') return done('defer', `greylist-${g}`, score, { reply: { code: 451, enhanced: '4.7.1', text: c.replies.greylist } });
         if (g === 'passed' && !dry) this.store.add(ip, w.greylist_passed, 'grey');
       }
@@ -155,15 +159,15 @@ export class ReputationEngine implements Engine {
       if (ms > 0) {
         const g = dry ? 'granted' : this.#budget.grant(net, ms, now, c.tarpit.budget, c.tarpit.budget_per_network);
         if (g === 'granted') {
-          trace.push(`score <= thresholds.hold ${c.thresholds.hold}: hold ${ms} ms`);
+          trace?.push(`score <= thresholds.hold ${c.thresholds.hold}: hold ${ms} ms`);
           return done('pass', 'tarpit', score, { delayMs: ms });
         }
         this.holdsRefused++;
-        trace.push(`hold of ${ms} ms not granted: ${g} hold budget spent`);
+        trace?.push(`hold of ${ms} ms not granted: ${g} hold budget spent`);
         return done('pass', 'tarpit-budget-spent', score);
       }
     } else if (why) {
-      trace.push(`no hold: ${why}`);
+      trace?.push(`no hold: ${why}`);
     }
     return done('pass', 'reputation', score);
   }

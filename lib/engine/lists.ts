@@ -62,6 +62,7 @@ export class Lists {
 
   /** The deciding entry for a client, HELO and sender: deny first. */
   match(client: string, helo: string, sender: string, now: number): ListEntry | undefined {
+    if (this.#static.length === 0 && this.#dynamic.size === 0) return undefined;
     let addr: ipaddr.IPv4 | ipaddr.IPv6 | undefined;
     try { addr = ipaddr.process(client); } catch { addr = undefined; }
     const h = helo.toLowerCase().replace(/\.$/, '');

@@ -6,6 +6,7 @@
 // holds them all. Address math is ipaddr.js's.
 
 import ipaddr from 'ipaddr.js';
+import { isIPv4 } from 'node:net';
 
 export interface Keys {
   readonly ip?: string;
@@ -16,6 +17,8 @@ export interface Keys {
 
 /** "ip:192.0.2.7" and "net:192.0.2.0/24", or the /64 and /48 for IPv6. */
 export function addressKeys(address: string): { ip: string; net: string } | undefined {
+  // The common case, a plain IPv4 address, without parsing it into octets.
+  if (isIPv4(address)) return { ip: `ip:${address}`, net: `net:${address.slice(0, address.lastIndexOf('.'))}.0/24` };
   let addr: ipaddr.IPv4 | ipaddr.IPv6;
   try {
     addr = ipaddr.process(address);

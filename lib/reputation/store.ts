@@ -1,15 +1,18 @@
 // store.ts - the reputation store: one LRU of entries, bounded by count and age.
 //
-// lru-cache bounded by reputation.max_entries, each entry expiring
-// reputation.ttl after its last change. Scores decay on read (score.ts);
-// time comes from the injected clock. Iteration for snapshots and `top`
-// walks rkeys() (oldest first) rather than dump(), which is quadratic in
-// lru-cache 11 (../shared/STACK.md).
+// lru-cache bounded by reputation.max_entries; an entry expires
+// reputation.ttl after its last change (checked on read). The LRU maps a key to a slot number;
+// the entry itself is eight doubles in one Float64Array slab (score, when,
+// first seen, five counters), so a million entries cost no objects and no
+// boxed numbers. A slot freed by eviction or expiry is reused. Scores decay on
+// read (score.ts); time comes from the injected clock. Iteration for
+// snapshots and `top` walks rkeys() (oldest first) rather than dump(), which
+// is quadratic in lru-cache 11 (../shared/STACK.md).
 //
 // Config keys: reputation.max_entries, reputation.ttl, reputation.half_life.
 
 import { LRUCache } from 'lru-cache';
-import { decayed, fresh, type Entry } from './score.js';
+import { decayed, type Entry } from './score.js';
 
 export type Clock = () => number;
 export type Counter = 'ok' | 'ab' | 'abh' | 'rate' | 'grey';
@@ -21,45 +24,100 @@ export interface StoreOptions {
   readonly now: Clock;
 }
 
+const FIELDS = 8;
+const S = 0;
+const AT = 1;
+const FIRST = 2;
+const COUNTER: Readonly<Record<Counter, number>> = { ok: 3, ab: 4, abh: 5, rate: 6, grey: 7 };
+
 export class ReputationStore {
-  readonly #lru: LRUCache<string, Entry>;
+  readonly #lru: LRUCache<string, number>;
   readonly #opts: StoreOptions;
+  readonly #slab: Float64Array;
+  readonly #free: number[] = [];
+  #next = 0;
   evictions = 0;
 
   constructor(opts: StoreOptions) {
     this.#opts = opts;
-    this.#lru = new LRUCache<string, Entry>({
+    // One spare slot: a new entry takes its slot before set() evicts the oldest.
+    this.#slab = new Float64Array((opts.maxEntries + 1) * FIELDS);
+    // No lru-cache TTL: each entry already holds when it was last written
+    // (AT), so #get() expires it; that spares two arrays and a clock call per read.
+    this.#lru = new LRUCache<string, number>({
       max: opts.maxEntries,
-      ttl: opts.ttlMs,
-      ttlAutopurge: false,
-      updateAgeOnGet: false,
-      perf: { now: opts.now },
-      // Ask the injected clock every time: lru-cache otherwise caches "now" for a while.
-      ttlResolution: 0,
-      dispose: (_v, _k, reason) => { if (reason === 'evict') this.evictions++; },
+      dispose: (slot, _k, reason) => {
+        if (reason === 'set') return; // same slot written again
+        if (reason === 'evict') this.evictions++;
+        this.#free.push(slot);
+      },
     });
+  }
+
+  /** The live slot for a key, expiring it when its TTL has passed. */
+  #get(key: string, now: number): number | undefined {
+    const slot = this.#lru.get(key);
+    if (slot === undefined) return undefined;
+    if (now - this.#slab[slot * FIELDS + AT]! >= this.#opts.ttlMs) {
+      this.#lru.delete(key);
+      return undefined;
+    }
+    return slot;
+  }
+
+  #slot(): number {
+    return this.#free.pop() ?? this.#next++;
+  }
+
+  #score(slot: number, now: number): number {
+    const b = slot * FIELDS;
+    const s = this.#slab[b + S]!;
+    const dt = now - this.#slab[b + AT]!;
+    return dt <= 0 || s === 0 ? s : s * Math.pow(0.5, dt / this.#opts.halfLifeMs);
   }
 
   /** The decayed score; 0 for a key never seen. */
   score(key: string | undefined): number {
     if (!key) return 0;
-    const e = this.#lru.get(key);
-    return e ? decayed(e, this.#opts.now(), this.#opts.halfLifeMs) : 0;
+    const now = this.#opts.now();
+    const slot = this.#get(key, now);
+    return slot === undefined ? 0 : this.#score(slot, now);
   }
 
+  /** A copy of the entry as stored (score as of `at`). */
   entry(key: string): Entry | undefined {
-    return this.#lru.get(key);
+    const slot = this.#get(key, this.#opts.now());
+    return slot === undefined ? undefined : this.#read(slot);
+  }
+
+  /** How many times a counter was bumped for this key. */
+  count(key: string, counter: Counter): number {
+    const slot = this.#get(key, this.#opts.now());
+    return slot === undefined ? 0 : this.#slab[slot * FIELDS + COUNTER[counter]]!;
+  }
+
+  #read(slot: number): Entry {
+    const b = slot * FIELDS;
+    const v = this.#slab;
+    return { s: v[b]!, at: v[b + AT]!, first: v[b + FIRST]!, ok: v[b + 3]!, ab: v[b + 4]!, abh: v[b + 5]!, rate: v[b + 6]!, grey: v[b + 7]! };
   }
 
   /** Moves a key's score by delta and bumps a counter; creates the entry when new. */
   add(key: string | undefined, delta: number, counter?: Counter): void {
     if (!key) return;
     const now = this.#opts.now();
-    const e = this.#lru.get(key) ?? fresh(now);
-    e.s = decayed(e, now, this.#opts.halfLifeMs) + delta;
-    e.at = now;
-    if (counter) e[counter]++;
-    this.#lru.set(key, e);
+    let slot = this.#get(key, now);
+    if (slot === undefined) {
+      slot = this.#slot();
+      this.#slab.fill(0, slot * FIELDS, slot * FIELDS + FIELDS);
+      this.#slab[slot * FIELDS + FIRST] = now;
+      this.#slab[slot * FIELDS + AT] = now;
+    }
+    const b = slot * FIELDS;
+    this.#slab[b + S] = this.#score(slot, now) + delta;
+    this.#slab[b + AT] = now;
+    if (counter) this.#slab[b + COUNTER[counter]]!++;
+    this.#lru.set(key, slot);
   }
 
   forget(key: string): boolean {
@@ -72,26 +130,47 @@ export class ReputationStore {
 
   /** Oldest first, so that loading them back in order keeps recency. */
   *entries(): Generator<[string, Entry]> {
+    const now = this.#opts.now();
     for (const k of this.#lru.rkeys()) {
-      const e = this.#lru.peek(k);
-      if (e) yield [k, e];
+      const slot = this.#lru.peek(k);
+      if (slot !== undefined && now - this.#slab[slot * FIELDS + AT]! < this.#opts.ttlMs) yield [k, this.#read(slot)];
     }
   }
 
-  /** Loads entries (oldest first); ones older than the TTL are dropped. */
-  load(entries: Iterable<[string, Entry]>): number {
-    const now = this.#opts.now();
+  /** Hands every entry to fn, oldest first, without copying; returns how many. */
+  exportTo(fn: (key: string, values: Float64Array, at: number) => void): number {
     let n = 0;
-    for (const [k, e] of entries) {
-      const age = now - e.at;
-      if (age >= this.#opts.ttlMs) continue;
-      this.#lru.set(k, e, { ttl: this.#opts.ttlMs - Math.max(0, age) });
+    const now = this.#opts.now();
+    for (const k of this.#lru.rkeys()) {
+      const slot = this.#lru.peek(k);
+      if (slot === undefined || now - this.#slab[slot * FIELDS + AT]! >= this.#opts.ttlMs) continue;
+      fn(k, this.#slab, slot * FIELDS);
       n++;
     }
     return n;
   }
 
-  clear(): void {
-    this.#lru.clear();
+  /** Puts back one entry (eight values, as exportTo gave them); false when it is past the TTL. */
+  put(key: string, values: ArrayLike<number>): boolean {
+    const age = this.#opts.now() - values[AT]!;
+    if (age >= this.#opts.ttlMs) return false;
+    const slot = this.#lru.peek(key) ?? this.#slot();
+    for (let i = 0; i < FIELDS; i++) this.#slab[slot * FIELDS + i] = values[i]!;
+    this.#lru.set(key, slot);
+    return true;
+  }
+
+  /** Loads entries (oldest first); ones past the TTL are dropped. */
+  load(entries: Iterable<[string, Entry]>): number {
+    let n = 0;
+    for (const [k, e] of entries) {
+      if (this.put(k, [e.s, e.at, e.first, e.ok, e.ab, e.abh, e.rate, e.grey])) n++;
+    }
+    return n;
+  }
+
+  /** Decayed score of an entry read from entries() (for listings). */
+  static scoreOf(e: Entry, now: number, halfLifeMs: number): number {
+    return decayed(e, now, halfLifeMs);
   }
 }
