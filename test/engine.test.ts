@@ -161,12 +161,14 @@ t.test('HELO and reverse-DNS heuristics', async (t) => {
 
 t.test('policy sessions: silence after a stage is abandonment there; end of message is delivery', async (t) => {
   const { engine, clock } = engineFor('rates:\n  abandon_window: 60s\n');
-  const zombie = ev({ via: 'policy', client: '203.0.113.60', clientName: 'unknown', session: 'z:1:25' });
+  const zombie = ev({ via: 'policy', client: '203.0.113.60', clientName: 'unknown', helo: 'pc60.example.com', session: 'z:1:25' });
   t.ok(engine.decide(zombie).delayMs > 0);
   engine.decide({ ...zombie, repeat: true });
   clock.advance(30 * S);
   t.same(engine.tick(), [], 'not yet');
   clock.advance(31 * S);
+  t.same(engine.tick(), [], 'the window starts after the 4 s hold');
+  clock.advance(4 * S);
   const due = engine.tick();
   t.match(due, [{ kind: 'abandoned', held: true, event: { stage: 'rcpt', client: '203.0.113.60' } }]);
   t.equal(engine.store.entry('ip:203.0.113.60')?.abh, 1, 'recorded once');

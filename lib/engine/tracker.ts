@@ -27,7 +27,7 @@ export class PolicyTracker {
     const o = this.#open.get(event.session);
     // Delete and re-insert, so the Map stays ordered by time and due() can stop early.
     this.#open.delete(event.session);
-    if (event.repeat && o) this.#open.set(event.session, { ...o, at: now });
+    if (event.repeat && o) this.#open.set(event.session, { ...o, at: Math.max(o.at, now) });
     else this.#open.set(event.session, { event, held, at: now });
     if (this.#open.size > this.#max) {
       const oldest = this.#open.keys().next().value;
