@@ -3,16 +3,16 @@ import t from 'tap';
 import net from 'node:net';
 import { writeFileSync, renameSync, readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import { sluiced, run } from './helpers/spawn.js';
+import { sluiced, run, shortDir } from './helpers/spawn.js';
 import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
 import { until } from './helpers/daemon.js';
 
 const readyLine = (l: Record<string, unknown>): boolean => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('sluiced ready');
 
 t.test('start, serve, SIGHUP good and broken, SIGUSR1, SIGTERM drain exits 0', async (t) => {
-  const dir = t.testdir({});
+  const dir = shortDir(t);
   const cfg = path.join(dir, 'sluice.yaml');
-  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: json\nmilter:\n  listen: ["inet:127.0.0.1:0"]\npolicy:\n  listen: ["inet:127.0.0.1:0"]\n`);
+  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: json\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["inet:127.0.0.1:0"]\n`);
   const d = sluiced(t, ['--config', cfg, '--foreground']);
   const ready = await d.waitFor(readyLine);
   const port = portOf((ready['listen'] as { policy: string[] }).policy[0]);
@@ -20,16 +20,16 @@ t.test('start, serve, SIGHUP good and broken, SIGUSR1, SIGTERM drain exits 0', a
   t.teardown(() => c.close());
   t.equal(await c.ask(rcptRequest()), 'action=DUNNO\n\n');
 
-  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: json\n  level: debug\nmilter:\n  listen: ["inet:127.0.0.1:0"]\npolicy:\n  listen: ["inet:127.0.0.1:0"]\n`);
+  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: json\n  level: debug\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["inet:127.0.0.1:0"]\n`);
   d.proc.kill('SIGHUP');
   await d.waitFor((l) => l['msg'] === 'configuration reloaded');
 
-  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: jsn\nmilter:\n  listen: ["inet:127.0.0.1:0"]\npolicy:\n  timeout: soon\n  listen: ["inet:127.0.0.1:0"]\nextra: 1\n`);
+  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: jsn\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  timeout: soon\n  listen: ["inet:127.0.0.1:0"]\nextra: 1\n`);
   d.proc.kill('SIGHUP');
   await d.waitFor((l) => l['msg'] === 'reload refused: keeping the running configuration');
   const refused = d.lines().filter((l) => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('reload refused: ' + cfg));
   t.equal(refused.length, 3, 'every problem logged');
-  t.match(refused.map((l) => l['msg']).join('\n'), /:3: log\.format[\s\S]*:7: policy\.timeout[\s\S]*:9: extra: unknown key/);
+  t.match(refused.map((l) => l['msg']).join('\n'), /:3: log\.format[\s\S]*:9: policy\.timeout[\s\S]*:11: extra: unknown key/);
   t.equal(await c.ask(rcptRequest()), 'action=DUNNO\n\n', 'still serving on the running config');
   const c2 = await PolicyClient.connect({ port });
   t.teardown(() => c2.close());
@@ -43,10 +43,10 @@ t.test('start, serve, SIGHUP good and broken, SIGUSR1, SIGTERM drain exits 0', a
 });
 
 t.test('SIGUSR1 reopens the log file after rotation', async (t) => {
-  const dir = t.testdir({});
+  const dir = shortDir(t);
   const log = path.join(dir, 'sluiced.log');
   const cfg = path.join(dir, 'sluice.yaml');
-  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  file: ${log}\nmilter:\n  listen: ["inet:127.0.0.1:0"]\npolicy:\n  listen: ["inet:127.0.0.1:0"]\n`);
+  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  file: ${log}\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["inet:127.0.0.1:0"]\n`);
   const d = sluiced(t, ['-c', cfg, '-f']);
   t.ok(await until(() => existsSync(log) && readFileSync(log, 'utf8').includes('sluiced ready'), 10_000));
   renameSync(log, log + '.1');
@@ -57,16 +57,16 @@ t.test('SIGUSR1 reopens the log file after rotation', async (t) => {
 });
 
 t.test('--check-config: every problem, file:line: key, exit 78; 0 when fine', async (t) => {
-  const dir = t.testdir({});
+  const dir = shortDir(t);
   const bad = path.join(dir, 'bad.yaml');
-  writeFileSync(bad, 'milter:\n  listen: ["inet:127.0.0.1:0"]\npolicy:\n  listen: ["tcp:1.2.3.4:25"]\n  max_line_length: huge\nlimits:\n  max_conections: 10\n');
+  writeFileSync(bad, 'milter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["tcp:1.2.3.4:25"]\n  max_line_length: huge\nlimits:\n  max_conections: 10\n');
   const d = sluiced(t, ['--config', bad, '--check-config']);
   const { code } = await d.exited;
   t.equal(code, 78);
   t.same(d.stderr().trim().split('\n'), [
-    `sluiced: ${bad}:4: policy.listen.0: "tcp:1.2.3.4:25": expected inet:HOST:PORT, inet6:[ADDR]:PORT or unix:PATH`,
-    `sluiced: ${bad}:5: policy.max_line_length: "huge" is not a size (e.g. 4096, 64KiB, 1MiB)`,
-    `sluiced: ${bad}:7: limits.max_conections: unknown key`,
+    `sluiced: ${bad}:6: policy.listen.0: "tcp:1.2.3.4:25": expected inet:HOST:PORT, inet6:[ADDR]:PORT or unix:PATH`,
+    `sluiced: ${bad}:7: policy.max_line_length: "huge" is not a size (e.g. 4096, 64KiB, 1MiB)`,
+    `sluiced: ${bad}:9: limits.max_conections: unknown key`,
   ]);
   t.notMatch(d.stderr(), /at .*\.js:\d+/, 'no stack trace');
   const good = path.join(dir, 'good.yaml');
@@ -80,7 +80,8 @@ t.test('--check-config: every problem, file:line: key, exit 78; 0 when fine', as
 });
 
 t.test('bad start-up input: one clear line and a documented status, never a stack', async (t) => {
-  const dir = t.testdir({ 'file': 'x' });
+  const dir = shortDir(t);
+  writeFileSync(path.join(dir, 'file'), 'x');
   const blocker = net.createServer().listen(0, '127.0.0.1');
   await new Promise((r) => blocker.once('listening', r));
   t.teardown(() => blocker.close());
@@ -88,9 +89,9 @@ t.test('bad start-up input: one clear line and a documented status, never a stac
   const cases: [string, string, RegExp][] = [
     ['missing file', '', /^sluiced: \/nonexistent\.yaml: cannot read: no such file$/],
     ['YAML syntax', 'policy: [\n', /^sluiced: .*syntax\.yaml:\d+: /],
-    ['port in use', `state_dir: ${dir}\nmilter:\n  listen: ["inet:127.0.0.1:0"]\npolicy:\n  listen: ["inet:127.0.0.1:${busy}"]\n`, new RegExp(`^sluiced: policy inet:127\\.0\\.0\\.1:${busy}: cannot listen: address already in use$`)],
-    ['socket directory missing', `state_dir: ${dir}\nmilter:\n  listen: ["inet:127.0.0.1:0"]\npolicy:\n  listen: ["unix:${dir}/nodir/p.sock"]\n`, /^sluiced: unix:.*\/nodir\/p\.sock: directory .*\/nodir does not exist$/],
-    ['socket parent is a file', `state_dir: ${dir}\nmilter:\n  listen: ["inet:127.0.0.1:0"]\npolicy:\n  listen: ["unix:${dir}/file/p.sock"]\n`, /^sluiced: unix:.*\/file\/p\.sock: .*\/file is not a directory$/],
+    ['port in use', `state_dir: ${dir}\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["inet:127.0.0.1:${busy}"]\n`, new RegExp(`^sluiced: policy inet:127\\.0\\.0\\.1:${busy}: cannot listen: address already in use$`)],
+    ['socket directory missing', `state_dir: ${dir}\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["unix:${dir}/nodir/p.sock"]\n`, /^sluiced: unix:.*\/nodir\/p\.sock: directory .*\/nodir does not exist$/],
+    ['socket parent is a file', `state_dir: ${dir}\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["unix:${dir}/file/p.sock"]\n`, /^sluiced: unix:.*\/file\/p\.sock: .*\/file is not a directory$/],
     ['state dir not a directory', `state_dir: ${dir}/file/state\n`, /^sluiced: state directory .*: /],
   ];
   for (const [name, yaml, want] of cases) {
@@ -106,9 +107,9 @@ t.test('bad start-up input: one clear line and a documented status, never a stac
 });
 
 t.test('without --foreground it detaches, reports where it listens, and keeps running', async (t) => {
-  const dir = t.testdir({});
+  const dir = shortDir(t);
   const cfg = path.join(dir, 'sluice.yaml');
-  writeFileSync(cfg, `state_dir: ${dir}\nmilter:\n  listen: ["inet:127.0.0.1:0"]\npolicy:\n  listen: ["inet:127.0.0.1:0"]\n`);
+  writeFileSync(cfg, `state_dir: ${dir}\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["inet:127.0.0.1:0"]\n`);
   const d = sluiced(t, ['--config', cfg]);
   const { code } = await d.exited;
   t.equal(code, 0);
@@ -129,9 +130,9 @@ t.test('without --foreground it detaches, reports where it listens, and keeps ru
 });
 
 t.test('the shield in a real process: throws in handlers, timers and promises do not stop it', async (t) => {
-  const dir = t.testdir({});
+  const dir = shortDir(t);
   const cfg = path.join(dir, 'sluice.yaml');
-  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: json\nmilter:\n  listen: ["inet:127.0.0.1:0"]\npolicy:\n  listen: ["inet:127.0.0.1:0"]\n`);
+  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: json\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["inet:127.0.0.1:0"]\n`);
   const d = run(t, ['--import=tsx', 'test/fixtures/faulty-daemon.ts', cfg]);
   const ready = await d.waitFor((l) => l['fixture'] === 'ready');
   const port = portOf((ready['listen'] as { policy: string[] }).policy[0]);

@@ -4,7 +4,7 @@ import t from 'tap';
 import { writeFileSync, readdirSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { startDaemon } from './helpers/daemon.js';
-import { sluiced } from './helpers/spawn.js';
+import { sluiced, shortDir } from './helpers/spawn.js';
 import { MilterClient, mta } from './helpers/milter-client.js';
 import { portOf } from './helpers/policy-client.js';
 
@@ -17,7 +17,7 @@ t.test('learning survives a restart; a corrupt snapshot is set aside with a warn
   t.ok(before < 0);
   await a.daemon.stop();
   t.ok(a.logs().some((l) => l['msg'] === 'snapshot written' && l['entries'] === 3), 'snapshot written at shutdown');
-  const cfg = `state_dir: ${a.dir}\nlog:\n  file: ${a.dir}/second.log\n  format: json\npolicy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\n`;
+  const cfg = `state_dir: ${a.dir}\nlog:\n  file: ${a.dir}/second.log\n  format: json\npolicy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\n`;
   writeFileSync(path.join(a.dir, 'second.yaml'), cfg);
   const { Daemon } = await import('../dist/cli/daemon.js');
   const b = await Daemon.start({ configFile: path.join(a.dir, 'second.yaml'), isTTY: false });
@@ -38,9 +38,9 @@ t.test('learning survives a restart; a corrupt snapshot is set aside with a warn
 });
 
 t.test('kill -9 then restart: reputation from the last periodic snapshot', async (t) => {
-  const dir = t.testdir({});
+  const dir = shortDir(t);
   const cfg = path.join(dir, 'sluice.yaml');
-  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: json\npolicy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nreputation:\n  snapshot_interval: 1s\n`);
+  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: json\npolicy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\nreputation:\n  snapshot_interval: 1s\n`);
   const d = sluiced(t, ['-c', cfg, '-f']);
   const ready = await d.waitFor((l) => String(l['msg']).startsWith('sluiced ready'));
   const port = portOf((ready['listen'] as { milter: string[] }).milter[0]);
@@ -61,6 +61,7 @@ t.test('kill -9 then restart: reputation from the last periodic snapshot', async
   const e = sluiced(t, ['-c', cfg, '-f']);
   const restored = await e.waitFor((l) => l['msg'] === 'reputation restored');
   t.ok((restored['entries'] as number) >= 2, `${restored['entries']} entries restored after kill -9`);
+  await e.waitFor((l) => String(l['msg']).startsWith('sluiced ready'));
   e.proc.kill('SIGTERM');
   t.equal((await e.exited).code, 0);
 });

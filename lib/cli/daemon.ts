@@ -25,7 +25,13 @@ import type { Engine, StageEvent, Verdict } from '../engine/types.js';
 import { readSnapshot, setAside, writeSnapshot, SnapshotError } from '../reputation/snapshot.js';
 import type { ListEntry } from '../engine/lists.js';
 import { exceptionHandler } from './exceptions.js';
+import { Metrics } from '../metrics/metrics.js';
+import { controlHandler } from '../control/server.js';
+import { commands } from '../control/commands.js';
+import type { Outcome } from '../engine/types.js';
 import { ensureStateDir, stateDirFor } from './state-dir.js';
+
+export const VERSION = '0.1.0';
 
 export interface DaemonOptions {
   readonly configFile?: string;
@@ -65,6 +71,10 @@ export class Daemon {
   readonly #counter: ConnectionCounter;
   readonly #repeats: LRUCache<string, number>;
   readonly errorCounts = new Map<number, number>();
+  readonly metrics: Metrics;
+  readonly #started = Date.now();
+  #control: Listener | undefined;
+  #metricsUrl: string | undefined;
   #listeners: Listener[] = [];
   #nextId = 0;
   #stopping: Promise<void> | undefined;
@@ -80,10 +90,17 @@ export class Daemon {
     this.#breaker = new CircuitBreaker(config.shield.breaker_limit, config.shield.breaker_window, Date.now);
     this.#counter = new ConnectionCounter(() => this.#config.limits.max_connections, logs.logger);
     this.#repeats = new LRUCache({ max: config.policy.dedupe_entries });
+    this.metrics = new Metrics({
+      lruSize: () => this.reputation?.store.size ?? 0,
+      lruEvictions: () => this.reputation?.store.evictions ?? 0,
+      holdsActive: () => this.reputation?.stats().holdsActive ?? 0,
+      openConnections: () => this.#counter.open,
+    });
     this.#shield.register(exceptionHandler({
       log: () => this.#logs.logger,
       breaker: this.#breaker,
       counts: this.errorCounts,
+      counted: (code, name) => this.metrics.exceptions.inc({ code: String(code), name }),
       onTrip: () => { void this.#restart(); },
     }));
   }
@@ -100,14 +117,18 @@ export class Daemon {
     await d.#restore();
     try {
       await d.#openListeners();
+      await d.#openControl();
+      if (config.metrics.listen) d.#metricsUrl = await d.metrics.listen(config.metrics.listen);
     } catch (err) {
       d.#closeListeners();
+      d.#control?.stopAccepting();
+      d.metrics.close();
       throw err;
     }
     d.#unhook.push(d.#shield.installProcessHooks());
     if (opts.signals) d.#installSignals();
     d.#startTimers();
-    logs.logger.info({ listen: d.endpoints, state_dir: stateDir, config: loaded.file }, `sluiced ready: policy on ${d.endpoints.policy.join(', ') || '(none)'}, milter on ${d.endpoints.milter.join(', ') || '(none)'}`);
+    logs.logger.info({ listen: d.endpoints, control: d.controlSocket, metrics: d.#metricsUrl ?? null, state_dir: stateDir, config: loaded.file }, `sluiced ready: policy on ${d.endpoints.policy.join(', ') || '(none)'}, milter on ${d.endpoints.milter.join(', ') || '(none)'}`);
     return d;
   }
 
@@ -180,7 +201,9 @@ export class Daemon {
   #startTimers(): void {
     const rep = this.reputation;
     if (!rep) return;
-    const tick = this.#shield.setInterval({ label: 'timer:tick' }, 1000, () => rep.tick());
+    const tick = this.#shield.setInterval({ label: 'timer:tick' }, 1000, () => {
+      for (const o of rep.tick()) this.#abandoned(o, this.log);
+    });
     const snap = this.#shield.setInterval({ label: 'timer:snapshot' }, this.#config.reputation.snapshot_interval, () => this.snapshot());
     this.#timers.push(tick, snap);
   }
@@ -189,17 +212,61 @@ export class Daemon {
     return eps.map((ep) => (ep.kind === 'unix' && !path.isAbsolute(ep.path) ? { ...ep, path: path.join(this.#stateDir, ep.path) } : ep));
   }
 
-  #listener(protocol: 'policy' | 'milter', factory: HandlerFactory): Listener {
+  #listener(protocol: 'policy' | 'milter' | 'control', factory: HandlerFactory, counter = this.#counter): Listener {
     return new Listener({
       protocol,
       shield: this.#shield,
       log: this.#logs.logger,
-      counter: this.#counter,
+      counter,
       idleTimeout: () => this.#config.limits.idle_timeout,
       nextId: () => ++this.#nextId,
       maxWriteBuffer: 256 * 1024,
-      factory,
+      factory: (conn) => {
+        this.metrics.connections.inc({ protocol });
+        return factory(conn);
+      },
     });
+  }
+
+  get controlSocket(): string {
+    return path.resolve(this.#stateDir, this.#config.control.socket);
+  }
+
+  /** The sluicectl socket; its own small connection cap, so an overload never locks the admin out. */
+  async #openControl(): Promise<void> {
+    const ctl = commands({
+      engine: this.reputation,
+      halfLifeMs: this.#config.reputation.half_life,
+      status: () => this.status(),
+      stats: () => this.stats(),
+      reload: () => this.reload(),
+      snapshot: async () => { await this.snapshot(); return { file: this.snapshotFile, entries: this.reputation?.store.size ?? 0 }; },
+      setLogLevel: (level) => { this.#logs.logger.level = level; this.log.info({ level }, 'log level set by sluicectl'); },
+    }, Date.now);
+    this.#control = this.#listener('control', controlHandler(this.#shield, ctl), new ConnectionCounter(() => 16, this.#logs.logger));
+    const ep: Endpoint = { kind: 'unix', path: this.controlSocket, text: `unix:${this.controlSocket}` };
+    await this.#control.open([ep], this.#config.control.socket_mode);
+  }
+
+  status(): Record<string, unknown> {
+    const rep = this.reputation;
+    return {
+      version: VERSION, pid: process.pid, uptime_s: Math.round((Date.now() - this.#started) / 1000), started: new Date(this.#started).toISOString(),
+      config: this.#opts.configFile ?? '(built-in defaults)', state_dir: this.#stateDir, listen: this.endpoints, control: this.controlSocket, metrics: this.#metricsUrl ?? null,
+      connections_open: this.#counter.open, holds_in_progress: rep?.stats().holdsActive ?? 0, holds_refused: rep?.stats().holdsRefused ?? 0,
+      reputation_entries: rep?.store.size ?? 0, sessions: rep?.stats().sessions ?? 0, errors: Object.fromEntries(this.errorCounts),
+    };
+  }
+
+  /** The counters, as sluicectl stats shows them. */
+  async stats(): Promise<Record<string, unknown>> {
+    const out: Record<string, unknown> = {};
+    for (const m of await this.metrics.registry.getMetricsAsJSON()) {
+      out[m.name.replace(/^sluice_/, '')] = (m.values as { labels: Record<string, string | number>; value: number; metricName?: string }[])
+        .filter((v) => !v.metricName || v.metricName.endsWith('_sum') || v.metricName.endsWith('_count') || !v.metricName.includes('_bucket'))
+        .map((v) => ({ ...v.labels, ...(v.metricName && v.metricName !== m.name ? { series: v.metricName.replace(/^sluice_/, '') } : {}), value: v.value }));
+    }
+    return out;
   }
 
   async #openListeners(): Promise<void> {
@@ -216,7 +283,7 @@ export class Daemon {
       settings: () => this.#config.milter,
       failMode: () => this.#config.fail_mode,
       answered: (conn, event, verdict, heldMs) => this.#logVerdict(conn, event, verdict, heldMs),
-      abandoned: (conn, o) => conn.log.info({ client: o.event.client, stage: o.event.stage, held: o.kind === 'abandoned' && o.held, queue_id: o.event.queueId || undefined }, `abandoned at ${o.event.stage}`),
+      abandoned: (conn, o) => this.#abandoned(o, conn.log),
     }));
     this.#listeners = [policy, milter];
     await policy.open(this.#resolve(this.#config.policy.listen), this.#config.policy.socket_mode);
@@ -225,11 +292,24 @@ export class Daemon {
 
   /** One line per verdict that is not a plain pass, and per held reply, joinable with Postfix's log. */
   #logVerdict(conn: Connection, event: StageEvent | undefined, verdict: Verdict, heldMs: number): void {
-    if (!event || (verdict.kind === 'pass' && heldMs === 0)) return;
+    if (!event) return;
+    this.metrics.verdicts.inc({ stage: event.stage, verdict: verdict.kind, via: event.via });
+    if (heldMs > 0) {
+      this.metrics.holds.inc();
+      this.metrics.heldSeconds.observe(heldMs / 1000);
+    }
+    if (verdict.kind === 'pass' && heldMs === 0) return;
     conn.log.info({
       queue_id: event.queueId || undefined, client: event.client, stage: event.stage, verdict: verdict.kind,
       rule: verdict.rule, score: verdict.score, held_ms: heldMs, code: verdict.reply?.code,
     }, `${event.stage} ${verdict.kind}`);
+  }
+
+  /** One log line and a count per abandoned session (milter: at close; policy: after the silence window). */
+  #abandoned(o: Outcome, log: Logger): void {
+    if (o.kind !== 'abandoned') return;
+    this.metrics.abandoned.inc({ stage: o.event.stage, held: String(o.held), via: o.event.via });
+    log.info({ client: o.event.client, stage: o.event.stage, held: o.held, via: o.event.via, queue_id: o.event.queueId || undefined }, `abandoned at ${o.event.stage}`);
   }
 
   #closeListeners(): void {
@@ -289,6 +369,9 @@ export class Daemon {
       await new Promise((r) => setTimeout(r, 20));
     }
     for (const l of this.#listeners) l.closeAll();
+    this.#control?.stopAccepting();
+    this.#control?.closeAll();
+    this.metrics.close();
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
     await this.snapshot();

@@ -13,13 +13,16 @@ export interface ExceptionDeps {
   readonly log: () => Logger;
   readonly breaker: CircuitBreaker;
   readonly onTrip: () => void;
-  /** Count of every code seen, for status and metrics. */
+  /** Count of every code seen, for status. */
   readonly counts: Map<number, number>;
+  /** Called for every error, for metrics. */
+  readonly counted?: (code: number, symbol: string) => void;
 }
 
 export function exceptionHandler(deps: ExceptionDeps): ExceptionHandler {
   return (ctx, err, kind) => {
     deps.counts.set(err.code, (deps.counts.get(err.code) ?? 0) + 1);
+    deps.counted?.(err.code, err.symbol);
     const log = deps.log();
     const fields = { ctx: ctx.label, code: err.code, err: err.symbol, kind };
     switch (errorClass(err.code)) {

@@ -145,6 +145,16 @@ export const DEFAULTS = {
     our_names: [] as string[],
     our_addresses: [] as string[],
   },
+  control: {
+    // The sluicectl socket (relative: in state_dir); whoever may open it may
+    // change lists and reload: keep the mode and group tight.
+    socket: 'control.sock',
+    socket_mode: '0660',
+  },
+  metrics: {
+    // Prometheus text on http://HOST:PORT/metrics; empty: no listener.
+    listen: 'inet:127.0.0.1:10042',
+  },
   replies: {
     defer: 'Your reputation is poor; try again later',
     reject: 'Rejected for poor reputation',

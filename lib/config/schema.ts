@@ -150,6 +150,13 @@ export const schema = z.strictObject({
     our_names: z.array(z.string().min(1)),
     our_addresses: z.array(z.string().refine((v) => isIP(v) !== 0, 'expected an IP address')),
   }),
+  control: z.strictObject({
+    socket: z.string().min(1).refine((v) => !v.includes('\0'), 'not a path'),
+    socket_mode: mode,
+  }),
+  metrics: z.strictObject({
+    listen: z.union([z.literal('').transform(() => undefined), endpoint]),
+  }),
   replies: z.strictObject({
     defer: replyText,
     reject: replyText,

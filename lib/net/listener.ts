@@ -75,7 +75,7 @@ export class ConnectionCounter {
 }
 
 export interface ListenerDeps {
-  readonly protocol: 'policy' | 'milter';
+  readonly protocol: 'policy' | 'milter' | 'control';
   readonly shield: Shield;
   readonly log: Logger;
   readonly counter: ConnectionCounter;
@@ -102,14 +102,18 @@ export class Listener {
       const server = net.createServer({ noDelay: true });
       const ctx: ShieldContext = { label: `${this.#deps.protocol}:${ep.text}` };
       server.on('connection', this.#deps.shield.wrap(ctx, 'accept', (s: net.Socket) => this.#accept(s)));
-      server.on('error', this.#deps.shield.wrap(ctx, 'accept', (err: Error) => { throw err; }));
       if (ep.kind === 'unix') await prepareUnixPath(ep.path, ep.text);
       await new Promise<void>((resolve, reject) => {
         const fail = (err: NodeJS.ErrnoException): void => {
           reject(new ConfigError('CONFIG_LISTEN', `${this.#deps.protocol} ${ep.text}: cannot listen: ${explainListen(err)}`));
         };
         server.once('error', fail);
-        const done = (): void => { server.off('error', fail); resolve(); };
+        const done = (): void => {
+          server.off('error', fail);
+          // From now on a server error (rare: EMFILE on accept) goes to the shield.
+          server.on('error', this.#deps.shield.wrap(ctx, 'accept', (err: Error) => { throw asTransportError(err); }));
+          resolve();
+        };
         if (ep.kind === 'unix') server.listen(ep.path, done);
         else server.listen({ host: ep.host, port: ep.port, exclusive: true }, done);
       });
@@ -216,6 +220,8 @@ export class Listener {
  * use") and removes a stale socket left by a process that died.
  */
 async function prepareUnixPath(path: string, text: string): Promise<void> {
+  // sun_path holds 108 bytes with its NUL; a longer path is silently cut.
+  if (Buffer.byteLength(path) > 107) throw new ConfigError('CONFIG_LISTEN', `${text}: socket path is ${Buffer.byteLength(path)} bytes; at most 107 fit`);
   const dir = dirname(path);
   try {
     if (!(await stat(dir)).isDirectory()) throw new ConfigError('CONFIG_LISTEN', `${text}: ${dir} is not a directory`);

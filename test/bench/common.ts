@@ -127,7 +127,7 @@ export async function closedLoop(opts: {
 export function startSluiced(yaml: string, key: 'policy' | 'milter'): Promise<Server> {
   const dir = mkdtempSync(path.join(tmpdir(), 'sluice-bench-'));
   const file = path.join(dir, 'sluice.yaml');
-  writeFileSync(file, `state_dir: ${dir}\nlog:\n  level: info\n  format: json\n${yaml}`);
+  writeFileSync(file, `state_dir: ${dir}\nlog:\n  level: info\n  format: json\nmetrics:\n  listen: ""\n${yaml}`);
   return startServer([path.join(ROOT, 'bin', 'sluiced'), '--foreground', '--config', file], key);
 }
 

@@ -22,7 +22,7 @@ export async function startDaemon(t: Test, yaml = '', engine?: Engine): Promise<
   const configFile = path.join(dir, 'sluice.yaml');
   const base = `state_dir: ${dir}\nlog:\n  file: ${logFile}\n  format: json\n  level: debug\n`;
   // Port 0 for every listener the test does not set itself: no fixed ports.
-  const listeners = (yaml.includes('policy:') ? '' : 'policy:\n  listen: ["inet:127.0.0.1:0"]\n') + (yaml.includes('milter:') ? '' : 'milter:\n  listen: ["inet:127.0.0.1:0"]\n');
+  const listeners = (yaml.includes('policy:') ? '' : 'policy:\n  listen: ["inet:127.0.0.1:0"]\n') + (yaml.includes('milter:') ? '' : 'milter:\n  listen: ["inet:127.0.0.1:0"]\n') + (yaml.includes('metrics:') ? '' : 'metrics:\n  listen: "inet:127.0.0.1:0"\n');
   writeFileSync(configFile, base + listeners + yaml);
   const daemon = await Daemon.start({ configFile, engine, isTTY: false });
   t.teardown(() => daemon.stop());

@@ -1,6 +1,8 @@
 // Spawns bin/sluiced (or a fixture) as a child and reads its JSON log lines from stdout.
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
 
@@ -53,4 +55,11 @@ export function run(t: Test, args: string[], opts: { cwd?: string; env?: NodeJS.
 
 export function sluiced(t: Test, args: string[], env?: NodeJS.ProcessEnv): Child {
   return run(t, [SLUICED, ...args], { env });
+}
+
+/** A short temp dir (Unix socket paths must stay under 108 bytes); removed after the test. */
+export function shortDir(t: Test): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'sl-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }

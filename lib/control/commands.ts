@@ -1,0 +1,137 @@
+// commands.ts - what sluicectl can ask of sluiced.
+//
+// status, stats, show, top, explain, allow, deny, forget, lists, reload,
+// snapshot, log-level. Each validates its arguments (bad_request), reaches
+// the daemon only through the Controller (the engine and its store and
+// lists, reload, snapshot, the logger level) and returns plain data for
+// sluicectl to print as a table or as JSON. explain is a dry run: it records
+// nothing and grants no hold.
+
+import { isIP } from 'node:net';
+import { parseDuration } from '../config/units.js';
+import { parseListValue } from '../config/list-value.js';
+import { keyFromText, addressKeys } from '../reputation/keys.js';
+import { decayed } from '../reputation/score.js';
+import type { ReputationEngine } from '../engine/engine.js';
+import { STAGES, type Stage, type StageEvent } from '../engine/types.js';
+import { CommandError, type Request } from './protocol.js';
+
+export interface Controller {
+  readonly engine: ReputationEngine | undefined;
+  readonly halfLifeMs: number;
+  status(): Record<string, unknown>;
+  stats(): Promise<Record<string, unknown>>;
+  reload(): Promise<boolean>;
+  snapshot(): Promise<{ file: string; entries: number }>;
+  setLogLevel(level: string): void;
+}
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function str(args: Record<string, unknown> | undefined, name: string, required = true): string {
+  const v = args?.[name];
+  if (v === undefined || v === null || v === '') {
+    if (required) throw new CommandError('bad_request', `missing ${name}`);
+    return '';
+  }
+  if (typeof v !== 'string') throw new CommandError('bad_request', `${name} must be a string`);
+  return v;
+}
+
+export function commands(ctl: Controller, now: () => number): (req: Request) => Promise<unknown> | unknown {
+  const engine = (): ReputationEngine => {
+    if (!ctl.engine) throw new CommandError('failed', 'no reputation engine in this daemon');
+    return ctl.engine;
+  };
+  const row = (key: string, t: number) => {
+    const e = engine().store.entry(key);
+    if (!e) return undefined;
+    return {
+      key, score: Math.round(decayed(e, t, ctl.halfLifeMs) * 10) / 10, delivered: e.ok, abandoned: e.ab, abandoned_held: e.abh,
+      rate_exceeded: e.rate, greylist_passed: e.grey, first_seen: new Date(e.first).toISOString(), last_change: new Date(e.at).toISOString(),
+    };
+  };
+
+  return async (req) => {
+    const a = req.args;
+    const t = now();
+    switch (req.cmd) {
+      case 'status':
+        return ctl.status();
+      case 'stats':
+        return ctl.stats();
+      case 'show': {
+        const target = str(a, 'target');
+        const key = keyFromText(target);
+        if (!key) throw new CommandError('bad_request', `"${target}" is not an address, CIDR, HELO name or @domain`);
+        const keys = isIP(target) ? [key, addressKeys(target)!.net] : [key];
+        const rows = keys.map((k) => row(k, t)).filter((r) => r !== undefined);
+        const listed = isIP(target) ? engine().lists.match(target, '', '', t) : undefined;
+        if (rows.length === 0 && !listed) throw new CommandError('not_found', `nothing known about ${target}`);
+        return { target, entries: rows, listed: listed ?? null };
+      }
+      case 'top': {
+        const n = Number(a?.['n'] ?? 20);
+        const by = String(a?.['by'] ?? 'score');
+        if (!Number.isInteger(n) || n < 1 || n > 10_000) throw new CommandError('bad_request', 'n must be a whole number from 1 to 10000');
+        if (!['score', 'holds', 'drops'].includes(by)) throw new CommandError('bad_request', 'by must be score, holds or drops');
+        const rows: { key: string; score: number; holds: number; drops: number; delivered: number }[] = [];
+        for (const [k, e] of engine().store.entries()) {
+          if (!k.startsWith('ip:') && !k.startsWith('net:')) continue;
+          rows.push({ key: k, score: Math.round(decayed(e, t, ctl.halfLifeMs) * 10) / 10, holds: e.abh, drops: e.ab + e.abh, delivered: e.ok });
+        }
+        const order = by === 'score' ? (x: (typeof rows)[number], y: (typeof rows)[number]) => x.score - y.score
+          : by === 'holds' ? (x: (typeof rows)[number], y: (typeof rows)[number]) => y.holds - x.holds
+            : (x: (typeof rows)[number], y: (typeof rows)[number]) => y.drops - x.drops;
+        return { by, total: rows.length, rows: rows.sort(order).slice(0, n) };
+      }
+      case 'explain': {
+        const client = str(a, 'client');
+        if (isIP(client) === 0) throw new CommandError('bad_request', `"${client}" is not an IP address`);
+        const stage = (str(a, 'stage', false) || 'rcpt') as Stage;
+        if (!STAGES.includes(stage)) throw new CommandError('bad_request', `stage must be one of ${STAGES.join(', ')}`);
+        const event: StageEvent = {
+          stage, session: `explain:${t}`, via: 'policy', mta: 'unknown', client, port: undefined,
+          clientName: str(a, 'client_name', false) || 'unknown', helo: str(a, 'helo', false), sender: str(a, 'sender', false),
+          recipient: str(a, 'recipient', false), recipientCount: 0, size: 0, queueId: '', saslUser: '', tls: undefined,
+          stress: a?.['stress'] === true, repeat: false,
+        };
+        const v = engine().explain(event);
+        return { event: { stage, client, client_name: event.clientName, helo: event.helo, sender: event.sender, recipient: event.recipient }, verdict: v };
+      }
+      case 'allow':
+      case 'deny': {
+        const value = str(a, 'value');
+        const ttlText = str(a, 'ttl', false);
+        const ttl = ttlText ? parseDuration(ttlText) : undefined;
+        if (ttlText && (ttl === undefined || ttl <= 0)) throw new CommandError('bad_request', `"${ttlText}" is not a duration (e.g. 30m, 12h, 7d)`);
+        const entry = engine().lists.add(req.cmd, value, t, ttl, str(a, 'reason', false) || undefined);
+        if (typeof entry === 'string') throw new CommandError('bad_request', entry);
+        return entry;
+      }
+      case 'forget': {
+        const value = str(a, 'value');
+        const inList = engine().lists.remove(value);
+        const key = typeof parseListValue(value) === 'string' ? undefined : keyFromText(value);
+        const inStore = key ? engine().store.forget(key) : false;
+        if (!inList && !inStore) throw new CommandError('not_found', `nothing known about ${value}`);
+        return { value, list_entry_removed: inList, reputation_forgotten: inStore };
+      }
+      case 'lists':
+        return { entries: engine().lists.entries(t) };
+      case 'reload':
+        if (!(await ctl.reload())) throw new CommandError('failed', 'reload refused: the configuration has problems (see the daemon log); the running one is kept');
+        return { reloaded: true };
+      case 'snapshot':
+        return ctl.snapshot();
+      case 'log-level': {
+        const level = str(a, 'level');
+        if (!LEVELS.includes(level)) throw new CommandError('bad_request', `level must be one of ${LEVELS.join(', ')}`);
+        ctl.setLogLevel(level);
+        return { level };
+      }
+      default:
+        throw new CommandError('unknown_command', `unknown command "${req.cmd}"`);
+    }
+  };
+}

@@ -1,0 +1,86 @@
+// metrics.ts - counters and histograms, and the Prometheus text endpoint.
+//
+// prom-client on a registry of our own (no globals). On the hot path only
+// increments happen; sizes (LRU entries, evictions, holds in progress, open
+// connections) and event-loop lag are read when Prometheus scrapes. The HTTP
+// endpoint is loopback only by default and absent when metrics.listen is
+// empty.
+//
+// Config keys: metrics.listen.
+
+import http from 'node:http';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { ConfigError } from '../shield/errors.js';
+import type { Endpoint } from '../config/endpoint.js';
+
+export interface Sources {
+  lruSize(): number;
+  lruEvictions(): number;
+  holdsActive(): number;
+  openConnections(): number;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly verdicts: Counter<'stage' | 'verdict' | 'via'>;
+  readonly holds: Counter;
+  readonly heldSeconds: Histogram;
+  readonly abandoned: Counter<'stage' | 'held' | 'via'>;
+  readonly exceptions: Counter<'code' | 'name'>;
+  readonly connections: Counter<'protocol'>;
+  readonly #lag: IntervalHistogram;
+  #server: http.Server | undefined;
+
+  constructor(sources: Sources) {
+    const r = this.registry;
+    this.verdicts = new Counter({ name: 'sluice_verdicts_total', help: 'Verdicts by SMTP stage, verdict and protocol', labelNames: ['stage', 'verdict', 'via'], registers: [r] });
+    this.holds = new Counter({ name: 'sluice_holds_total', help: 'Replies held (tarpit)', registers: [r] });
+    this.heldSeconds = new Histogram({ name: 'sluice_held_seconds', help: 'How long held replies were held', buckets: [1, 2, 4, 8, 16, 30, 60, 120, 300], registers: [r] });
+    this.abandoned = new Counter({ name: 'sluice_abandoned_total', help: 'Sessions abandoned by the client, by last stage and whether its reply was held', labelNames: ['stage', 'held', 'via'], registers: [r] });
+    this.exceptions = new Counter({ name: 'sluice_exceptions_total', help: 'Errors handled by the shield, by code', labelNames: ['code', 'name'], registers: [r] });
+    this.connections = new Counter({ name: 'sluice_connections_total', help: 'Connections accepted, by protocol', labelNames: ['protocol'], registers: [r] });
+    const gauge = (name: string, help: string, read: () => number): void => {
+      new Gauge({ name, help, registers: [r], collect() { this.set(read()); } });
+    };
+    gauge('sluice_holds_in_progress', 'Replies being held now', sources.holdsActive);
+    gauge('sluice_connections_open', 'Connections open now', sources.openConnections);
+    gauge('sluice_reputation_entries', 'Keys in the reputation LRU', sources.lruSize);
+    gauge('sluice_reputation_evictions', 'Keys evicted from the reputation LRU since start', sources.lruEvictions);
+    this.#lag = monitorEventLoopDelay({ resolution: 20 });
+    this.#lag.enable();
+    gauge('sluice_event_loop_lag_seconds', 'Event-loop delay, 99th percentile since the last scrape', () => {
+      const v = this.#lag.percentile(99) / 1e9;
+      this.#lag.reset();
+      return Number.isFinite(v) ? v : 0;
+    });
+  }
+
+  /** Serves GET /metrics on the endpoint; resolves with where it listens. */
+  async listen(ep: Endpoint): Promise<string> {
+    const server = http.createServer((req, res) => {
+      if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('try /metrics\n');
+        return;
+      }
+      this.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text),
+        (err: Error) => res.writeHead(500).end(`${err.message}\n`),
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => reject(new ConfigError('CONFIG_LISTEN', `metrics ${ep.text}: cannot listen: ${err.code === 'EADDRINUSE' ? 'address already in use' : err.message}`)));
+      if (ep.kind === 'unix') server.listen(ep.path, () => resolve());
+      else server.listen(ep.port, ep.host, () => resolve());
+    });
+    this.#server = server;
+    const a = server.address();
+    return typeof a === 'object' && a ? `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/metrics` : ep.text;
+  }
+
+  close(): void {
+    this.#server?.close();
+    this.#server?.closeAllConnections();
+    this.#lag.disable();
+  }
+}
