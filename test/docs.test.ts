@@ -61,7 +61,7 @@ t.test('contrib/sluice.yaml parses and lists every default', async (t) => {
 t.test('man pages render with man -l', async (t) => {
   const hasMan = spawnSync('sh', ['-c', 'command -v man'], { encoding: 'utf8' }).status === 0;
   t.ok(hasMan, 'man is installed (.ci/run installs man-db)');
-  for (const page of ['sluiced.8', 'sluice.conf.5']) {
+  for (const page of ['sluiced.8', 'sluice.conf.5', 'sluicectl.8']) {
     const r = spawnSync('man', ['-l', '-Tutf8', path.join(ROOT, 'man', page)], { encoding: 'utf8', env: { ...process.env, MANWIDTH: '80' } });
     t.equal(r.status, 0, `${page} renders`);
     t.notMatch(r.stderr, /warning|error/i, `${page}: no groff warnings`);
@@ -87,4 +87,33 @@ t.test('contrib snippets match the defaults they depend on', async (t) => {
   const cmd = /command_timeout=(\d+)s/.exec(mf);
   t.ok(cmd && Number(cmd[1]) * 1000 >= 3 * parseInt(DEFAULTS.milter.progress_interval, 10) * 1000, 'PROGRESS cadence well below command_timeout');
   t.match(mf, 'default_action=accept', 'fails open');
+});
+
+t.test('contrib: systemd unit verifies, Grafana queries only metrics sluiced exports', async (t) => {
+  const unit = path.join(ROOT, 'contrib', 'systemd', 'sluiced.service');
+  const hasAnalyze = spawnSync('sh', ['-c', 'command -v systemd-analyze'], { encoding: 'utf8' }).status === 0;
+  if (hasAnalyze) {
+    // --man=no: the unit names our man pages, which are not installed system-wide in a checkout.
+    const r = spawnSync('systemd-analyze', ['verify', '--man=no', unit], { encoding: 'utf8' });
+    t.equal(r.status, 0, `systemd-analyze verify: ${r.stderr.trim() || 'clean'}`);
+  } else {
+    t.comment('systemd-analyze is not installed here; the unit was checked where it is');
+  }
+  const text = readFileSync(unit, 'utf8');
+  t.match(text, /StateDirectory=sluice/);
+  t.match(text, /RuntimeDirectory=sluice/);
+  t.match(text, /ProtectSystem=strict/);
+  t.match(text, /DynamicUser=yes/);
+  t.match(text, /RestartPreventExitStatus=78/, 'no restart loop on a configuration error');
+
+  const { Metrics } = await import('../dist/metrics/metrics.js');
+  const m = new Metrics({ lruSize: () => 0, lruEvictions: () => 0, holdsActive: () => 0, openConnections: () => 0 });
+  t.teardown(() => m.close());
+  const exported = new Set((await m.registry.getMetricsAsJSON()).map((x) => x.name));
+  const dash = JSON.parse(readFileSync(path.join(ROOT, 'contrib', 'grafana', 'sluice-dashboard.json'), 'utf8')) as { panels: { title: string; targets: { expr: string }[] }[] };
+  const used = new Set<string>();
+  for (const p of dash.panels) for (const q of p.targets) for (const name of q.expr.match(/sluice_[a-z_]+/g) ?? []) used.add(name.replace(/_(bucket|sum|count)$/, ''));
+  t.ok(used.size >= 8, `${used.size} metrics queried`);
+  for (const name of used) t.ok(exported.has(name), `${name} is exported`);
+  t.ok(dash.panels.some((p) => /abandoned by stage/i.test(p.title)), 'a drops-by-stage graph');
 });

@@ -1,0 +1,126 @@
+// End to end: sluiced and sluicectl as an admin runs them; the control socket,
+// every command in table and JSON form, exit statuses, and metrics that move.
+import t from 'tap';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { sluiced, run, shortDir, ROOT } from './helpers/spawn.js';
+import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
+import { MilterClient, mta } from './helpers/milter-client.js';
+import { freePort } from './helpers/postfix.js';
+
+t.test('sluicectl against a running sluiced', async (t) => {
+  const dir = shortDir(t);
+  const metricsPort = await freePort();
+  const cfg = path.join(dir, 'sluice.yaml');
+  writeFileSync(cfg, [
+    `state_dir: ${dir}`, 'log:', '  format: json',
+    'policy:', '  listen: ["inet:127.0.0.1:0"]', 'milter:', '  listen: ["inet:127.0.0.1:0"]',
+    'metrics:', `  listen: "inet:127.0.0.1:${metricsPort}"`,
+    'lists:', '  allow: ["192.0.2.0/24"]', 'rates:', '  abandon_window: 1s', 'tarpit:', '  hold_per_point: 300ms', '',
+  ].join('\n'));
+  const d = sluiced(t, ['-c', cfg, '-f']);
+  const ready = await d.waitFor((l) => String(l['msg']).startsWith('sluiced ready'));
+  t.equal(ready['control'], path.join(dir, 'control.sock'));
+  t.equal(ready['metrics'], `http://127.0.0.1:${metricsPort}/metrics`);
+  const listen = ready['listen'] as { policy: string[]; milter: string[] };
+  const ctl = async (...args: string[]): Promise<{ code: number | null; out: string; err: string }> => {
+    const c = run(t, [path.join(ROOT, 'bin', 'sluicectl'), '--socket', path.join(dir, 'control.sock'), ...args]);
+    const { code } = await c.exited;
+    return { code, out: c.stdout(), err: c.stderr() };
+  };
+  const scrape = async (): Promise<string> => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const before = await scrape();
+  t.match(before, /sluice_verdicts_total|# TYPE sluice_verdicts_total counter/);
+
+  // Traffic: a policy client held and silent (abandoned), a milter zombie that drops under hold.
+  const p = await PolicyClient.connect({ port: portOf(listen.policy[0]) });
+  t.equal(await p.ask(rcptRequest({ client_address: '203.0.113.50', client_name: 'unknown', reverse_client_name: 'unknown', helo_name: '203.0.113.50', instance: 'a.1', client_port: '5000' })), 'action=DUNNO\n\n');
+  p.close();
+  const z = await MilterClient.connect(portOf(listen.milter[0]));
+  await z.open('Postfix 3.7.11', '198.51.100.99', '[198.51.100.99]');
+  await z.ask(mta.helo('198.51.100.99'));
+  await z.ask(mta.mail('<x@y>'));
+  z.send(mta.rcpt('<a@b>'));
+  await new Promise((r) => setTimeout(r, 300));
+  z.close();
+  await d.waitFor((l) => l['msg'] === 'abandoned at rcpt' && l['via'] === 'milter');
+  await d.waitFor((l) => l['msg'] === 'abandoned at rcpt' && l['via'] === 'policy', 8000);
+
+  const status = await ctl('status');
+  t.equal(status.code, 0);
+  t.match(status.out, /^version +0\.1\.0$/m);
+  t.match(status.out, /^reputation_entries +\d+$/m);
+  const sj = JSON.parse((await ctl('--json', 'status')).out) as Record<string, unknown>;
+  t.equal(sj['pid'], d.proc.pid);
+  t.ok((sj['reputation_entries'] as number) >= 4);
+
+  const show = await ctl('show', '198.51.100.99');
+  t.equal(show.code, 0);
+  t.match(show.out, /^KEY +SCORE +DELIVERED +ABANDONED +ABANDONED_HELD/m);
+  t.match(show.out, /^ip:198\.51\.100\.99 +-\d/m);
+  t.match(show.out, /^net:198\.51\.100\.0\/24 +-\d/m);
+  const shj = JSON.parse((await ctl('--json', 'show', '198.51.100.99')).out) as { entries: { key: string; abandoned_held: number }[] };
+  t.equal(shj.entries[0]?.abandoned_held, 1, 'abandoned under hold, learned from the milter close');
+  t.equal((await ctl('show', '192.168.250.1')).code, 1, 'unknown address: exit 1');
+  const bad = await ctl('show', 'not an address');
+  t.equal(bad.code, 64);
+  t.equal(bad.err, 'sluicectl: "not an address" is not an address, CIDR, HELO name or @domain\n', 'one line');
+
+  const top = await ctl('top', '-n', '3');
+  t.match(top.out, /^KEY +SCORE +HOLDS +DROPS +DELIVERED\n(ip|net):/m);
+  const tj = JSON.parse((await ctl('--json', 'top', '--by', 'holds', '-n', '2')).out) as { rows: { key: string; holds: number }[] };
+  t.equal(tj.rows[0]?.holds, 1);
+
+  // explain: allow-listed, fresh, bad.
+  const allowed = await ctl('explain', '-c', '192.0.2.44', '--helo', '1.2.3.4');
+  t.match(allowed.out, /^rcpt from 192\.0\.2\.44: accept\nrule allow 192\.0\.2\.0\/24/m);
+  const fresh = await ctl('explain', '-c', '192.168.77.1', '--helo', 'mx.example.net', '--client-name', 'mx.example.net');
+  t.match(fresh.out, /: pass\nrule reputation, score 0/);
+  const badc = await ctl('--json', 'explain', '-c', '198.51.100.99', '--helo', '198.51.100.99');
+  const bj = JSON.parse(badc.out) as { verdict: { kind: string; delayMs: number; reason: { trace: string[] } } };
+  t.ok(bj.verdict.delayMs > 0 || bj.verdict.kind !== 'pass', `bad client: ${bj.verdict.kind}, held ${bj.verdict.delayMs} ms`);
+  t.match(bj.verdict.reason.trace.join('\n'), /bare_ip_helo/);
+  const shownAgain = JSON.parse((await ctl('--json', 'show', '198.51.100.99')).out) as { entries: { abandoned_held: number }[] };
+  t.equal(shownAgain.entries[0]?.abandoned_held, 1, 'explain recorded nothing');
+  t.equal((await ctl('explain', '-c', 'not-an-ip')).code, 64);
+
+  // Lists.
+  const deny = await ctl('deny', '198.51.100.0/24', '--ttl', '1h', '--reason', 'botnet wave');
+  t.equal(deny.code, 0);
+  t.match(deny.out, /^expires +\d{4}-/m);
+  const lists = await ctl('lists');
+  t.match(lists.out, /^deny +198\.51\.100\.0\/24 +dynamic +\d{4}-\S+ +botnet wave$/m);
+  t.match(lists.out, /^allow +192\.0\.2\.0\/24 +config/m);
+  t.match((await ctl('explain', '-c', '198.51.100.7')).out, /reject \(554 5\.7\.1 Access denied\)/);
+  t.equal((await ctl('deny', '300.1.2.3/8')).code, 64, 'malformed CIDR');
+  t.equal((await ctl('allow', '192.0.2.9', '--ttl', 'soon')).code, 64, 'malformed duration');
+  t.equal((await ctl('forget', '198.51.100.0/24')).code, 0);
+  t.equal((await ctl('forget', '198.51.100.0/24')).code, 1, 'already gone');
+
+  t.equal((await ctl('snapshot')).code, 0);
+  t.equal((await ctl('log-level', 'debug')).code, 0);
+  t.equal((await ctl('log-level', 'loud')).code, 64);
+  t.equal((await ctl('reload')).code, 0);
+  writeFileSync(cfg, 'bogus: 1\n');
+  const refused = await ctl('reload');
+  t.equal(refused.code, 70);
+  t.match(refused.err, /reload refused/);
+  t.equal((await ctl('frobnicate')).code, 64, 'unknown command');
+  const stats = JSON.parse((await ctl('--json', 'stats')).out) as Record<string, { stage?: string; held?: string; value: number }[]>;
+  t.ok(stats['abandoned_total']?.some((s) => s.stage === 'rcpt' && s.held === 'true' && s.value >= 1));
+
+  // Metrics moved with the traffic.
+  const after = await scrape();
+  t.match(after, /sluice_verdicts_total\{stage="rcpt",verdict="pass",via="policy"\} [1-9]/);
+  t.match(after, /sluice_abandoned_total\{stage="rcpt",held="true",via="milter"\} 1/);
+  t.match(after, /sluice_connections_total\{protocol="milter"\} [1-9]/);
+  t.match(after, /sluice_holds_total [1-9]/);
+  t.match(after, /sluice_reputation_entries [1-9]/);
+  t.match(after, /sluice_event_loop_lag_seconds \d/);
+
+  d.proc.kill('SIGTERM');
+  t.equal((await d.exited).code, 0);
+  const gone = await ctl('status');
+  t.equal(gone.code, 69, 'daemon unreachable');
+  t.match(gone.err, new RegExp(`^sluicectl: cannot reach sluiced at ${dir}/control\\.sock: `));
+});
