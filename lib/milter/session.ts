@@ -70,6 +70,7 @@ class MilterSession implements ConnectionHandler {
   #addHeader = false;
   #quarantine = false;
   #ended = false;
+  #broken = false;
 
   constructor(conn: Connection, deps: MilterDeps) {
     this.#conn = conn;
@@ -84,9 +85,15 @@ class MilterSession implements ConnectionHandler {
   }
 
   onData(chunk: Buffer): void {
-    for (const f of this.#decoder.push(chunk)) this.#queue.push(f);
-    if (this.#queue.length > MAX_QUEUED) throw new PeerError('PEER_PIPELINED', `${this.#queue.length} milter frames sent without waiting for replies`);
-    this.#drain();
+    try {
+      for (const f of this.#decoder.push(chunk)) this.#queue.push(f);
+      if (this.#queue.length > MAX_QUEUED) throw new PeerError('PEER_PIPELINED', `${this.#queue.length} milter frames sent without waiting for replies`);
+      this.#drain();
+    } catch (err) {
+      // A peer error closes the connection; it has had its one warning.
+      this.#broken = true;
+      throw err;
+    }
   }
 
   onClose(): void {
@@ -94,7 +101,7 @@ class MilterSession implements ConnectionHandler {
     this.#pending = undefined;
     this.#queue.length = 0;
     this.#finish();
-    this.#decoder.end();
+    if (!this.#broken) this.#decoder.end();
   }
 
   flush(): void {
@@ -112,10 +119,15 @@ class MilterSession implements ConnectionHandler {
   }
 
   #drain(): void {
-    while (!this.#pending && !this.#conn.closed) {
-      const frame = this.#queue.shift();
-      if (!frame) return;
-      this.#command(decodeCommand(frame));
+    try {
+      while (!this.#pending && !this.#conn.closed) {
+        const frame = this.#queue.shift();
+        if (!frame) return;
+        this.#command(decodeCommand(frame));
+      }
+    } catch (err) {
+      this.#broken = true;
+      throw err;
     }
   }
 

@@ -51,6 +51,8 @@ class PolicySession implements ConnectionHandler {
   readonly #decoder: PolicyDecoder;
   readonly #queue: PolicyAttributes[] = [];
   #working = false;
+  /** A peer error closed this connection: its one warning is spent. */
+  #broken = false;
   #hold: { timer: NodeJS.Timeout; answer: () => void } | undefined;
 
   constructor(conn: Connection, deps: PolicyDeps) {
@@ -69,9 +71,14 @@ class PolicySession implements ConnectionHandler {
   }
 
   onData(chunk: Buffer): void {
-    for (const attrs of this.#decoder.push(chunk)) this.#queue.push(attrs);
-    if (this.#queue.length > MAX_QUEUED) {
-      throw new PeerError('PEER_PIPELINED', `${this.#queue.length} requests sent without waiting for replies`);
+    try {
+      for (const attrs of this.#decoder.push(chunk)) this.#queue.push(attrs);
+      if (this.#queue.length > MAX_QUEUED) {
+        throw new PeerError('PEER_PIPELINED', `${this.#queue.length} requests sent without waiting for replies`);
+      }
+    } catch (err) {
+      this.#broken = true;
+      throw err;
     }
     this.#next();
   }
@@ -80,8 +87,9 @@ class PolicySession implements ConnectionHandler {
     if (this.#hold) clearTimeout(this.#hold.timer);
     this.#hold = undefined;
     this.#queue.length = 0;
-    // A request cut short is worth one warning; a clean close between requests is normal.
-    this.#decoder.end();
+    // A request cut short is worth one warning; a clean close between requests
+    // is normal; after an error the connection has had its one warning.
+    if (!this.#broken) this.#decoder.end();
   }
 
   flush(): void {
@@ -106,7 +114,13 @@ class PolicySession implements ConnectionHandler {
 
   #handle(attrs: PolicyAttributes): void {
     const cfg = this.#deps.config();
-    const req = toRequest(attrs);
+    let req;
+    try {
+      req = toRequest(attrs);
+    } catch (err) {
+      this.#broken = true;
+      throw err;
+    }
     if (!req.stage) {
       // VRFY, ETRN and anything newer: not a stage sluice shapes.
       this.#reply(DUNNO_REPLY, undefined, PASS, 0);

@@ -87,4 +87,4 @@ for (const keys of [1_000, 100_000, 1_000_000]) {
   const [size, us] = costs.get(keys)!;
   rows.push(['decision µs', size, us, ref, us / ref, 'flat']);
 }
-process.stdout.write(table(rows) + '\n');
+process.stdout.write(process.env['BENCH_JSON'] ? JSON.stringify(rows.slice(1)) + '\n' : table(rows) + '\n');
