@@ -9,6 +9,7 @@ import type { Verdict } from '../dist/engine/types.js';
 import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
 import { startDaemon, until } from './helpers/daemon.js';
 import { ScriptedEngine } from './helpers/scripted-engine.js';
+import { shortDir } from './helpers/spawn.js';
 
 t.test('request mapping', async (t) => {
   const r = toRequest(new Map(Object.entries(rcptRequest({ client_address: '::FFFF:192.0.2.7', stress: 'yes', protocol_state: 'rcpt', extra_future_attr: 'x' }))));
@@ -154,7 +155,7 @@ t.test('a connection closed during a hold cancels the reply', async (t) => {
 });
 
 t.test('unix socket endpoint, mode, and stale socket removal', async (t) => {
-  const dir = t.testdir({});
+  const dir = shortDir(t); // socket paths must stay under 108 bytes wherever the checkout is
   writeFileSync(`${dir}/policy.sock`, ''); // a regular file is refused
   const h0 = startDaemon(t, `policy:\n  listen: ["unix:${dir}/policy.sock"]\n`);
   await t.rejects(h0, { code: 504, message: /exists and is not a socket/ });
@@ -178,4 +179,27 @@ t.test('unix socket endpoint, mode, and stale socket removal', async (t) => {
   const c = await PolicyClient.connect({ path: sock });
   t.teardown(() => c.close());
   t.equal(await c.ask(rcptRequest()), 'action=DUNNO\n\n');
+});
+
+t.test('connection cap: a clean refusal, logged once per transition; idle timeout spares held replies', async (t) => {
+  const engine = new ScriptedEngine();
+  const h = await startDaemon(t, 'limits:\n  max_connections: 3\n  idle_timeout: 400ms\n', engine);
+  const port = portOf(h.daemon.endpoints.policy[0]);
+  const open = await Promise.all([0, 1, 2].map(() => PolicyClient.connect({ port })));
+  await until(() => h.daemon.openConnections === 3);
+  const refused = await Promise.all([0, 1].map(() => PolicyClient.connect({ port })));
+  for (const r of refused) {
+    await r.closedPromise;
+    t.ok(r.closed, 'over the cap: closed at once');
+  }
+  t.ok(await until(() => h.logs().filter((l) => l['code'] === 401).length === 1), 'one line for the transition, not one per refusal');
+  // A held reply is not idleness; the idle ones are reclaimed.
+  const held = open[0]!.ask(rcptRequest({ recipient: 'hold-900@x' }));
+  await open[1]!.closedPromise;
+  t.ok(open[1]!.closed, 'an idle connection is closed after limits.idle_timeout');
+  t.equal(await held, 'action=DUNNO\n\n', 'the held one got its answer');
+  t.ok(await until(() => h.logs().some((l) => l['msg'] === 'accepting connections again')));
+  const again = await PolicyClient.connect({ port });
+  t.equal(await again.ask(rcptRequest()), 'action=DUNNO\n\n', 'accepted again below the cap');
+  for (const c of [...open, again]) c.close();
 });

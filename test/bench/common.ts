@@ -148,6 +148,31 @@ export async function alternate(a: () => Promise<LoadResult>, b: () => Promise<L
   return [median(ra), median(rb)];
 }
 
+/**
+ * sluiced (the `key` listener) against a reference server script, at 1, 10
+ * and 100 connections; `load` drives one of them at a port for a number of
+ * connections. Rows: label, conns, rate, ref rate, ratio, p50s, p99s; then RSS.
+ */
+export async function versus(
+  label: string, unit: string, refScript: string, key: 'policy' | 'milter',
+  load: (port: number, conns: number) => Promise<LoadResult>,
+): Promise<(string | number)[][]> {
+  const ref = await startServer(['--import=tsx', path.join(ROOT, 'test', 'bench', refScript)]);
+  const sluice = await startSluiced('policy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nlimits:\n  max_connections: 1000\n', key);
+  const rows: (string | number)[][] = [[key, 'conns', unit, `ref ${unit}`, 'ratio', 'p50 ms', 'ref p50', 'p99 ms', 'ref p99']];
+  try {
+    for (const conns of [1, 10, 100]) {
+      const [s, r] = await alternate(() => load(sluice.port, conns), () => load(ref.port, conns));
+      rows.push([label, conns, s.rps, r.rps, s.rps / r.rps, s.p50, r.p50, s.p99, r.p99]);
+    }
+    rows.push(['sluiced RSS MiB', '', sluice.rss() / 2 ** 20, ref.rss() / 2 ** 20, '', '', '', '', '']);
+  } finally {
+    await ref.stop();
+    await sluice.stop();
+  }
+  return rows;
+}
+
 export function table(rows: (string | number)[][]): string {
   const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)));
   const widths = cells[0]!.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));

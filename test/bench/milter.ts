@@ -7,7 +7,7 @@
 // replies - then QUIT.
 import net from 'node:net';
 import path from 'node:path';
-import { alternate, startServer, startSluiced, table, ROOT, type LoadResult } from './common.js';
+import { table, versus, type LoadResult } from './common.js';
 import { FrameDecoder } from '../../dist/milter/codec.js';
 import * as C from '../../dist/milter/constants.js';
 import { mta } from '../helpers/milter-client.js';
@@ -75,21 +75,8 @@ async function run(port: number, conns: number, seconds: number): Promise<LoadRe
   return { requests: lat.length, seconds: secs, rps: lat.length / secs, p50: pct(0.5), p99: pct(0.99) };
 }
 
-export async function benchMilter(seconds = SECONDS): Promise<(string | number)[][]> {
-  const ref = await startServer(['--import=tsx', path.join(ROOT, 'test', 'bench', 'ref-milter.ts')]);
-  const sluice = await startSluiced('milter:\n  listen: ["inet:127.0.0.1:0"]\npolicy:\n  listen: ["inet:127.0.0.1:0"]\nlimits:\n  max_connections: 1000\n', 'milter');
-  const rows: (string | number)[][] = [['milter', 'conns', 'tx/s', 'ref tx/s', 'ratio', 'p50 ms', 'ref p50', 'p99 ms', 'ref p99']];
-  try {
-    for (const conns of [1, 10, 100]) {
-      const [s, r] = await alternate(() => run(sluice.port, conns, seconds), () => run(ref.port, conns, seconds));
-      rows.push(['milter 52-frame tx', conns, s.rps, r.rps, s.rps / r.rps, s.p50, r.p50, s.p99, r.p99]);
-    }
-    rows.push(['sluiced RSS MiB', '', sluice.rss() / 2 ** 20, ref.rss() / 2 ** 20, '', '', '', '', '']);
-  } finally {
-    await ref.stop();
-    await sluice.stop();
-  }
-  return rows;
+export function benchMilter(seconds = SECONDS): Promise<(string | number)[][]> {
+  return versus('milter 52-frame tx', 'tx/s', 'ref-milter.ts', 'milter', (port, conns) => run(port, conns, seconds));
 }
 
 if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1]))) {

@@ -4,7 +4,7 @@
 // Each figure is the median of three alternating runs after a warm-up.
 // Requests are realistic RCPT requests (Postfix 3.7 attribute set) from
 // 1,000 client addresses, each with its own instance.
-import { alternate, closedLoop, startServer, startSluiced, table, ROOT, type LoadResult } from './common.js';
+import { closedLoop, table, versus } from './common.js';
 import { encodeRequest } from '../../dist/policy/codec.js';
 import path from 'node:path';
 
@@ -29,22 +29,8 @@ function replyLength(buf: Buffer): number {
   return i < 0 ? 0 : i + 2;
 }
 
-export async function benchPolicy(seconds = SECONDS): Promise<(string | number)[][]> {
-  const ref = await startServer(['--import=tsx', path.join(ROOT, 'test', 'bench', 'ref-policy.ts')]);
-  const sluice = await startSluiced('policy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nlimits:\n  max_connections: 1000\n', 'policy');
-  const rows: (string | number)[][] = [['policy', 'conns', 'req/s', 'ref req/s', 'ratio', 'p50 ms', 'ref p50', 'p99 ms', 'ref p99']];
-  try {
-    for (const conns of [1, 10, 100]) {
-      const run = (port: number): Promise<LoadResult> => closedLoop({ port, conns, seconds, request, replyLength });
-      const [s, r] = await alternate(() => run(sluice.port), () => run(ref.port));
-      rows.push(['policy RCPT', conns, s.rps, r.rps, s.rps / r.rps, s.p50, r.p50, s.p99, r.p99]);
-    }
-    rows.push(['sluiced RSS MiB', '', sluice.rss() / 2 ** 20, ref.rss() / 2 ** 20, '', '', '', '', '']);
-  } finally {
-    await ref.stop();
-    await sluice.stop();
-  }
-  return rows;
+export function benchPolicy(seconds = SECONDS): Promise<(string | number)[][]> {
+  return versus('policy RCPT', 'req/s', 'ref-policy.ts', 'policy', (port, conns) => closedLoop({ port, conns, seconds, request, replyLength }));
 }
 
 if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1]))) {
