@@ -15,6 +15,7 @@ import { openSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { loadConfig, formatProblem } from '../config/load.js';
+import { LOG_LEVELS } from '../config/schema.js';
 import { SluiceError } from '../shield/errors.js';
 import { Daemon } from './daemon.js';
 import { ensureStateDir, stateDirFor } from './state-dir.js';
@@ -23,7 +24,6 @@ export const EX_OK = 0;
 export const EX_SOFTWARE = 70;
 export const EX_CONFIG = 78;
 
-const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 function fail(message: string, status: number): never {
   process.stderr.write(`sluiced: ${message.split('\n').join('\nsluiced: ')}\n`);
@@ -42,7 +42,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--check-config', 'validate the configuration, print every problem, exit 0 or 78')
     .option('--print-config', 'print the effective configuration (file merged over defaults) as YAML')
     .option('-f, --foreground', 'stay in the foreground, logging to stdout unless log.file is set')
-    .addOption(new Option('-l, --log-level <level>', 'override log.level').choices(LEVELS))
+    .addOption(new Option('-l, --log-level <level>', 'override log.level').choices(LOG_LEVELS))
     .showHelpAfterError()
     .parse(argv);
   const opts = program.opts();

@@ -11,6 +11,8 @@ import { parseEndpoint, type Endpoint } from './endpoint.js';
 import { parseListValue } from './list-value.js';
 import { isIP } from 'node:net';
 
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const ms = parseDuration(v);
   if (ms === undefined) {
@@ -52,7 +54,7 @@ export const schema = z.strictObject({
   state_dir: z.string(),
   fail_mode: z.enum(['pass', 'defer']),
   log: z.strictObject({
-    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    level: z.enum(LOG_LEVELS),
     format: z.enum(['auto', 'json', 'pretty']),
     file: z.string(),
   }),

@@ -9,6 +9,7 @@
 
 import { isIP } from 'node:net';
 import { parseDuration } from '../config/units.js';
+import { LOG_LEVELS } from '../config/schema.js';
 import { parseListValue } from '../config/list-value.js';
 import { keyFromText, addressKeys } from '../reputation/keys.js';
 import { decayed } from '../reputation/score.js';
@@ -26,7 +27,6 @@ export interface Controller {
   setLogLevel(level: string): void;
 }
 
-const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 function str(args: Record<string, unknown> | undefined, name: string, required = true): string {
   const v = args?.[name];
@@ -126,7 +126,7 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
         return ctl.snapshot();
       case 'log-level': {
         const level = str(a, 'level');
-        if (!LEVELS.includes(level)) throw new CommandError('bad_request', `level must be one of ${LEVELS.join(', ')}`);
+        if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new CommandError('bad_request', `level must be one of ${LOG_LEVELS.join(', ')}`);
         ctl.setLogLevel(level);
         return { level };
       }

@@ -100,7 +100,7 @@ export class ReputationEngine implements Engine {
     const trace: string[] | undefined = dry ? [] : undefined;
     const inputs: Record<string, number | string | boolean> | undefined = dry ? { stage: e.stage, client: e.client } : undefined;
     const done = (kind: Verdict['kind'], rule: string, score: number, extra: Partial<Verdict> = {}): Verdict =>
-      ({ kind, delayMs: 0, rule, score: Math.round(score * 10) / 10, ...(trace && inputs ? { reason: { inputs, trace } } : {}), ...extra });
+      ({ kind, delayMs: 0, rule, score: round(score), ...(trace && inputs ? { reason: { inputs, trace } } : {}), ...extra });
 
     // 1. lists
     const listed = this.lists.match(e.client, e.helo, e.sender, now);

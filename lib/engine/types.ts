@@ -61,6 +61,11 @@ export interface Reason {
   readonly trace: readonly string[];
 }
 
+/** The short score line for a header added to passed mail (policy PREPEND, milter ADDHEADER). */
+export function scoreLine(v: Verdict): string {
+  return `score=${v.score.toFixed(1)} rule=${v.rule}`;
+}
+
 /** What the engine learns after the fact: how a session ended. */
 export type Outcome =
   | { readonly kind: 'delivered'; readonly event: StageEvent }

@@ -7,7 +7,7 @@
 // message may get the score header first. All frames of one answer are
 // joined into one buffer: one write.
 
-import type { Stage, Verdict } from '../engine/types.js';
+import { scoreLine, type Stage, type Verdict } from '../engine/types.js';
 import * as R from './replies.js';
 
 export interface RenderOptions {
@@ -28,7 +28,7 @@ export function renderVerdict(v: Verdict, stage: Stage, opts: RenderOptions): Bu
     case 'pass':
     case 'accept': {
       const final = eom && v.kind === 'accept' ? R.ACCEPT : R.CONTINUE;
-      if (eom && opts.header !== '') return Buffer.concat([R.addHeader(opts.header, `score=${v.score.toFixed(1)} rule=${v.rule}`), final]);
+      if (eom && opts.header !== '') return Buffer.concat([R.addHeader(opts.header, scoreLine(v)), final]);
       return final;
     }
     default:

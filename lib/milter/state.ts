@@ -12,7 +12,7 @@
 // HELO on, HELO from MAIL, MAIL from RCPT, RCPT from DATA; ABORT clears none.
 
 import { PeerError } from '../shield/errors.js';
-import { canonicalAddress } from '../policy/request.js';
+import { canonicalAddress } from '../net/address.js';
 import type { Stage, StageEvent } from '../engine/types.js';
 import * as C from './constants.js';
 import type { Command } from './payload.js';

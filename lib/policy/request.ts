@@ -6,7 +6,7 @@
 // answers DUNNO without asking the engine). `request` other than
 // smtpd_access_policy is a peer error: Postfix never sends another type.
 
-import { isIP } from 'node:net';
+import { canonicalAddress } from '../net/address.js';
 import { PeerError } from '../shield/errors.js';
 import type { Stage, StageEvent } from '../engine/types.js';
 import type { PolicyAttributes } from './codec.js';
@@ -46,18 +46,6 @@ const STAGE_OF: Readonly<Record<string, Stage>> = {
 function int(v: string | undefined): number {
   const n = Number(v);
   return Number.isSafeInteger(n) && n >= 0 ? n : 0;
-}
-
-/** Canonical form: IPv4-mapped IPv6 becomes IPv4, IPv6 lower-case; junk becomes "unknown". */
-export function canonicalAddress(addr: string): string {
-  const v = isIP(addr);
-  if (v === 4) return addr;
-  if (v === 6) {
-    const lower = addr.toLowerCase();
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
-    return mapped && mapped[1] !== undefined ? mapped[1] : lower;
-  }
-  return 'unknown';
 }
 
 export function toRequest(attrs: PolicyAttributes): PolicyRequest {

@@ -23,7 +23,7 @@ import type { Connection, ConnectionHandler } from '../net/listener.js';
 import type { Shield } from '../shield/shield.js';
 import { PeerError, type SluiceError } from '../shield/errors.js';
 import { safeDecide } from '../engine/decide.js';
-import { PASS, type Engine, type StageEvent, type Verdict } from '../engine/types.js';
+import { PASS, scoreLine, type Engine, type StageEvent, type Verdict } from '../engine/types.js';
 import { PolicyDecoder, type PolicyAttributes } from './codec.js';
 import { repeatKey, toRequest, toStageEvent } from './request.js';
 import { DUNNO_REPLY, renderPrepend, renderReply } from './render.js';
@@ -148,7 +148,7 @@ class PolicySession implements ConnectionHandler {
     if (this.#conn.closed) return;
     let reply = renderReply(verdict, { deferIfPermit: cfg.policy.defer_if_permit });
     if (verdict.kind === 'pass' && event.stage === 'data' && cfg.policy.prepend_header !== '') {
-      reply = renderPrepend(cfg.policy.prepend_header, `score=${verdict.score.toFixed(1)} rule=${verdict.rule}`);
+      reply = renderPrepend(cfg.policy.prepend_header, scoreLine(verdict));
     }
     const cap = Math.max(0, cfg.policy.timeout - cfg.policy.hold_margin);
     const delay = event.stress ? 0 : Math.min(verdict.delayMs, cap);
