@@ -5,6 +5,7 @@ import { holdFor, HoldBudget } from '../dist/engine/tarpit.js';
 import { heuristics } from '../dist/engine/heuristics.js';
 import { Lists } from '../dist/engine/lists.js';
 import { PolicyTracker } from '../dist/engine/tracker.js';
+import type { StageEvent } from '../dist/engine/types.js';
 
 const S = 1000;
 
@@ -72,6 +73,22 @@ t.test('lists: deny rejects at every stage, allow accepts, dynamic entries expir
   t.same(l.setStatic(['bogus value'], [], 0), ['"bogus value" is not an address, CIDR, HELO name or @domain']);
 });
 
+t.test('a session keeps what it worked out until a list, its HELO or its sender changes', async (t) => {
+  const { engine, clock } = engineFor();
+  const session = '198.51.100.50:1:25';
+  const at = (over: Partial<StageEvent> = {}) => engine.decide(ev({ client: '198.51.100.50', session, ...over }));
+  t.match(at({ stage: 'connect', helo: '' }), { kind: 'pass', score: 0 });
+  t.match(at({ stage: 'helo', helo: 'localhost' }), { score: -2 }, 'a HELO given after CONNECT is judged');
+  engine.lists.add('deny', '@spam.example', clock.now, 60 * S);
+  t.match(at({ stage: 'mail', helo: 'localhost', sender: 'x@spam.example' }), { kind: 'reject' }, 'a list entry added mid-session counts at the next stage');
+  t.match(at({ stage: 'rcpt', helo: 'localhost', sender: 'x@spam.example' }), { kind: 'reject' });
+  clock.advance(61 * S);
+  t.match(at({ stage: 'rcpt', helo: 'localhost', sender: 'x@spam.example' }), { kind: 'pass' }, 'and its expiry too');
+  engine.record({ kind: 'abandoned', held: false, event: ev({ client: '198.51.100.50', session, helo: 'localhost', sender: 'x@spam.example' }) });
+  t.ok((engine.store.entry('helo:localhost')?.ab ?? 0) === 1, 'the outcome is learned for the HELO the session gave');
+  t.equal(engine.stats().sessions, 0, 'and the session is closed');
+});
+
 t.test('rates and concurrency per window, counted once per question', async (t) => {
   const { engine, clock } = engineFor('rates:\n  connections_per_client: 3\n  recipients_per_client: 4\n  concurrency_per_client: 2\n');
   const c = '198.51.100.20';
@@ -126,6 +143,22 @@ t.test('tarpit: growth, caps, budget leases, stress, repeats, CONNECT opt-in', a
   t.equal(b.active(500), 3);
   t.equal(b.grant('n3', 1000, 1000, 3, 2), 'granted', 'leases end with their hold');
   t.equal(b.active(1000), 1);
+  // Leases of mixed lengths end in time order, the same as a plain list would say.
+  const heap = new HoldBudget();
+  const plain: { net: string; end: number }[] = [];
+  let seed = 7;
+  const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
+  let agree = 0;
+  for (let now = 0; now < 20_000; now += rnd(40)) {
+    const net = `n${rnd(5)}`;
+    const ms = 1 + rnd(3000);
+    const live = plain.filter((l) => l.end > now);
+    const want = live.length >= 40 ? 'total' : live.filter((l) => l.net === net).length >= 10 ? 'network' : 'granted';
+    if (want === 'granted') plain.push({ net, end: now + ms });
+    if (heap.grant(net, ms, now, 40, 10) === want && heap.active(now) === plain.filter((l) => l.end > now).length) agree++;
+    else { t.fail(`differs at ${now}`); break; }
+  }
+  t.ok(agree > 500, `the heap agreed with a list on ${agree} grants`);
 
   const { engine, clock } = engineFor('tarpit:\n  budget: 2\n  budget_per_network: 2\n');
   const bad = (n: number, over = {}) => ev({ client: `203.0.113.${n}`, clientName: 'unknown', ...over });

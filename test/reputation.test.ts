@@ -15,7 +15,8 @@ t.test('keys: /32 and /24, /64 and /48, mapped IPv4, HELO, domain', async (t) =>
   t.same(addressKeys('2001:db8:a:b:c::1'), { ip: 'ip:2001:db8:a:b::/64', net: 'net:2001:db8:a::/48' });
   t.equal(addressKeys('unknown'), undefined);
   t.same(keysFor('192.0.2.1', 'MX.Example.NET.', 'Alice@Example.ORG'), { ip: 'ip:192.0.2.1', net: 'net:192.0.2.0/24', helo: 'helo:mx.example.net', domain: 'dom:example.org' });
-  t.same(keysFor('192.0.2.1', '', ''), { ip: 'ip:192.0.2.1', net: 'net:192.0.2.0/24' }, 'no HELO or sender: no key');
+  t.same(keysFor('192.0.2.1', '', ''), { ip: 'ip:192.0.2.1', net: 'net:192.0.2.0/24', helo: '', domain: '' }, 'no HELO or sender: no key');
+  t.same(keysFor('unknown', 'x', 'a@b.'), { ip: '', net: '', helo: 'helo:x', domain: 'dom:b' }, 'no address: no address keys');
   t.equal(keyFromText('192.0.2.9'), 'ip:192.0.2.9');
   t.equal(keyFromText('192.0.2.0/24'), 'net:192.0.2.0/24');
   t.equal(keyFromText('2001:db8::/48'), 'net:2001:db8:0::/48');
@@ -32,7 +33,7 @@ t.test('decay halves toward zero each half-life, as a pure function of time', as
   t.equal(decayed(e, -5, H), -8, 'no growth for a clock that went back');
 });
 
-t.test('the store decays on read, expires by TTL and evicts least recently used', async (t) => {
+t.test('the store decays on read, expires by TTL and evicts the least recently changed', async (t) => {
   let now = 1_000_000;
   const s = new ReputationStore({ maxEntries: 3, ttlMs: 10 * H, halfLifeMs: H, now: () => now });
   s.add('ip:a', -8, 'abh');
@@ -53,6 +54,38 @@ t.test('the store decays on read, expires by TTL and evicts least recently used'
   t.same([...s.entries()].map(([k]) => k), ['ip:c', 'ip:d', 'ip:e'], 'oldest first');
   t.ok(s.forget('ip:c'));
   t.equal(s.size, 2);
+  t.equal(s.score('ip:d'), -1, 'a read...');
+  s.add('ip:e', -1);
+  s.add('ip:f', -1);
+  s.add('ip:g', -1);
+  t.equal(s.score('ip:d'), 0, '...does not keep an entry: only changes do (recency runs with the TTL)');
+});
+
+t.test('refs read an entry again without a lookup, and notice eviction, expiry, forget and a new entry', async (t) => {
+  let now = 1_000_000;
+  const s = new ReputationStore({ maxEntries: 2, ttlMs: 10 * H, halfLifeMs: H, now: () => now });
+  const a = s.ref('ip:a');
+  t.equal(s.scoreOf(a, now), 0, 'absent');
+  s.add('ip:a', -4, 'ok');
+  t.equal(s.scoreOf(a, now), -4, 'an entry added after the ref is found');
+  t.equal(s.countOf(a, 'ok', now), 1);
+  s.add('ip:a', -4);
+  t.equal(s.scoreOf(a, now), -8, 'changes are seen through the ref');
+  t.ok(s.forget('ip:a'));
+  t.equal(s.scoreOf(a, now), 0, 'forgotten');
+  s.add('ip:b', -1);
+  t.equal(s.scoreOf(a, now), 0, 'its slot, taken by another key, is not read as its own');
+  s.add('ip:a', -2);
+  s.add('ip:c', -3);
+  s.add('ip:d', -5);
+  t.equal(s.scoreOf(a, now), 0, 'evicted');
+  t.equal(s.scoreOf(s.ref('ip:d'), now), -5);
+  const d = s.ref('ip:d');
+  t.equal(s.scoreOf(d, now), -5);
+  now += 11 * H;
+  t.equal(s.scoreOf(d, now), 0, 'expired by TTL');
+  t.equal(s.size, 1, 'and dropped');
+  t.equal(s.scoreOf(s.ref(''), now), 0, 'no key, no entry');
 });
 
 t.test('snapshots: atomic write, exact restore, corrupt and foreign files refused', async (t) => {
@@ -92,7 +125,8 @@ t.test('snapshots: atomic write, exact restore, corrupt and foreign files refuse
     ['foreign', Buffer.from('{"format":"other"}\n'), /not a sluice snapshot/],
     ['future version', withHead(headText.replace('"version":1', '"version":99')), /version 99/],
     ['truncated', good.subarray(0, good.length - 20), /truncated/],
-    ['short of its count', withHead(headText.replace('"entries":3', '"entries":4')), /expected 4 entries, found 3/],
+    ['short of its count', withHead(headText.replace('"entries":3', '"entries":4')), /expected 4 entries, the file has room for 3/],
+    ['more than its count', withHead(headText.replace('"entries":3', '"entries":2')), /more than the 2 entries the header claims/],
     ['not a number', nan, /not a number/],
     ['cut inside an entry', Buffer.concat([good.subarray(0, good.length - 8 - 30), good.subarray(good.length - 8)]), /malformed|cut short/],
   ];

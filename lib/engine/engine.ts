@@ -25,15 +25,15 @@
 // greylist.*, lists.*, replies.*.
 
 import type { Config } from '../config/schema.js';
-import { keysFor } from '../reputation/keys.js';
-import { ReputationStore, type Clock } from '../reputation/store.js';
-import { Lists } from './lists.js';
-import { RateWindows, Sessions } from './limits.js';
+import { keysFor, type Keys } from '../reputation/keys.js';
+import { ReputationStore, type Clock, type Ref } from '../reputation/store.js';
+import { Lists, type ListEntry } from './lists.js';
+import { current, RateWindows, Sessions, type Live } from './limits.js';
 import { Greylist } from './greylist.js';
 import { HoldBudget, holdFor } from './tarpit.js';
-import { heuristics } from './heuristics.js';
+import { heuristics, type Finding } from './heuristics.js';
 import { PolicyTracker } from './tracker.js';
-import type { Engine, Outcome, StageEvent, Verdict } from './types.js';
+import type { Engine, Outcome, Reason, Reply, StageEvent, Verdict } from './types.js';
 
 export type EngineConfig = Pick<Config, 'reputation' | 'weights' | 'thresholds' | 'tarpit' | 'rates' | 'greylist' | 'lists' | 'replies'>;
 
@@ -43,13 +43,35 @@ export interface EngineStats {
   sessions: number;
 }
 
+/**
+ * What a live session keeps between its stages, so that a later stage costs
+ * no key building, no heuristics and no list walk: all derived from the
+ * fields below them, and worked out again when one of those changes.
+ */
+interface Context extends Live {
+  /** The client's and network's keys as counted (an unparsable address stands for both). */
+  readonly ip: string;
+  readonly net: string;
+  helo: string;
+  sender: string;
+  clientName: string;
+  config: EngineConfig;
+  keys: Keys;
+  /** Refs to the ip, net, HELO and domain entries (store.ref()). */
+  refs: { ip: Ref; net: Ref; helo: Ref; domain: Ref };
+  findings: Finding[];
+  points: number;
+  listsVersion: number;
+  listed: ListEntry | undefined;
+}
+
 export class ReputationEngine implements Engine {
   readonly store: ReputationStore;
   readonly lists = new Lists();
   readonly #config: () => EngineConfig;
   readonly #now: Clock;
   readonly #rates: RateWindows;
-  readonly #sessions = new Sessions();
+  readonly #sessions = new Sessions<Context>();
   readonly #grey: Greylist;
   readonly #budget = new HoldBudget();
   readonly #tracker: PolicyTracker;
@@ -89,65 +111,102 @@ export class ReputationEngine implements Engine {
     return this.#decide(e, true);
   }
 
+  /** The session's context, opened at its first stage (a dry run opens nothing); `first` says so. */
+  #context(e: StageEvent, c: EngineConfig, now: number, dry: boolean): { x: Context; first: boolean } {
+    let x = this.#sessions.get(e.session);
+    const first = x === undefined;
+    if (x === undefined) {
+      const keys = keysFor(e.client, e.helo, e.sender);
+      const ip = keys.ip || `ip:${e.client}`;
+      const net = keys.net || ip;
+      x = {
+        ipCounts: this.#rates.get(ip, now, dry), netCounts: this.#rates.get(net, now, dry), seen: now,
+        ip, net, helo: e.helo, sender: e.sender, clientName: e.clientName, config: c, keys,
+        refs: { ip: this.store.ref(ip), net: this.store.ref(net), helo: this.store.ref(keys.helo), domain: this.store.ref(keys.domain) },
+        findings: [], points: 0, listsVersion: -1, listed: undefined,
+      };
+      this.#derive(x, e, c);
+      if (!dry) this.#sessions.open(e.session, x);
+    } else if (x.helo !== e.helo || x.sender !== e.sender || x.clientName !== e.clientName || x.config !== c) {
+      x.keys = keysFor(e.client, e.helo, e.sender);
+      x.refs = { ...x.refs, helo: this.store.ref(x.keys.helo), domain: this.store.ref(x.keys.domain) };
+      x.helo = e.helo;
+      x.sender = e.sender;
+      x.clientName = e.clientName;
+      x.config = c;
+      this.#derive(x, e, c);
+    }
+    if (!dry) x.seen = now;
+    if (x.listsVersion !== this.lists.version || (x.listed?.expires ?? Infinity) <= now) {
+      x.listed = this.lists.match(e.client, e.helo, e.sender, now);
+      x.listsVersion = this.lists.version;
+    }
+    return { x, first };
+  }
+
+  #derive(x: Context, e: StageEvent, c: EngineConfig): void {
+    x.findings = heuristics(e.helo, e.clientName, c.lists.our_names, c.lists.our_addresses, c.weights);
+    x.points = x.findings.reduce((a, f) => a + f.points, 0);
+    x.listsVersion = -1;
+  }
+
   #decide(e: StageEvent, dry: boolean): Verdict {
     const c = this.#config();
     const now = this.#now();
-    const k = keysFor(e.client, e.helo, e.sender);
-    const ip = k.ip ?? `ip:${e.client}`;
-    const net = k.net ?? ip;
+    const { x, first } = this.#context(e, c, now, dry);
+    const { ip, net } = x;
     // The trace and inputs are built for explain() only: on the hot path the
     // rule and score say enough, and string building is most of the cost.
     const trace: string[] | undefined = dry ? [] : undefined;
     const inputs: Record<string, number | string | boolean> | undefined = dry ? { stage: e.stage, client: e.client } : undefined;
-    const done = (kind: Verdict['kind'], rule: string, score: number, extra: Partial<Verdict> = {}): Verdict =>
-      ({ kind, delayMs: 0, rule, score: round(score), ...(trace && inputs ? { reason: { inputs, trace } } : {}), ...extra });
+    const reason = trace && inputs ? { inputs, trace } : undefined;
+    const done = (kind: Verdict['kind'], rule: string, score: number, reply?: Reply, delayMs = 0): Verdict =>
+      verdict(kind, rule, score, reply, delayMs, reason);
 
     // 1. lists
-    const listed = this.lists.match(e.client, e.helo, e.sender, now);
+    const listed = x.listed;
     if (listed) {
       trace?.push(`${listed.kind}-listed: ${listed.value}${listed.reason ? ` (${listed.reason})` : ''}`);
-      if (listed.kind === 'deny') return done('reject', `deny ${listed.value}`, 0, { reply: { code: 554, enhanced: '5.7.1', text: c.replies.deny } });
+      if (listed.kind === 'deny') return done('reject', `deny ${listed.value}`, 0, { code: 554, enhanced: '5.7.1', text: c.replies.deny });
       return done('accept', `allow ${listed.value}`, 0);
     }
 
     // 2. rates and concurrency, counted once per question
-    const first = dry ? false : this.#sessions.touch(e.session, ip, net, now);
     if (!e.repeat) {
-      const over = this.#overLimit(e, ip, net, first, dry, c, now);
+      const over = this.#overLimit(e, x, first, dry, c, now);
       if (over) {
         trace?.push(`over rates.${over}`);
         if (!dry) this.store.add(ip, c.weights.rate_exceeded, 'rate');
-        return done('defer', `rate ${over}`, this.store.score(ip), { reply: { code: 451, enhanced: '4.7.1', text: c.replies.rate } });
+        return done('defer', `rate ${over}`, this.store.score(ip), { code: 451, enhanced: '4.7.1', text: c.replies.rate });
       }
     }
 
     // 3. score
     const w = c.weights;
-    const s = { ip: this.store.score(ip), net: this.store.score(net), helo: this.store.score(k.helo), domain: this.store.score(k.domain) };
-    const findings = heuristics(e.helo, e.clientName, c.lists.our_names, c.lists.our_addresses, w);
-    const score = s.ip + w.network_share * s.net + w.helo_share * s.helo + w.domain_share * s.domain + findings.reduce((a, f) => a + f.points, 0);
-    const trusted = s.ip >= 0 && this.store.count(ip, 'ok') > 0;
+    const r = x.refs;
+    const s = { ip: this.store.scoreOf(r.ip, now), net: this.store.scoreOf(r.net, now), helo: this.store.scoreOf(r.helo, now), domain: this.store.scoreOf(r.domain, now) };
+    const score = s.ip + w.network_share * s.net + w.helo_share * s.helo + w.domain_share * s.domain + x.points;
+    const trusted = s.ip >= 0 && this.store.countOf(r.ip, 'ok', now) > 0;
     if (inputs && trace) {
       Object.assign(inputs, { score_ip: round(s.ip), score_net: round(s.net), score_helo: round(s.helo), score_domain: round(s.domain), score: round(score), trusted });
-      for (const f of findings) trace.push(`${f.name} ${f.points}`);
-      trace.push(`score ${round(score)} = ip ${round(s.ip)} + ${w.network_share} x net ${round(s.net)} + ${w.helo_share} x helo ${round(s.helo)} + ${w.domain_share} x domain ${round(s.domain)}${findings.length ? ' + findings' : ''}`);
+      for (const f of x.findings) trace.push(`${f.name} ${f.points}`);
+      trace.push(`score ${round(score)} = ip ${round(s.ip)} + ${w.network_share} x net ${round(s.net)} + ${w.helo_share} x helo ${round(s.helo)} + ${w.domain_share} x domain ${round(s.domain)}${x.findings.length ? ' + findings' : ''}`);
       if (trusted) trace.push('trusted: has delivered, score >= 0');
     }
-
     // 4. at RCPT: thresholds, then greylisting
     if (e.stage === 'rcpt' && !trusted) {
       if (score <= c.thresholds.reject) {
         trace?.push(`score <= thresholds.reject ${c.thresholds.reject}`);
-        return done('reject', 'reputation-reject', score, { reply: { code: 550, enhanced: '5.7.1', text: c.replies.reject } });
+        return done('reject', 'reputation-reject', score, { code: 550, enhanced: '5.7.1', text: c.replies.reject });
       }
       if (score <= c.thresholds.defer) {
         trace?.push(`score <= thresholds.defer ${c.thresholds.defer}`);
-        return done('defer', 'reputation-defer', score, { reply: { code: 451, enhanced: '4.7.1', text: c.replies.defer } });
+        return done('defer', 'reputation-defer', score, { code: 451, enhanced: '4.7.1', text: c.replies.defer });
       }
       if (c.greylist.enabled && !e.repeat) {
         const g = this.#grey.check(net, e.sender, e.recipient, now, c.greylist, dry);
         trace?.push(`greylist: ${g}`);
-        if (g === 'new' || g === 'early') return done('defer', `greylist-${g}`, score, { reply: { code: 451, enhanced: '4.7.1', text: c.replies.greylist } });
+        if (g === 'new' || g === 'early') return done('defer', `greylist-${g}`, score, { code: 451, enhanced: '4.7.1', text: c.replies.greylist });
         if (g === 'passed' && !dry) this.store.add(ip, w.greylist_passed, 'grey');
       }
     }
@@ -161,7 +220,7 @@ export class ReputationEngine implements Engine {
         const g = dry ? 'granted' : this.#budget.grant(net, ms, now, c.tarpit.budget, c.tarpit.budget_per_network);
         if (g === 'granted') {
           trace?.push(`score <= thresholds.hold ${c.thresholds.hold}: hold ${ms} ms`);
-          return done('pass', 'tarpit', score, { delayMs: ms });
+          return done('pass', 'tarpit', score, undefined, ms);
         }
         this.holdsRefused++;
         trace?.push(`hold of ${ms} ms not granted: ${g} hold budget spent`);
@@ -173,19 +232,22 @@ export class ReputationEngine implements Engine {
     return done('pass', 'reputation', score);
   }
 
-  #overLimit(e: StageEvent, ip: string, net: string, first: boolean, dry: boolean, c: EngineConfig, now: number): string | undefined {
+  #overLimit(e: StageEvent, x: Context, first: boolean, dry: boolean, c: EngineConfig, now: number): string | undefined {
     const r = c.rates;
-    const hit = (key: string, count: boolean): number => this.#rates.hit(key, count && !dry ? 1 : 0, r.window, now);
+    const ip = current(x.ipCounts, now, r.window);
+    const net = current(x.netCounts, now, r.window);
+    const add = dry ? 0 : 1;
     if (first || dry) {
-      if (hit(`c|${ip}`, first) > r.connections_per_client) return 'connections_per_client';
-      if (hit(`c|${net}`, first) > r.connections_per_network) return 'connections_per_network';
+      if (first && !dry) { ip.connections++; net.connections++; }
+      if (ip.connections > r.connections_per_client) return 'connections_per_client';
+      if (net.connections > r.connections_per_network) return 'connections_per_network';
     }
-    if (this.#sessions.live(ip) > r.concurrency_per_client) return 'concurrency_per_client';
-    if (this.#sessions.live(net) > r.concurrency_per_network) return 'concurrency_per_network';
-    if (e.stage === 'mail' && hit(`m|${ip}`, true) > r.messages_per_client) return 'messages_per_client';
+    if (ip.live > r.concurrency_per_client) return 'concurrency_per_client';
+    if (net.live > r.concurrency_per_network) return 'concurrency_per_network';
+    if (e.stage === 'mail' && (ip.messages += add) > r.messages_per_client) return 'messages_per_client';
     if (e.stage === 'rcpt') {
-      if (hit(`r|${ip}`, true) > r.recipients_per_client) return 'recipients_per_client';
-      if (hit(`r|${net}`, true) > r.recipients_per_network) return 'recipients_per_network';
+      if ((ip.recipients += add) > r.recipients_per_client) return 'recipients_per_client';
+      if ((net.recipients += add) > r.recipients_per_network) return 'recipients_per_network';
     }
     return undefined;
   }
@@ -193,17 +255,24 @@ export class ReputationEngine implements Engine {
   /** Learns from how a session went. */
   record(o: Outcome): void {
     const c = this.#config();
-    const k = keysFor(o.event.client, o.event.helo, o.event.sender);
-    const ip = k.ip ?? `ip:${o.event.client}`;
+    const e = o.event;
+    const x = this.#sessions.get(e.session);
+    const k = x && x.helo === e.helo && x.sender === e.sender ? x.keys : keysFor(e.client, e.helo, e.sender);
+    const ip = k.ip || `ip:${e.client}`;
     const w = c.weights;
     switch (o.kind) {
       case 'delivered':
-        for (const key of [ip, k.net, k.helo, k.domain]) this.store.add(key, w.delivered, 'ok');
+        this.store.add(ip, w.delivered, 'ok');
+        this.store.add(k.net, w.delivered, 'ok');
+        this.store.add(k.helo, w.delivered, 'ok');
+        this.store.add(k.domain, w.delivered, 'ok');
         return;
       case 'abandoned': {
         const d = o.held ? w.abandoned_held : w.abandoned;
         const counter = o.held ? 'abh' : 'ab';
-        for (const key of [ip, k.net, k.helo]) this.store.add(key, d, counter);
+        this.store.add(ip, d, counter);
+        this.store.add(k.net, d, counter);
+        this.store.add(k.helo, d, counter);
         this.#sessions.end(o.event.session);
         return;
       }
@@ -225,6 +294,14 @@ export class ReputationEngine implements Engine {
   stats(): EngineStats {
     return { holdsActive: this.#budget.active(this.#now()), holdsRefused: this.holdsRefused, sessions: this.#sessions.size };
   }
+}
+
+/** One verdict, built in one go (the hot path makes one per question). */
+function verdict(kind: Verdict['kind'], rule: string, score: number, reply: Reply | undefined, delayMs: number, reason: Reason | undefined): Verdict {
+  const v: { -readonly [K in keyof Verdict]: Verdict[K] } = { kind, delayMs, rule, score: round(score) };
+  if (reply) v.reply = reply;
+  if (reason) v.reason = reason;
+  return v;
 }
 
 function round(n: number): number {

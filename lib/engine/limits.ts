@@ -1,89 +1,93 @@
 // limits.ts - rate limits over fixed windows, and live sessions per client.
 //
-// Counters live in a bounded LRU (an attacker with many addresses evicts old
-// counters rather than growing memory). A window resets when its start is
-// older than rates.window. Sessions are tracked from their first stage until
-// their outcome (or until rates.session_idle passes without a word), for the
-// concurrency limits. Time comes from the injected clock.
+// Each client address and each network has one Counts record: connections,
+// messages and recipients in its current window (restarted when older than
+// rates.window) and its live sessions. Records live in a bounded LRU (an
+// attacker with many addresses evicts old records rather than growing
+// memory). A session holds its client's and network's records from its first
+// stage to its outcome (or until it has been silent too long), so later
+// stages count without a lookup. A record evicted while sessions still hold it
+// keeps counting for them; a new session from that address starts a new one.
+// Time comes from the injected clock.
 //
 // Config keys: rates.*.
 
 import { LRUCache } from 'lru-cache';
 
-interface Window {
+/** A client's or a network's counts in its current window, and its live sessions. */
+export interface Counts {
   start: number;
-  n: number;
+  connections: number;
+  messages: number;
+  recipients: number;
+  live: number;
+}
+
+/** The counts as of now: a window older than windowMs starts again at zero. */
+export function current(c: Counts, now: number, windowMs: number): Counts {
+  if (now - c.start >= windowMs) {
+    c.start = now;
+    c.connections = 0;
+    c.messages = 0;
+    c.recipients = 0;
+  }
+  return c;
 }
 
 export class RateWindows {
-  readonly #lru: LRUCache<string, Window>;
+  readonly #lru: LRUCache<string, Counts>;
   constructor(max: number) {
     this.#lru = new LRUCache({ max });
   }
 
-  /** Adds n to the key's current window and returns the new count (peek: n = 0). */
-  hit(key: string, n: number, windowMs: number, now: number): number {
-    let w = this.#lru.get(key);
-    if (!w || now - w.start >= windowMs) {
-      w = { start: now, n: 0 };
-    }
-    w.n += n;
-    this.#lru.set(key, w);
-    return w.n;
+  /** The key's record; a new one is kept unless `peek` (explain's dry run). */
+  get(key: string, now: number, peek = false): Counts {
+    const c = peek ? this.#lru.peek(key) : this.#lru.get(key);
+    if (c) return c;
+    const made: Counts = { start: now, connections: 0, messages: 0, recipients: 0, live: 0 };
+    if (!peek) this.#lru.set(key, made);
+    return made;
   }
 }
 
-interface Live {
-  readonly ip: string;
-  readonly net: string;
+/** What a live session holds: its client's and network's counts, and when it last spoke. */
+export interface Live {
+  readonly ipCounts: Counts;
+  readonly netCounts: Counts;
   seen: number;
 }
 
-export class Sessions {
-  readonly #live = new Map<string, Live>();
-  readonly #count = new Map<string, number>();
+export class Sessions<L extends Live> {
+  readonly #live = new Map<string, L>();
 
-  /** Marks a session as live; returns true the first time it is seen. */
-  touch(session: string, ip: string, net: string, now: number): boolean {
-    const s = this.#live.get(session);
-    if (s) {
-      s.seen = now;
-      return false;
-    }
-    this.#live.set(session, { ip, net, seen: now });
-    this.#bump(ip, 1);
-    this.#bump(net, 1);
-    return true;
+  get(session: string): L | undefined {
+    return this.#live.get(session);
+  }
+
+  open(session: string, l: L): void {
+    this.#live.set(session, l);
+    l.ipCounts.live++;
+    l.netCounts.live++;
   }
 
   end(session: string): void {
-    const s = this.#live.get(session);
-    if (!s) return;
+    const l = this.#live.get(session);
+    if (!l) return;
     this.#live.delete(session);
-    this.#bump(s.ip, -1);
-    this.#bump(s.net, -1);
-  }
-
-  live(key: string): number {
-    return this.#count.get(key) ?? 0;
+    l.ipCounts.live--;
+    l.netCounts.live--;
   }
 
   /** Ends sessions silent for longer than idleMs; returns how many. */
   sweep(now: number, idleMs: number): number {
     let n = 0;
-    for (const [id, s] of this.#live) {
-      if (now - s.seen > idleMs) { this.end(id); n++; }
+    for (const [id, l] of this.#live) {
+      if (now - l.seen > idleMs) { this.end(id); n++; }
     }
     return n;
   }
 
   get size(): number {
     return this.#live.size;
-  }
-
-  #bump(key: string, d: number): void {
-    const n = (this.#count.get(key) ?? 0) + d;
-    if (n <= 0) this.#count.delete(key);
-    else this.#count.set(key, n);
   }
 }

@@ -30,6 +30,8 @@ interface Live {
 export class Lists {
   #static: Live[] = [];
   #dynamic = new Map<string, Live>();
+  /** Bumped on every change, so a session can keep its match until the lists change. */
+  version = 0;
 
   /** Replaces the config entries; returns problems with values that do not parse. */
   setStatic(allow: readonly string[], deny: readonly string[], now: number): string[] {
@@ -43,6 +45,7 @@ export class Lists {
       }
     }
     this.#static = next;
+    this.version++;
     return problems;
   }
 
@@ -52,12 +55,15 @@ export class Lists {
     if (typeof match === 'string') return match;
     const entry: ListEntry = { kind, value, source: 'dynamic', added: now, ...(ttlMs ? { expires: now + ttlMs } : {}), ...(reason ? { reason } : {}) };
     this.#dynamic.set(`${kind} ${value}`, { entry, match });
+    this.version++;
     return entry;
   }
 
   /** Removes dynamic entries for this value (both kinds); true when one was there. */
   remove(value: string): boolean {
-    return [this.#dynamic.delete(`allow ${value}`), this.#dynamic.delete(`deny ${value}`)].some(Boolean);
+    const removed = [this.#dynamic.delete(`allow ${value}`), this.#dynamic.delete(`deny ${value}`)].some(Boolean);
+    if (removed) this.version++;
+    return removed;
   }
 
   /** The deciding entry for a client, HELO and sender: deny first. */
@@ -104,5 +110,6 @@ export class Lists {
       const match = parseListValue(e.value);
       if (typeof match !== 'string' && (e.kind === 'allow' || e.kind === 'deny')) this.#dynamic.set(`${e.kind} ${e.value}`, { entry: { ...e, source: 'dynamic' }, match });
     }
+    this.version++;
   }
 }

@@ -25,34 +25,69 @@ export function holdFor(score: number, holdAt: number, perPointMs: number, maxMs
   return Math.round(Math.min(points * perPointMs, maxMs, PATIENCE_MS[stage]));
 }
 
+interface Lease {
+  readonly end: number;
+  readonly net: string;
+}
+
 export class HoldBudget {
-  /** Lease end times, by network. */
-  readonly #leases = new Map<string, number[]>();
-  #total = 0;
+  /** Live leases as a binary min-heap on their end time, so expiry costs log n per lease. */
+  readonly #heap: Lease[] = [];
+  readonly #perNet = new Map<string, number>();
 
   #prune(now: number): void {
-    for (const [net, ends] of this.#leases) {
-      const live = ends.filter((e) => e > now);
-      this.#total -= ends.length - live.length;
-      if (live.length === 0) this.#leases.delete(net);
-      else this.#leases.set(net, live);
+    const h = this.#heap;
+    while (h.length > 0 && h[0]!.end <= now) {
+      const { net } = h[0]!;
+      const last = h.pop()!;
+      if (h.length > 0) this.#down(last);
+      const n = this.#perNet.get(net)! - 1;
+      if (n === 0) this.#perNet.delete(net);
+      else this.#perNet.set(net, n);
     }
+  }
+
+  /** Puts `l` at the root and sifts it down. */
+  #down(l: Lease): void {
+    const h = this.#heap;
+    let i = 0;
+    for (;;) {
+      let c = 2 * i + 1;
+      if (c >= h.length) break;
+      if (c + 1 < h.length && h[c + 1]!.end < h[c]!.end) c++;
+      if (h[c]!.end >= l.end) break;
+      h[i] = h[c]!;
+      i = c;
+    }
+    h[i] = l;
+  }
+
+  #up(l: Lease): void {
+    const h = this.#heap;
+    let i = h.length;
+    h.push(l);
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (h[p]!.end <= l.end) break;
+      h[i] = h[p]!;
+      i = p;
+    }
+    h[i] = l;
   }
 
   /** Grants a hold of ms for this network, or says which budget is spent. */
   grant(net: string, ms: number, now: number, total: number, perNet: number): 'granted' | 'total' | 'network' {
     this.#prune(now);
-    if (this.#total >= total) return 'total';
-    const ends = this.#leases.get(net) ?? [];
-    if (ends.length >= perNet) return 'network';
-    ends.push(now + ms);
-    this.#leases.set(net, ends);
-    this.#total++;
+    if (this.#heap.length >= total) return 'total';
+    const n = this.#perNet.get(net) ?? 0;
+    if (n >= perNet) return 'network';
+    this.#perNet.set(net, n + 1);
+    this.#up({ end: now + ms, net });
     return 'granted';
   }
 
   active(now: number): number {
     this.#prune(now);
-    return this.#total;
+    return this.#heap.length;
   }
 }

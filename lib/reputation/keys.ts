@@ -8,11 +8,12 @@
 import ipaddr from 'ipaddr.js';
 import { isIPv4 } from 'node:net';
 
+/** The keys for one client; "" where there is none (no HELO, null sender, no address). */
 export interface Keys {
-  readonly ip?: string;
-  readonly net?: string;
-  readonly helo?: string;
-  readonly domain?: string;
+  readonly ip: string;
+  readonly net: string;
+  readonly helo: string;
+  readonly domain: string;
 }
 
 /** "ip:192.0.2.7" and "net:192.0.2.0/24", or the /64 and /48 for IPv6. */
@@ -34,16 +35,18 @@ export function addressKeys(address: string): { ip: string; net: string } | unde
   return { ip: `ip:${hex(4)}::/64`, net: `net:${hex(3)}::/48` };
 }
 
+/** Lower-cased, without a trailing dot. */
+function name(s: string): string {
+  const l = s.toLowerCase();
+  return l.endsWith('.') ? l.slice(0, -1) : l;
+}
+
 export function keysFor(client: string, helo: string, sender: string): Keys {
   const a = addressKeys(client);
   const at = sender.lastIndexOf('@');
-  const domain = at >= 0 ? sender.slice(at + 1).toLowerCase().replace(/\.$/, '') : '';
-  const h = helo.toLowerCase().replace(/\.$/, '');
-  return {
-    ...(a ?? {}),
-    ...(h ? { helo: `helo:${h}` } : {}),
-    ...(domain ? { domain: `dom:${domain}` } : {}),
-  };
+  const domain = at >= 0 ? name(sender.slice(at + 1)) : '';
+  const h = name(helo);
+  return { ip: a?.ip ?? '', net: a?.net ?? '', helo: h && `helo:${h}`, domain: domain && `dom:${domain}` };
 }
 
 /** Parses what an admin types (an address, a CIDR, a HELO name, a domain) into the key to look up. */

@@ -14,6 +14,7 @@
 // warning and starts empty.
 
 import { open, rename, readFile, unlink } from 'node:fs/promises';
+import { endianness } from 'node:os';
 import path from 'node:path';
 
 export const FORMAT = 'sluice-snapshot';
@@ -21,6 +22,7 @@ export const VERSION = 1;
 const END = Buffer.from('SLUICEND');
 const FIELDS = 8;
 const CHUNK = 4 << 20;
+const LITTLE_ENDIAN = endianness() === 'LE';
 
 export class SnapshotError extends Error {}
 
@@ -98,30 +100,41 @@ export async function readSnapshot<L>(file: string, take: (key: string, values: 
   if (typeof head.entries !== 'number' || typeof head.written !== 'number' || !Array.isArray(head.lists)) throw new SnapshotError('snapshot header is incomplete');
   if (data.length < nl + 1 + END.length || !data.subarray(data.length - END.length).equals(END)) throw new SnapshotError('truncated: no end marker');
 
-  // Check everything first, so a bad file takes nothing.
+  // Check everything first, so a bad file takes nothing. The eight values
+  // are copied byte by byte into a Float64Array (on a little-endian machine)
+  // rather than read one double at a time: a million entries are 8 million reads.
   const end = data.length - END.length;
-  const offsets: number[] = [];
+  const values = new Float64Array(FIELDS);
+  const bytes = new Uint8Array(values.buffer);
+  const readValues = LITTLE_ENDIAN
+    ? (p: number): void => { for (let i = 0; i < FIELDS * 8; i++) bytes[i] = data[p + i]!; }
+    : (p: number): void => { for (let i = 0; i < FIELDS; i++) values[i] = data.readDoubleLE(p + i * 8); };
+  const room = Math.floor((end - nl - 1) / (3 + FIELDS * 8));
+  if (!Number.isSafeInteger(head.entries) || head.entries < 0 || head.entries > room) throw new SnapshotError(`expected ${head.entries} entries, the file has room for ${room}`);
+  const offsets = new Float64Array(head.entries);
+  let found = 0;
   let off = nl + 1;
   while (off < end) {
-    if (off + 2 > end) throw new SnapshotError(`entry ${offsets.length + 1} is cut short`);
+    if (found === offsets.length) throw new SnapshotError(`more than the ${head.entries} entries the header claims`);
+    if (off + 2 > end) throw new SnapshotError(`entry ${found + 1} is cut short`);
     const klen = data.readUInt16LE(off);
     const next = off + 2 + klen + FIELDS * 8;
-    if (klen === 0 || next > end) throw new SnapshotError(`entry ${offsets.length + 1} is malformed`);
-    for (let p = off + 2 + klen; p < next; p += 8) {
-      if (!Number.isFinite(data.readDoubleLE(p))) throw new SnapshotError(`entry ${offsets.length + 1} has a value that is not a number`);
+    if (klen === 0 || next > end) throw new SnapshotError(`entry ${found + 1} is malformed`);
+    readValues(off + 2 + klen);
+    for (let i = 0; i < FIELDS; i++) {
+      if (!Number.isFinite(values[i])) throw new SnapshotError(`entry ${found + 1} has a value that is not a number`);
     }
-    offsets.push(off);
+    offsets[found++] = off;
     off = next;
   }
-  if (offsets.length !== head.entries) throw new SnapshotError(`expected ${head.entries} entries, found ${offsets.length}`);
-  const values = new Float64Array(FIELDS);
+  if (found !== head.entries) throw new SnapshotError(`expected ${head.entries} entries, found ${found}`);
   for (const o of offsets) {
     const klen = data.readUInt16LE(o);
     const key = data.toString('utf8', o + 2, o + 2 + klen);
-    for (let i = 0; i < FIELDS; i++) values[i] = data.readDoubleLE(o + 2 + klen + i * 8);
+    readValues(o + 2 + klen);
     take(key, values);
   }
-  return { written: head.written, count: offsets.length, lists: head.lists as L[] };
+  return { written: head.written, count: found, lists: head.lists as L[] };
 }
 
 /** Moves a bad snapshot out of the way; returns where it went. */

@@ -4,8 +4,11 @@
 // reputation.ttl after its last change (checked on read). The LRU maps a key to a slot number;
 // the entry itself is eight doubles in one Float64Array slab (score, when,
 // first seen, five counters), so a million entries cost no objects and no
-// boxed numbers. A slot freed by eviction or expiry is reused. Scores decay on
-// read (score.ts); time comes from the injected clock. Iteration for
+// boxed numbers. A slot freed by eviction or expiry is reused. Only changes
+// make an entry recent, so eviction and the TTL agree on what is old, and a
+// read is a plain lookup. A session reads its keys at every stage through
+// refs (slot and generation), which skip the lookup while the slot is theirs.
+// Scores decay on read (score.ts); time comes from the injected clock. Iteration for
 // snapshots and `top` walks rkeys() (oldest first) rather than dump(), which
 // is quadratic in lru-cache 11 (../shared/STACK.md).
 //
@@ -16,6 +19,20 @@ import { decayed, type Entry } from './score.js';
 
 export type Clock = () => number;
 export type Counter = 'ok' | 'ab' | 'abh' | 'rate' | 'grey';
+
+/**
+ * A session's hold on a key's entry: reading it again costs an array read,
+ * not a lookup in a map of a million keys. It stays good while its slot's
+ * generation is unchanged (a slot freed by eviction, expiry or forget gets a
+ * new one); a key without an entry is looked up again once any key has been
+ * added since.
+ */
+export interface Ref {
+  readonly key: string;
+  slot: number;
+  gen: number;
+  added: number;
+}
 
 export interface StoreOptions {
   readonly maxEntries: number;
@@ -34,29 +51,39 @@ export class ReputationStore {
   readonly #lru: LRUCache<string, number>;
   readonly #opts: StoreOptions;
   readonly #slab: Float64Array;
+  readonly #gen: Uint32Array;
   readonly #free: number[] = [];
   #next = 0;
+  /** Bumped whenever a key gets a slot (so that refs to absent keys look again). */
+  #added = 0;
   evictions = 0;
 
   constructor(opts: StoreOptions) {
     this.#opts = opts;
     // One spare slot: a new entry takes its slot before set() evicts the oldest.
     this.#slab = new Float64Array((opts.maxEntries + 1) * FIELDS);
+    this.#gen = new Uint32Array(opts.maxEntries + 1);
     // No lru-cache TTL: each entry already holds when it was last written
     // (AT), so #get() expires it; that spares two arrays and a clock call per read.
     this.#lru = new LRUCache<string, number>({
       max: opts.maxEntries,
+      // A slot is freed when its key is evicted, deleted (forget, expiry) or
+      // given another slot (put() over a key already there).
       dispose: (slot, _k, reason) => {
-        if (reason === 'set') return; // same slot written again
         if (reason === 'evict') this.evictions++;
+        this.#gen[slot]!++;
         this.#free.push(slot);
       },
     });
   }
 
-  /** The live slot for a key, expiring it when its TTL has passed. */
-  #get(key: string, now: number): number | undefined {
-    const slot = this.#lru.get(key);
+  /**
+   * The live slot for a key, expiring it when its TTL has passed. Only writes
+   * make an entry the most recent (`touch`): recency then runs in the same
+   * order as the TTL, and reads on the hot path stay cheap.
+   */
+  #get(key: string, now: number, touch = false): number | undefined {
+    const slot = touch ? this.#lru.get(key) : this.#lru.peek(key);
     if (slot === undefined) return undefined;
     if (now - this.#slab[slot * FIELDS + AT]! >= this.#opts.ttlMs) {
       this.#lru.delete(key);
@@ -66,6 +93,7 @@ export class ReputationStore {
   }
 
   #slot(): number {
+    this.#added++;
     return this.#free.pop() ?? this.#next++;
   }
 
@@ -76,12 +104,46 @@ export class ReputationStore {
     return dt <= 0 || s === 0 ? s : s * Math.pow(0.5, dt / this.#opts.halfLifeMs);
   }
 
-  /** The decayed score; 0 for a key never seen. */
-  score(key: string | undefined): number {
+  /** The decayed score; 0 for a key never seen (or ""). */
+  score(key: string | undefined, now = this.#opts.now()): number {
     if (!key) return 0;
-    const now = this.#opts.now();
     const slot = this.#get(key, now);
     return slot === undefined ? 0 : this.#score(slot, now);
+  }
+
+  /** A ref to read a key's score and counters again cheaply ("" never has an entry). */
+  ref(key: string): Ref {
+    return { key, slot: -1, gen: 0, added: -1 };
+  }
+
+  /** The ref's live slot, looked up again only when it may have changed. */
+  #deref(r: Ref, now: number): number | undefined {
+    if (!r.key) return undefined;
+    if (r.slot >= 0 ? this.#gen[r.slot] !== r.gen : r.added !== this.#added) {
+      r.slot = this.#get(r.key, now) ?? -1;
+      r.gen = r.slot >= 0 ? this.#gen[r.slot]! : 0;
+      if (r.slot < 0) r.added = this.#added;
+    }
+    if (r.slot < 0) return undefined;
+    if (now - this.#slab[r.slot * FIELDS + AT]! >= this.#opts.ttlMs) {
+      this.#lru.delete(r.key);
+      r.slot = -1;
+      r.added = this.#added;
+      return undefined;
+    }
+    return r.slot;
+  }
+
+  /** score() through a ref. */
+  scoreOf(r: Ref, now: number): number {
+    const slot = this.#deref(r, now);
+    return slot === undefined ? 0 : this.#score(slot, now);
+  }
+
+  /** count() through a ref. */
+  countOf(r: Ref, counter: Counter, now: number): number {
+    const slot = this.#deref(r, now);
+    return slot === undefined ? 0 : this.#slab[slot * FIELDS + COUNTER[counter]]!;
   }
 
   /** A copy of the entry as stored (score as of `at`). */
@@ -91,8 +153,8 @@ export class ReputationStore {
   }
 
   /** How many times a counter was bumped for this key. */
-  count(key: string, counter: Counter): number {
-    const slot = this.#get(key, this.#opts.now());
+  count(key: string, counter: Counter, now = this.#opts.now()): number {
+    const slot = this.#get(key, now);
     return slot === undefined ? 0 : this.#slab[slot * FIELDS + COUNTER[counter]]!;
   }
 
@@ -106,18 +168,19 @@ export class ReputationStore {
   add(key: string | undefined, delta: number, counter?: Counter): void {
     if (!key) return;
     const now = this.#opts.now();
-    let slot = this.#get(key, now);
+    let slot = this.#get(key, now, true);
     if (slot === undefined) {
       slot = this.#slot();
       this.#slab.fill(0, slot * FIELDS, slot * FIELDS + FIELDS);
       this.#slab[slot * FIELDS + FIRST] = now;
       this.#slab[slot * FIELDS + AT] = now;
+      this.#lru.set(key, slot);
     }
+    // (An entry found by #get() is already the most recent.)
     const b = slot * FIELDS;
     this.#slab[b + S] = this.#score(slot, now) + delta;
     this.#slab[b + AT] = now;
     if (counter) this.#slab[b + COUNTER[counter]]!++;
-    this.#lru.set(key, slot);
   }
 
   forget(key: string): boolean {
@@ -154,7 +217,7 @@ export class ReputationStore {
   put(key: string, values: ArrayLike<number>): boolean {
     const age = this.#opts.now() - values[AT]!;
     if (age >= this.#opts.ttlMs) return false;
-    const slot = this.#lru.peek(key) ?? this.#slot();
+    const slot = this.#slot();
     for (let i = 0; i < FIELDS; i++) this.#slab[slot * FIELDS + i] = values[i]!;
     this.#lru.set(key, slot);
     return true;

@@ -124,8 +124,7 @@ export async function closedLoop(opts: {
 }
 
 /** Starts bin/sluiced in the foreground with `yaml` (plus a temp state dir, warn-level JSON logs). */
-export function startSluiced(yaml: string, key: 'policy' | 'milter'): Promise<Server> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'sluice-bench-'));
+export function startSluiced(yaml: string, key: 'policy' | 'milter', dir = mkdtempSync(path.join(tmpdir(), 'sluice-bench-'))): Promise<Server> {
   const file = path.join(dir, 'sluice.yaml');
   writeFileSync(file, `state_dir: ${dir}\nlog:\n  level: info\n  format: json\nmetrics:\n  listen: ""\n${yaml}`);
   return startServer([path.join(ROOT, 'bin', 'sluiced'), '--foreground', '--config', file], key);
