@@ -293,7 +293,7 @@ export class Daemon {
   /** One line per verdict that is not a plain pass, and per held reply, joinable with Postfix's log. */
   #logVerdict(conn: Connection, event: StageEvent | undefined, verdict: Verdict, heldMs: number): void {
     if (!event) return;
-    this.metrics.verdicts.inc({ stage: event.stage, verdict: verdict.kind, via: event.via });
+    this.metrics.verdict(event.stage, verdict.kind, event.via);
     if (heldMs > 0) {
       this.metrics.holds.inc();
       this.metrics.heldSeconds.observe(heldMs / 1000);

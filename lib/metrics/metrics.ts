@@ -30,6 +30,8 @@ export class Metrics {
   readonly exceptions: Counter<'code' | 'name'>;
   readonly connections: Counter<'protocol'>;
   readonly #lag: IntervalHistogram;
+  /** The verdict counter's children by "stage verdict via": one per answer is too often to hash labels. */
+  readonly #verdictChildren = new Map<string, { inc(): void }>();
   #server: http.Server | undefined;
 
   constructor(sources: Sources) {
@@ -54,6 +56,14 @@ export class Metrics {
       this.#lag.reset();
       return Number.isFinite(v) ? v : 0;
     });
+  }
+
+  /** Counts one answer. */
+  verdict(stage: string, verdict: string, via: string): void {
+    const key = `${stage} ${verdict} ${via}`;
+    let c = this.#verdictChildren.get(key);
+    if (!c) this.#verdictChildren.set(key, c = this.verdicts.labels(stage, verdict, via));
+    c.inc();
   }
 
   /** Serves GET /metrics on the endpoint; resolves with where it listens. */

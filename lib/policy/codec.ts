@@ -71,7 +71,11 @@ export class PolicyDecoder {
         this.#pieceBytes = 0;
         done = this.#bytesLine(line);
       } else if (text !== undefined) {
-        done = lf === start ? this.#endOfRequest() : this.#attribute(text.slice(start, lf), lf - start, chunk, start);
+        if (lf === start) done = this.#endOfRequest();
+        else {
+          this.#countLine(lf - start); // ASCII: a char is a byte
+          this.#attribute(text, start, lf);
+        }
       } else {
         done = this.#bytesLine(chunk.subarray(start, lf));
       }
@@ -116,15 +120,16 @@ export class PolicyDecoder {
       this.#countLine(line.length);
       this.#fail('PEER_BAD_ENCODING', `invalid UTF-8 in "${printable(line, 60)}"`);
     }
-    return this.#attribute(line.toString('utf8'), line.length, line, 0);
+    const text = line.toString('utf8');
+    this.#countLine(line.length);
+    return this.#attribute(text, 0, text.length);
   }
 
-  /** One `name=value` line, already decoded, `bytes` long on the wire; `raw` and `at` only for error messages. */
-  #attribute(line: string, bytes: number, raw: Buffer, at: number): undefined {
-    this.#countLine(bytes);
-    const eq = line.indexOf('=');
-    if (eq <= 0) this.#fail('PEER_MALFORMED_LINE', `expected name=value, got "${printable(raw.subarray(at, at + 80), 60)}"`);
-    this.#attrs.set(line.slice(0, eq), line.slice(eq + 1));
+  /** The `name=value` line text[start, end), already decoded and counted. */
+  #attribute(text: string, start: number, end: number): undefined {
+    const eq = text.indexOf('=', start);
+    if (eq <= start || eq >= end) this.#fail('PEER_MALFORMED_LINE', `expected name=value, got "${printable(Buffer.from(text.slice(start, Math.min(end, start + 80))), 60)}"`);
+    this.#attrs.set(text.slice(start, eq), text.slice(eq + 1, end));
     return undefined;
   }
 
