@@ -250,11 +250,15 @@ export class Daemon {
 
   status(): Record<string, unknown> {
     const rep = this.reputation;
+    const mem = process.memoryUsage();
+    const mib = (n: number): number => Math.round(n / 2 ** 20);
     return {
       version: VERSION, pid: process.pid, uptime_s: Math.round((Date.now() - this.#started) / 1000), started: new Date(this.#started).toISOString(),
       config: this.#opts.configFile ?? '(built-in defaults)', state_dir: this.#stateDir, listen: this.endpoints, control: this.controlSocket, metrics: this.#metricsUrl ?? null,
       connections_open: this.#counter.open, holds_in_progress: rep?.stats().holdsActive ?? 0, holds_refused: rep?.stats().holdsRefused ?? 0,
-      reputation_entries: rep?.store.size ?? 0, sessions: rep?.stats().sessions ?? 0, errors: Object.fromEntries(this.errorCounts),
+      reputation_entries: rep?.store.size ?? 0, sessions: rep?.stats().sessions ?? 0,
+      rss_mib: mib(mem.rss), heap_used_mib: mib(mem.heapUsed), heap_total_mib: mib(mem.heapTotal), buffers_mib: mib(mem.arrayBuffers),
+      errors: Object.fromEntries(this.errorCounts),
     };
   }
 

@@ -72,7 +72,8 @@ export class ReputationEngine implements Engine {
   readonly #now: Clock;
   readonly #rates: RateWindows;
   readonly #sessions = new Sessions<Context>();
-  readonly #grey: Greylist;
+  /** Made on first use: most sites never turn greylisting on. */
+  #grey: Greylist | undefined;
   readonly #budget = new HoldBudget();
   readonly #tracker: PolicyTracker;
   holdsRefused = 0;
@@ -83,7 +84,6 @@ export class ReputationEngine implements Engine {
     this.#now = now;
     this.store = new ReputationStore({ maxEntries: c.reputation.max_entries, ttlMs: c.reputation.ttl, halfLifeMs: c.reputation.half_life, now });
     this.#rates = new RateWindows(c.rates.max_entries);
-    this.#grey = new Greylist(c.greylist.max_entries);
     this.#tracker = new PolicyTracker(c.rates.max_entries);
     this.lists.setStatic(c.lists.allow, c.lists.deny, now());
   }
@@ -204,7 +204,7 @@ export class ReputationEngine implements Engine {
         return done('defer', 'reputation-defer', score, { code: 451, enhanced: '4.7.1', text: c.replies.defer });
       }
       if (c.greylist.enabled && !e.repeat) {
-        const g = this.#grey.check(net, e.sender, e.recipient, now, c.greylist, dry);
+        const g = (this.#grey ??= new Greylist(c.greylist.max_entries)).check(net, e.sender, e.recipient, now, c.greylist, dry);
         trace?.push(`greylist: ${g}`);
         if (g === 'new' || g === 'early') return done('defer', `greylist-${g}`, score, { code: 451, enhanced: '4.7.1', text: c.replies.greylist });
         if (g === 'passed' && !dry) this.store.add(ip, w.greylist_passed, 'grey');

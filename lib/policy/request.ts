@@ -43,6 +43,16 @@ const STAGE_OF: Readonly<Record<string, Stage>> = {
   'END-OF-MESSAGE': 'eom',
 };
 
+/**
+ * A copy of a value that does not keep the request text it was cut from:
+ * the decoder slices values out of the whole chunk, and a slice kept for
+ * minutes (a session's HELO, a repeat key, a reputation key) would keep the
+ * chunk alive with it. Concatenating and slicing makes V8 copy the characters.
+ */
+function own(v: string): string {
+  return v.length < 13 ? v : (' ' + v).slice(1);
+}
+
 function int(v: string | undefined): number {
   const n = Number(v);
   return Number.isSafeInteger(n) && n >= 0 ? n : 0;
@@ -53,7 +63,7 @@ export function toRequest(attrs: PolicyAttributes): PolicyRequest {
   if (type !== 'smtpd_access_policy') {
     throw new PeerError('PEER_BAD_REQUEST_TYPE', `request=${String(type).slice(0, 40)} is not smtpd_access_policy`);
   }
-  const get = (k: string): string => attrs.get(k) ?? '';
+  const get = (k: string): string => own(attrs.get(k) ?? '');
   const state = get('protocol_state').toUpperCase();
   const port = get('client_port');
   return {

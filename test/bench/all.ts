@@ -1,11 +1,12 @@
 // npm run bench - every benchmark, one table: each figure beside its
 // reference measured in the same run (a minimal Node responder for the
 // protocols, 1k keys for the decision cost, the stated targets for memory and
-// snapshots).
+// snapshots, the same daemon without holds for bench:holds).
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { benchPolicy } from './policy.js';
 import { benchMilter } from './milter.js';
+import { benchHolds } from './holds.js';
 import { table, ROOT } from './common.js';
 
 const rows: (string | number)[][] = [['benchmark', 'setting', 'value', 'reference', 'ratio', 'target']];
@@ -20,4 +21,5 @@ for (const [name, bench] of [['policy req/s', benchPolicy], ['milter tx/s', benc
 const engine = spawnSync(process.execPath, ['--expose-gc', '--import=tsx', path.join(ROOT, 'test', 'bench', 'engine.ts')], { cwd: ROOT, env: { ...process.env, BENCH_JSON: '1' }, encoding: 'utf8' });
 if (engine.status !== 0) throw new Error(`engine bench failed: ${engine.stderr}`);
 for (const row of JSON.parse(engine.stdout) as (string | number)[][]) rows.push([String(row[0]), `${row[1]} keys`, row[2]!, row[3]!, row[4]!, row[5]!]);
+for (const row of (await benchHolds()).slice(1)) rows.push([String(row[0]), '10,000 holds', row[1]!, row[2]!, row[3]!, row[4]!]);
 process.stdout.write(table(rows) + '\n');

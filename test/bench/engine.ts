@@ -84,13 +84,13 @@ const rows: (string | number)[][] = [['engine', 'keys', 'value', 'reference', 'r
 let now = Date.now();
 const clock = (): number => now;
 
-// Memory in plain Node: a child fills 1M keys by learning and reports its RSS (MiB) before and after.
+// Memory in plain Node: a child fills 1M keys by learning and reports its RSS (MB) before and after.
 const url = (f: string): string => pathToFileURL(path.join(ROOT, 'dist', f)).href;
 const child = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', `
   import { fromText } from '${url('config/load.js')}';
   import { ReputationEngine } from '${url('engine/engine.js')}';
-  const mib = () => { global.gc(); return process.memoryUsage().rss / 2 ** 20; };
-  const before = mib();
+  const mb = () => { global.gc(); return process.memoryUsage().rss / 1e6; };
+  const before = mb();
   const config = fromText('reputation:\\n  max_entries: 1000000\\n', 'bench').config;
   const e = new ReputationEngine(() => config, Date.now);
   const addr = ${addr.toString()};
@@ -101,11 +101,11 @@ const child = spawnSync(process.execPath, ['--expose-gc', '--input-type=module',
       size: 0, queueId: '', saslUser: '', tls: undefined, stress: false, repeat: false };
     e.record({ kind: i % 3 ? 'delivered' : 'abandoned', held: i % 2 === 0, event });
   }
-  console.log(JSON.stringify({ before, after: mib(), keys: e.store.size }));
+  console.log(JSON.stringify({ before, after: mb(), keys: e.store.size }));
 `], { encoding: 'utf8' });
 if (child.status !== 0) throw new Error(`memory child failed: ${child.stderr}`);
 const filled = JSON.parse(child.stdout) as { before: number; after: number; keys: number };
-rows.push(['RSS MiB, 1M keys learned', filled.keys, filled.after, filled.before, '', '<= 400 MB']);
+rows.push(['RSS MB, 1M keys learned', filled.keys, filled.after, filled.before, '', '<= 400 MB']);
 
 // Snapshots, on a freshly filled engine.
 let big: ReputationEngine | undefined = new ReputationEngine(() => config, clock);
@@ -132,10 +132,10 @@ const emptyDir = path.join(dir, 'empty');
 mkdirSync(emptyDir);
 const yaml = 'policy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: []\nreputation:\n  max_entries: 1100000\n';
 const empty = await startSluiced(yaml, 'policy', emptyDir);
-const emptyRss = empty.rss() / 2 ** 20;
+const emptyRss = empty.rss() / 1e6;
 await empty.stop();
 const full = await startSluiced(yaml, 'policy', dir);
-rows.push(['RSS MiB, sluiced restored', restored, full.rss() / 2 ** 20, emptyRss, '', '<= 400 MB']);
+rows.push(['RSS MB, sluiced restored', restored, full.rss() / 1e6, emptyRss, '', '<= 400 MB']);
 await full.stop();
 rmSync(dir, { recursive: true, force: true });
 
