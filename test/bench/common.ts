@@ -7,12 +7,15 @@ import { readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { noRateLimits } from '../helpers/load.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export interface Server {
   proc: ChildProcess;
   port: number;
+  /** The JSON line the port came from (sluiced's ready line: listen, metrics, ...). */
+  ready: Record<string, unknown>;
   rss(): number;
   stop(): Promise<void>;
 }
@@ -23,7 +26,7 @@ export interface Server {
  */
 export async function startServer(args: string[], key: 'port' | 'policy' | 'milter' = 'port', env: NodeJS.ProcessEnv = {}): Promise<Server> {
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
-  const port = await new Promise<number>((resolve, reject) => {
+  const [port, ready] = await new Promise<[number, Record<string, unknown>]>((resolve, reject) => {
     let buf = '';
     proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
       buf += d;
@@ -32,13 +35,13 @@ export async function startServer(args: string[], key: 'port' | 'policy' | 'milt
         const rec = JSON.parse(line) as { port?: number; listen?: Record<string, string[]> };
         const ep = key === 'port' ? String(rec.port ?? '') : rec.listen?.[key]?.[0] ?? '';
         const m = /(\d+)$/.exec(ep);
-        if (m) resolve(Number(m[1]));
+        if (m) resolve([Number(m[1]), rec]);
       }
     });
     proc.once('exit', (code) => reject(new Error(`server exited ${code}`)));
   });
   return {
-    proc, port,
+    proc, port, ready,
     rss: () => rssOf(proc.pid!),
     stop: () => new Promise((r) => { proc.once('exit', () => r()); proc.kill('SIGTERM'); }),
   };
@@ -126,7 +129,7 @@ export async function closedLoop(opts: {
 /** Starts bin/sluiced in the foreground with `yaml` (plus a temp state dir, warn-level JSON logs). */
 export function startSluiced(yaml: string, key: 'policy' | 'milter', dir = mkdtempSync(path.join(tmpdir(), 'sluice-bench-'))): Promise<Server> {
   const file = path.join(dir, 'sluice.yaml');
-  writeFileSync(file, `state_dir: ${dir}\nlog:\n  level: info\n  format: json\nmetrics:\n  listen: ""\n${yaml}`);
+  writeFileSync(file, `state_dir: ${dir}\nlog:\n  level: info\n  format: json\nmetrics:\n  listen: "inet:127.0.0.1:0"\n${yaml}`);
   return startServer([path.join(ROOT, 'bin', 'sluiced'), '--foreground', '--config', file], key);
 }
 
@@ -160,9 +163,7 @@ export async function versus(
   // The engine decides every request, but with rate limits the load never
   // reaches: this measures protocol and decision cost, not rate limiting
   // (which, at these rates from four /24s, would rightly defer most of it).
-  const rates = ['connections_per_client', 'connections_per_network', 'messages_per_client', 'recipients_per_client', 'recipients_per_network', 'concurrency_per_client', 'concurrency_per_network']
-    .map((k) => `  ${k}: 1000000000\n`).join('');
-  const sluice = await startSluiced(`policy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nlimits:\n  max_connections: 1000\nrates:\n${rates}`, key);
+  const sluice = await startSluiced(`policy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nlimits:\n  max_connections: 1000\n${noRateLimits()}`, key);
   const rows: (string | number)[][] = [[key, 'conns', unit, `ref ${unit}`, 'ratio', 'p50 ms', 'ref p50', 'p99 ms', 'ref p99']];
   try {
     for (const conns of [1, 10, 100]) {

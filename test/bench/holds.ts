@@ -2,11 +2,10 @@
 // milter) while normal policy requests run on 10 connections. Targets: the
 // daemon's RSS at most 250 MB, p99 of the normal requests at most 5 ms. The
 // reference is the same normal load on the same daemon just before the holds.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ROOT, rssOf, table } from './common.js';
+import { rssOf, startSluiced, table } from './common.js';
 import { holdingConfig, holdMilter, holdPolicy, metric, normalPolicy, openFilesLimit, percentile } from '../helpers/load.js';
 
 const HOLDS = 10_000;
@@ -15,19 +14,10 @@ const MEASURE_MS = Number(process.env['BENCH_SECONDS'] ?? 5) * 1000;
 export async function benchHolds(): Promise<(string | number)[][]> {
   if (openFilesLimit() < HOLDS + 500) throw new Error(`bench:holds opens ${HOLDS} connections: raise ulimit -n to at least ${HOLDS + 500}`);
   const dir = mkdtempSync(path.join(tmpdir(), 'sluice-holds-'));
-  const file = path.join(dir, 'sluice.yaml');
-  writeFileSync(file, `state_dir: ${dir}\nlog:\n  format: json\npolicy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\n`
-    + `metrics:\n  listen: "inet:127.0.0.1:0"\nlimits:\n  max_connections: ${HOLDS + 1000}\n${holdingConfig(55, HOLDS * 2)}`);
-  const proc = spawn(process.execPath, [path.join(ROOT, 'bin', 'sluiced'), '--foreground', '--config', file], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-  const ready = await new Promise<{ listen: Record<string, string[]>; metrics: string }>((resolve, reject) => {
-    let buf = '';
-    proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      buf += d;
-      const line = buf.split('\n').find((l) => l.includes('sluiced ready'));
-      if (line) resolve(JSON.parse(line) as { listen: Record<string, string[]>; metrics: string });
-    });
-    proc.once('exit', (code) => reject(new Error(`sluiced exited ${code}`)));
-  });
+  const server = await startSluiced(`policy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\n`
+    + `limits:\n  max_connections: ${HOLDS + 1000}\n${holdingConfig(55, HOLDS * 2)}`, 'policy', dir);
+  const { proc } = server;
+  const ready = server.ready as { listen: Record<string, string[]>; metrics: string };
   const port = (k: string): number => Number(/(\d+)$/.exec(ready.listen[k]![0]!)![1]);
   try {
     const before = await normalPolicy(port('policy'), 10, MEASURE_MS);

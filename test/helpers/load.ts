@@ -8,11 +8,16 @@ import * as C from '../../dist/milter/constants.js';
 import { MilterClient, mta, type Reply } from './milter-client.js';
 import { PolicyClient, rcptRequest } from './policy-client.js';
 
+/** A `rates:` section with every limit out of reach: load from a few networks measures work, not rate limiting. */
+export function noRateLimits(): string {
+  const keys = ['connections_per_client', 'connections_per_network', 'messages_per_client', 'recipients_per_client',
+    'recipients_per_network', 'concurrency_per_client', 'concurrency_per_network'];
+  return `rates:\n${keys.map((k) => `  ${k}: 1000000000\n`).join('')}`;
+}
+
 /** A config fragment under which a client without reverse DNS is held `holdSeconds` and nothing is rate limited. */
 export function holdingConfig(holdSeconds: number, budget: number): string {
-  const rates = ['connections_per_client', 'connections_per_network', 'messages_per_client', 'recipients_per_client',
-    'recipients_per_network', 'concurrency_per_client', 'concurrency_per_network'].map((k) => `  ${k}: 1000000000\n`).join('');
-  return `tarpit:\n  hold_per_point: ${holdSeconds}s\n  max_hold: ${holdSeconds}s\n  budget: ${budget}\n  budget_per_network: ${budget}\nrates:\n${rates}`;
+  return `tarpit:\n  hold_per_point: ${holdSeconds}s\n  max_hold: ${holdSeconds}s\n  budget: ${budget}\n  budget_per_network: ${budget}\n${noRateLimits()}`;
 }
 
 /** The i-th client address, 250 to a /24. */
@@ -98,9 +103,9 @@ export function openFilesLimit(): number {
   return !m || m[1] === 'unlimited' ? Infinity : Number(m[1]);
 }
 
-/** GETs a Prometheus metric's value from the metrics endpoint. */
-export async function metric(url: string, name: string): Promise<number> {
+/** GETs a Prometheus metric's value from the metrics endpoint: the first series whose labels contain `labels`. */
+export async function metric(url: string, name: string, labels = ''): Promise<number> {
   const text = await (await fetch(url)).text();
-  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
+  const m = new RegExp(`^${name}(?:\\{[^}]*${labels}[^}]*\\})? (\\S+)$`, 'm').exec(text);
   return m ? Number(m[1]) : NaN;
 }
