@@ -218,3 +218,22 @@ t.test('policy sessions: silence after a stage is abandonment there; end of mess
   for (const s of ['a', 'b', 'c']) tr.seen(ev({ session: s }), false, 0);
   t.equal(tr.size, 2, 'bounded');
 });
+
+t.test('a policy session known to be over is concluded at once, from all its stages, once', async (t) => {
+  const { engine } = engineFor('rates:\n  abandon_window: 60s\n');
+  const zombie = ev({ via: 'policy', client: '203.0.113.70', clientName: 'unknown', helo: 'pc70.example.com', session: 'z:2:25' });
+  engine.decide({ ...zombie, stage: 'helo' });
+  t.ok(engine.decide(zombie).delayMs > 0, 'held at RCPT');
+  t.equal(engine.stats().sessions, 1);
+  t.match(engine.over('z:2:25'), { kind: 'abandoned', held: true, event: { stage: 'rcpt' } }, 'abandoned at its last stage, held');
+  t.equal(engine.store.entry('ip:203.0.113.70')?.abh, 1);
+  t.equal(engine.stats().sessions, 0, 'its live session ends with it');
+  t.equal(engine.over('z:2:25'), undefined, 'only once');
+  t.equal(engine.over('never-seen'), undefined);
+  // Asked about on two connections (RCPT on one, end of message on another): still one session.
+  const mta = ev({ via: 'policy', client: '192.0.2.71', session: 'm:2:25' });
+  engine.decide(mta);
+  engine.decide({ ...mta, stage: 'eom' });
+  t.match(engine.over('m:2:25'), { kind: 'ended' }, 'past end of message it ended');
+  t.equal(engine.store.entry('ip:192.0.2.71')?.ab, 0, 'not counted as abandoned');
+});

@@ -107,6 +107,29 @@ t.test('live session: pass, defer, reject, hold, fail mode, repeats', async (t) 
   t.ok(lines.some((l) => l['rule'] === 'test-hold' && (l['held_ms'] as number) >= 390));
 });
 
+t.test('the next session on a connection concludes the one before it, from all its stages', async (t) => {
+  const h = await startDaemon(t, 'policy:\n  listen: ["inet:127.0.0.1:0"]\nrates:\n  abandon_window: 1h\ntarpit:\n  hold_per_point: 200ms\n');
+  const port = portOf(h.daemon.endpoints.policy[0]);
+  const rep = h.daemon.reputation!;
+  // One smtpd process, two check_policy_service strings: RCPT asked on a, end of message on b.
+  const a = await PolicyClient.connect({ port });
+  const b = await PolicyClient.connect({ port });
+  t.teardown(() => { a.close(); b.close(); });
+  const first = { client_address: '192.0.2.81', client_port: '40001', instance: 'i1' };
+  await a.ask(rcptRequest(first));
+  await b.ask(rcptRequest({ ...first, protocol_state: 'END-OF-MESSAGE' }));
+  // The next client on that process (another network, no reverse DNS: held at RCPT): the first session delivered, so it ended.
+  const second = { client_address: '198.51.100.82', client_port: '40002', instance: 'i2', client_name: 'unknown', reverse_client_name: 'unknown', helo_name: 'pc82.example.com', sender: 'x@example.com' };
+  await a.ask(rcptRequest(second));
+  t.equal(rep.store.entry('ip:192.0.2.81')?.ok, 1, 'delivered');
+  t.equal(rep.store.entry('ip:192.0.2.81')?.ab, 0, 'and not abandoned');
+  // The third: the second gave up after its held RCPT, learned at once and logged once.
+  await a.ask(rcptRequest({ client_address: '192.0.2.83', client_port: '40003', instance: 'i3' }));
+  t.equal(rep.store.entry('ip:198.51.100.82')?.abh, 1, 'abandoned at RCPT under hold, without waiting for abandon_window');
+  t.ok(await until(() => h.logs().filter((l) => l['msg'] === 'abandoned at rcpt' && l['client'] === '198.51.100.82' && l['held'] === true).length === 1), 'one log line');
+  t.equal(rep.stats().sessions, 1, 'only the third is live');
+});
+
 t.test('bad bytes close only that connection, with one warning', async (t) => {
   const h = await startDaemon(t);
   const port = portOf(h.daemon.endpoints.policy[0]);

@@ -280,6 +280,7 @@ export class Daemon {
       config: () => this.#config,
       repeats: this.#repeats,
       answered: (conn, event, verdict, heldMs) => this.#logVerdict(conn, event, verdict, heldMs),
+      abandoned: (conn, o) => this.#abandoned(o, conn.log),
     }));
     const milter = this.#listener('milter', milterHandler({
       shield: this.#shield,
@@ -309,11 +310,18 @@ export class Daemon {
     }, `${event.stage} ${verdict.kind}`);
   }
 
-  /** One log line and a count per abandoned session (milter: at close; policy: after the silence window). */
+  /**
+   * A count per abandoned session (milter: at close; policy: when the next
+   * session on its connection begins, or after the silence window), and a log
+   * line: at info after a held reply (the zombie signal), else at debug (with
+   * policy asked only at RCPT, that is every session).
+   */
   #abandoned(o: Outcome, log: Logger): void {
     if (o.kind !== 'abandoned') return;
-    this.metrics.abandoned.inc({ stage: o.event.stage, held: String(o.held), via: o.event.via });
-    log.info({ client: o.event.client, stage: o.event.stage, held: o.held, via: o.event.via, queue_id: o.event.queueId || undefined }, `abandoned at ${o.event.stage}`);
+    this.metrics.abandonedAt(o.event.stage, o.held, o.event.via);
+    const level = o.held ? 'info' : 'debug';
+    if (!log.isLevelEnabled(level)) return;
+    log[level]({ client: o.event.client, stage: o.event.stage, held: o.held, via: o.event.via, queue_id: o.event.queueId || undefined }, `abandoned at ${o.event.stage}`);
   }
 
   #closeListeners(): void {

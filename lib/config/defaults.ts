@@ -124,8 +124,9 @@ export const DEFAULTS = {
     recipients_per_network: 1200,
     concurrency_per_client: 10,
     concurrency_per_network: 40,
-    // A policy session with no word for this long has ended; if it never
-    // reached end of message, it was abandoned at its last stage.
+    // A policy session with no word for this long has ended (sooner when the
+    // next session begins on its connection); if it never reached end of
+    // message, it was abandoned at its last stage.
     abandon_window: '60s',
     max_entries: 200000,
   },

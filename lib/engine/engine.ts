@@ -18,8 +18,9 @@
 // A repeated question (Postfix's retries and per-list RCPT queries) is
 // answered the same way but counted nowhere. explain() runs the same
 // pipeline as a dry run: it records nothing and grants no hold.
-// Learning: record() moves scores by weights.*; tick() turns silent policy
-// sessions into outcomes (tracker.ts). Time comes from the injected clock.
+// Learning: record() moves scores by weights.*; tick() turns policy sessions
+// that went silent (and that no later session on their connection closed)
+// into outcomes (tracker.ts). Time comes from the injected clock.
 //
 // Config keys: reputation.*, weights.*, thresholds.*, tarpit.*, rates.*,
 // greylist.*, lists.*, replies.*.
@@ -273,12 +274,22 @@ export class ReputationEngine implements Engine {
         this.store.add(ip, d, counter);
         this.store.add(k.net, d, counter);
         this.store.add(k.helo, d, counter);
-        this.#sessions.end(o.event.session);
+        this.#sessions.end(e.session);
         return;
       }
       case 'ended':
-        this.#sessions.end(o.event.session);
+        this.#sessions.end(e.session);
     }
+  }
+
+  /**
+   * The protocol knows this policy session is over (the next one began on its
+   * connection): its outcome is recorded now rather than after the silence.
+   */
+  over(session: string): Outcome | undefined {
+    const o = this.#tracker.over(session);
+    if (o) this.record(o);
+    return o;
   }
 
   /** Periodic work: policy sessions that went silent become outcomes; stale sessions end. */

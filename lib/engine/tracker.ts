@@ -5,7 +5,9 @@
 // S, and which asks nothing more within rates.abandon_window, ended there: if
 // S is not end of message, it was abandoned at S - held or not, as its last
 // reply was. A request repeated by Postfix changes nothing. tick() returns
-// the outcomes that have come due; the engine records them.
+// the outcomes that have come due; the engine records them. Most sessions
+// need not wait: when the next session begins on a policy connection, the
+// one before is over, and over() gives its outcome at once.
 
 import type { Outcome, StageEvent } from './types.js';
 
@@ -41,12 +43,25 @@ export class PolicyTracker {
     for (const [id, o] of this.#open) {
       if (now - o.at <= windowMs) break;
       this.#open.delete(id);
-      out.push(o.event.stage === 'eom' ? { kind: 'ended', event: o.event } : { kind: 'abandoned', event: o.event, held: o.held });
+      out.push(outcomeOf(o));
     }
     return out;
+  }
+
+  /** The session is known to be over: its outcome now, if it was still open. */
+  over(session: string): Outcome | undefined {
+    const o = this.#open.get(session);
+    if (o === undefined) return undefined;
+    this.#open.delete(session);
+    return outcomeOf(o);
   }
 
   get size(): number {
     return this.#open.size;
   }
+}
+
+/** Past end of message a session ended; anywhere else it was abandoned there, held or not. */
+function outcomeOf(o: Open): Outcome {
+  return o.event.stage === 'eom' ? { kind: 'ended', event: o.event } : { kind: 'abandoned', event: o.event, held: o.held };
 }

@@ -30,8 +30,9 @@ export class Metrics {
   readonly exceptions: Counter<'code' | 'name'>;
   readonly connections: Counter<'protocol'>;
   readonly #lag: IntervalHistogram;
-  /** The verdict counter's children by "stage verdict via": one per answer is too often to hash labels. */
+  /** Counter children by their label values: once per answer is too often to hash labels. */
   readonly #verdictChildren = new Map<string, { inc(): void }>();
+  readonly #abandonedChildren = new Map<string, { inc(): void }>();
   #server: http.Server | undefined;
 
   constructor(sources: Sources) {
@@ -60,10 +61,12 @@ export class Metrics {
 
   /** Counts one answer. */
   verdict(stage: string, verdict: string, via: string): void {
-    const key = `${stage} ${verdict} ${via}`;
-    let c = this.#verdictChildren.get(key);
-    if (!c) this.#verdictChildren.set(key, c = this.verdicts.labels(stage, verdict, via));
-    c.inc();
+    child(this.#verdictChildren, this.verdicts, stage, verdict, via).inc();
+  }
+
+  /** Counts one abandoned session. */
+  abandonedAt(stage: string, held: boolean, via: string): void {
+    child(this.#abandonedChildren, this.abandoned, stage, String(held), via).inc();
   }
 
   /** Serves GET /metrics on the endpoint; resolves with where it listens. */
@@ -93,4 +96,11 @@ export class Metrics {
     this.#server?.closeAllConnections();
     this.#lag.disable();
   }
+}
+
+function child<L extends string>(cache: Map<string, { inc(): void }>, counter: Counter<L>, ...values: string[]): { inc(): void } {
+  const key = values.join(' ');
+  let c = cache.get(key);
+  if (!c) cache.set(key, c = counter.labels(...values));
+  return c;
 }

@@ -9,6 +9,13 @@
 // entirely when Postfix says stress=yes. On SIGTERM flush() answers at once.
 // If the connection closes while a reply is held, the timer is cancelled.
 //
+// Sessions follow each other on a connection: an smtpd process serves one
+// SMTP client at a time, so a request from another session means the one
+// before it is over: the engine concludes its outcome then and there (from
+// all its stages: with several check_policy_service strings, a connection
+// sees only some). Only a connection's last session waits for
+// rates.abandon_window of silence.
+//
 // Bad bytes (1xx) and internal trouble (9xx) close the connection with no
 // reply: Postfix retries on a new connection, then applies its
 // default_action (SMTPD_POLICY_README). A failing engine (3xx) gets the fail
@@ -23,7 +30,7 @@ import type { Connection, ConnectionHandler } from '../net/listener.js';
 import type { Shield } from '../shield/shield.js';
 import { PeerError, type SluiceError } from '../shield/errors.js';
 import { safeDecide } from '../engine/decide.js';
-import { PASS, scoreLine, type Engine, type StageEvent, type Verdict } from '../engine/types.js';
+import { PASS, scoreLine, type Engine, type Outcome, type StageEvent, type Verdict } from '../engine/types.js';
 import { PolicyDecoder, type PolicyAttributes } from './codec.js';
 import { repeatKey, toRequest, toStageEvent } from './request.js';
 import { DUNNO_REPLY, renderPrepend, renderReply } from './render.js';
@@ -39,6 +46,8 @@ export interface PolicyDeps {
   readonly repeats: LRUCache<string, number>;
   /** Called once per answered request (logs, metrics). */
   readonly answered: (conn: Connection, event: StageEvent | undefined, verdict: Verdict, heldMs: number) => void;
+  /** Called once per session found abandoned when the next one began (logs, metrics). */
+  readonly abandoned?: (conn: Connection, outcome: Outcome) => void;
 }
 
 export function policyHandler(deps: PolicyDeps): (conn: Connection) => ConnectionHandler {
@@ -54,6 +63,8 @@ class PolicySession implements ConnectionHandler {
   /** A peer error closed this connection: its one warning is spent. */
   #broken = false;
   #hold: { timer: NodeJS.Timeout; answer: () => void } | undefined;
+  /** The SMTP session this connection served last. */
+  #session = '';
 
   constructor(conn: Connection, deps: PolicyDeps) {
     this.#conn = conn;
@@ -134,6 +145,10 @@ class PolicySession implements ConnectionHandler {
     const repeat = first !== undefined && now - first < cfg.policy.dedupe_window;
     if (!repeat) this.#deps.repeats.set(key, now);
     const event = toStageEvent(req, req.stage, repeat);
+    if (event.session !== this.#session) {
+      if (this.#session !== '') this.#over(this.#session);
+      this.#session = event.session;
+    }
     const verdict = safeDecide(this.#deps.engine, event, cfg.fail_mode, (err) =>
       this.#deps.shield.raise(this.#conn, err, 'read', [event.stage]));
     if (verdict instanceof Promise) {
@@ -162,6 +177,17 @@ class PolicySession implements ConnectionHandler {
       this.#reply(reply, event, verdict, Date.now() - started);
     };
     this.#hold = { timer: this.#deps.shield.setTimeout(this.#conn, delay, answer), answer };
+  }
+
+  /** The session before this one on the connection is over. */
+  #over(session: string): void {
+    const { engine, shield, abandoned } = this.#deps;
+    if (!engine.over) return;
+    // A failure here is logged and counted; this request is still answered.
+    shield.guard({ label: this.#conn.label }, 'read', () => {
+      const outcome = engine.over!(session);
+      if (outcome?.kind === 'abandoned') abandoned?.(this.#conn, outcome);
+    });
   }
 
   #reply(text: string | Buffer, event: StageEvent | undefined, verdict: Verdict, heldMs: number): void {

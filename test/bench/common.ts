@@ -7,7 +7,7 @@ import { readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { noRateLimits } from '../helpers/load.js';
+import { steadyLoad } from '../helpers/load.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -28,16 +28,26 @@ export async function startServer(args: string[], key: 'port' | 'policy' | 'milt
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   const [port, ready] = await new Promise<[number, Record<string, unknown>]>((resolve, reject) => {
     let buf = '';
-    proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    const read = (d: string): void => {
       buf += d;
-      for (const line of buf.split('\n')) {
+      const lines = buf.split('\n');
+      buf = lines.pop()!;
+      for (const line of lines) {
         if (!line.startsWith('{')) continue;
         const rec = JSON.parse(line) as { port?: number; listen?: Record<string, string[]> };
         const ep = key === 'port' ? String(rec.port ?? '') : rec.listen?.[key]?.[0] ?? '';
         const m = /(\d+)$/.exec(ep);
-        if (m) resolve([Number(m[1]), rec]);
+        if (!m) continue;
+        // Past the ready line the server's log is drained unread: this
+        // process also runs the load, and parsing every line would slow
+        // the load for the server that logs more.
+        proc.stdout!.off('data', read);
+        proc.stdout!.resume();
+        resolve([Number(m[1]), rec]);
+        return;
       }
-    });
+    };
+    proc.stdout!.setEncoding('utf8').on('data', read);
     proc.once('exit', (code) => reject(new Error(`server exited ${code}`)));
   });
   return {
@@ -160,10 +170,11 @@ export async function versus(
   load: (port: number, conns: number) => Promise<LoadResult>,
 ): Promise<(string | number)[][]> {
   const ref = await startServer(['--import=tsx', path.join(ROOT, 'test', 'bench', refScript)]);
-  // The engine decides every request, but with rate limits the load never
-  // reaches: this measures protocol and decision cost, not rate limiting
-  // (which, at these rates from four /24s, would rightly defer most of it).
-  const sluice = await startSluiced(`policy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nlimits:\n  max_connections: 1000\n${noRateLimits()}`, key);
+  // The engine decides every request, but under steadyLoad(): this measures
+  // protocol and decision cost, not rate limiting (which, at these rates
+  // from four /24s, would rightly defer most of it) nor what it learns from
+  // sessions that ask once and go.
+  const sluice = await startSluiced(`policy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nlimits:\n  max_connections: 1000\n${steadyLoad()}`, key);
   const rows: (string | number)[][] = [[key, 'conns', unit, `ref ${unit}`, 'ratio', 'p50 ms', 'ref p50', 'p99 ms', 'ref p99']];
   try {
     for (const conns of [1, 10, 100]) {

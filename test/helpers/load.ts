@@ -8,16 +8,22 @@ import * as C from '../../dist/milter/constants.js';
 import { MilterClient, mta, type Reply } from './milter-client.js';
 import { PolicyClient, rcptRequest } from './policy-client.js';
 
-/** A `rates:` section with every limit out of reach: load from a few networks measures work, not rate limiting. */
-export function noRateLimits(): string {
+/**
+ * Config for load that measures work: every rate limit out of reach (load
+ * from a few networks would rightly be deferred), and no penalty for a
+ * session that asks once and goes (each load request is such a session, and
+ * learning from it would soon hold every load client). The engine still
+ * decides each request and records each outcome.
+ */
+export function steadyLoad(): string {
   const keys = ['connections_per_client', 'connections_per_network', 'messages_per_client', 'recipients_per_client',
     'recipients_per_network', 'concurrency_per_client', 'concurrency_per_network'];
-  return `rates:\n${keys.map((k) => `  ${k}: 1000000000\n`).join('')}`;
+  return `rates:\n${keys.map((k) => `  ${k}: 1000000000\n`).join('')}weights:\n  abandoned: 0\n`;
 }
 
 /** A config fragment under which a client without reverse DNS is held `holdSeconds` and nothing is rate limited. */
 export function holdingConfig(holdSeconds: number, budget: number): string {
-  return `tarpit:\n  hold_per_point: ${holdSeconds}s\n  max_hold: ${holdSeconds}s\n  budget: ${budget}\n  budget_per_network: ${budget}\n${noRateLimits()}`;
+  return `tarpit:\n  hold_per_point: ${holdSeconds}s\n  max_hold: ${holdSeconds}s\n  budget: ${budget}\n  budget_per_network: ${budget}\n${steadyLoad()}`;
 }
 
 /** The i-th client address, 250 to a /24. */
