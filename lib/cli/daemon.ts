@@ -9,7 +9,8 @@
 // breaker restarts the listeners in place, never silently.
 
 import path from 'node:path';
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { boundedLru } from '../reputation/lru.js';
 import { loadConfig, formatProblem, type LoadResult } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { Endpoint } from '../config/endpoint.js';
@@ -89,7 +90,7 @@ export class Daemon {
     this.#engine = opts.engine ?? this.reputation!;
     this.#breaker = new CircuitBreaker(config.shield.breaker_limit, config.shield.breaker_window, Date.now);
     this.#counter = new ConnectionCounter(() => this.#config.limits.max_connections, logs.logger);
-    this.#repeats = new LRUCache({ max: config.policy.dedupe_entries });
+    this.#repeats = boundedLru(config.policy.dedupe_entries);
     this.metrics = new Metrics({
       lruSize: () => this.reputation?.store.size ?? 0,
       lruEvictions: () => this.reputation?.store.evictions ?? 0,

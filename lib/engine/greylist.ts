@@ -6,7 +6,8 @@
 // without greylisting for greylist.auto_allow_ttl. Real MTAs retry;
 // zombies seldom do. Bounded by greylist.max_entries.
 
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { boundedLru } from '../reputation/lru.js';
 
 export interface GreylistSettings {
   readonly min_delay: number;
@@ -23,8 +24,8 @@ export class Greylist {
   readonly #nets: LRUCache<string, { passes: number; until: number }>;
 
   constructor(max: number) {
-    this.#triplets = new LRUCache({ max });
-    this.#nets = new LRUCache({ max: Math.max(1000, Math.floor(max / 10)) });
+    this.#triplets = boundedLru(max);
+    this.#nets = boundedLru(Math.max(1000, Math.floor(max / 10)));
   }
 
   /** Checks (and unless dryRun, records) one delivery attempt. */

@@ -12,7 +12,8 @@
 //
 // Config keys: rates.*.
 
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { boundedLru } from '../reputation/lru.js';
 
 /** A client's or a network's counts in its current window, and its live sessions. */
 export interface Counts {
@@ -37,7 +38,7 @@ export function current(c: Counts, now: number, windowMs: number): Counts {
 export class RateWindows {
   readonly #lru: LRUCache<string, Counts>;
   constructor(max: number) {
-    this.#lru = new LRUCache({ max });
+    this.#lru = boundedLru(max);
   }
 
   /** The key's record; a new one is kept unless `peek` (explain's dry run). */

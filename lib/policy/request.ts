@@ -95,7 +95,9 @@ export function toRequest(attrs: PolicyAttributes): PolicyRequest {
  */
 export function repeatKey(r: PolicyRequest): string {
   const who = r.instance || `${r.client}:${r.clientPort ?? ''}:${r.serverPort}`;
-  return `${who}|${r.state}|${r.recipient}`;
+  // join() makes one flat string: a template would keep a tree of four
+  // concatenation nodes and the pieces alive for as long as the key is kept.
+  return [who, r.state, r.recipient].join('|');
 }
 
 export function toStageEvent(r: PolicyRequest, stage: Stage, repeat: boolean): StageEvent {

@@ -14,7 +14,8 @@
 //
 // Config keys: reputation.max_entries, reputation.ttl, reputation.half_life.
 
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { boundedLru } from './lru.js';
 import { decayed, type Entry } from './score.js';
 
 export type Clock = () => number;
@@ -65,8 +66,7 @@ export class ReputationStore {
     this.#gen = new Uint32Array(opts.maxEntries + 1);
     // No lru-cache TTL: each entry already holds when it was last written
     // (AT), so #get() expires it; that spares two arrays and a clock call per read.
-    this.#lru = new LRUCache<string, number>({
-      max: opts.maxEntries,
+    this.#lru = boundedLru<string, number>(opts.maxEntries, {
       // A slot is freed when its key is evicted, deleted (forget, expiry) or
       // given another slot (put() over a key already there).
       dispose: (slot, _k, reason) => {
