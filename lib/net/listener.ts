@@ -86,10 +86,100 @@ export interface ListenerDeps {
   readonly maxWriteBuffer: number;
 }
 
+/**
+ * One accepted socket. A class, and the socket's listeners below are shared
+ * by all sockets (they find their connection on the socket): ten thousand
+ * connections held open should not mean a dozen closures each.
+ */
+class Conn implements Connection {
+  #closed = false;
+  /** Made on first use: most connections never log. */
+  #log: Logger | undefined;
+  handler: ConnectionHandler | undefined;
+
+  constructor(readonly id: number, readonly socket: net.Socket, readonly owner: Listener, readonly deps: ListenerDeps) {}
+
+  get label(): string {
+    return `${this.deps.protocol}#${this.id}`;
+  }
+
+  get log(): Logger {
+    return (this.#log ??= this.deps.log.child({ conn: this.id, proto: this.deps.protocol }));
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  send(data: Buffer | string): boolean {
+    const socket = this.socket;
+    if (this.#closed || socket.destroyed) return false;
+    socket.write(data);
+    if (socket.writableLength > this.deps.maxWriteBuffer && !socket.isPaused()) {
+      // A peer that does not read its replies stops being read from.
+      socket.pause();
+      socket.once('drain', () => { if (!this.#closed) socket.resume(); });
+    }
+    return true;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.socket.destroy();
+  }
+
+  /** The socket is gone. */
+  gone(): void {
+    this.#closed = true;
+  }
+
+  failMode(err: SluiceError): void {
+    this.handler?.failMode(err);
+  }
+}
+
+const CONN = Symbol('sluice.connection');
+type Tagged = net.Socket & { [CONN]: Conn };
+
+function onData(this: Tagged, chunk: Buffer): void {
+  const c = this[CONN];
+  c.deps.shield.guard(c, 'read', handData, c, chunk);
+}
+
+function handData(c: Conn, chunk: Buffer): void {
+  c.handler!.onData(chunk);
+}
+
+function onTimeout(this: Tagged): void {
+  const c = this[CONN];
+  c.deps.shield.guard(c, 'timer', idle, c);
+}
+
+function idle(c: Conn): void {
+  if (c.handler!.busy) return; // a held reply is not idleness
+  throw new TransportError('TRANSPORT_IDLE_TIMEOUT', 'idle timeout');
+}
+
+function onError(this: Tagged, err: Error): void {
+  const c = this[CONN];
+  c.deps.shield.raise(c, asTransportError(err), 'read', [err]);
+}
+
+function onEnd(this: Tagged): void {
+  const c = this[CONN];
+  c.deps.shield.guard(c, 'read', () => c.close());
+}
+
+function onClose(this: Tagged): void {
+  const c = this[CONN];
+  c.deps.shield.guard(c, 'read', () => c.owner.released(c));
+}
+
 export class Listener {
   readonly #deps: ListenerDeps;
   readonly #servers: net.Server[] = [];
-  readonly #live = new Map<number, { conn: Connection; handler: ConnectionHandler }>();
+  readonly #live = new Map<number, Conn>();
   readonly bound: string[] = [];
 
   constructor(deps: ListenerDeps) {
@@ -131,55 +221,31 @@ export class Listener {
   }
 
   #accept(socket: net.Socket): void {
-    const { counter, log, shield, protocol } = this.#deps;
+    const { counter, log } = this.#deps;
     if (!counter.tryOpen()) {
       socket.destroy();
       return;
     }
-    const id = this.#deps.nextId();
-    let closed = false;
-    let handler: ConnectionHandler | undefined;
-    // The child logger is made on first use: most connections never log.
-    let connLog: Logger | undefined;
-    const conn: Connection = {
-      id, socket, label: `${protocol}#${id}`,
-      get log() { return (connLog ??= log.child({ conn: id, proto: protocol })); },
-      get closed() { return closed; },
-      send: (data) => {
-        if (closed || socket.destroyed) return false;
-        socket.write(data);
-        if (socket.writableLength > this.#deps.maxWriteBuffer && !socket.isPaused()) {
-          // A peer that does not read its replies stops being read from.
-          socket.pause();
-          socket.once('drain', () => { if (!closed) socket.resume(); });
-        }
-        return true;
-      },
-      close: () => {
-        if (closed) return;
-        closed = true;
-        socket.destroy();
-      },
-      failMode: (err) => handler?.failMode(err),
-    };
+    const conn = new Conn(this.#deps.nextId(), socket, this, this.#deps);
     socket.setTimeout(this.#deps.idleTimeout());
-    handler = this.#deps.factory(conn);
-    this.#live.set(id, { conn, handler });
+    conn.handler = this.#deps.factory(conn);
+    this.#live.set(conn.id, conn);
     if (log.isLevelEnabled('debug')) conn.log.debug({ peer: `${socket.remoteAddress ?? 'local'}:${socket.remotePort ?? ''}` }, 'connection opened');
-    socket.on('data', shield.wrap(conn, 'read', (chunk: Buffer) => handler.onData(chunk)));
-    socket.on('timeout', shield.wrap(conn, 'timer', () => {
-      if (handler.busy) return; // a held reply is not idleness
-      throw new TransportError('TRANSPORT_IDLE_TIMEOUT', 'idle timeout');
-    }));
-    socket.on('error', shield.wrap(conn, 'read', (err: Error) => { throw asTransportError(err); }));
-    socket.on('end', shield.wrap(conn, 'read', () => conn.close()));
-    socket.on('close', shield.wrap(conn, 'read', () => {
-      closed = true;
-      this.#live.delete(id);
-      counter.release();
-      handler.onClose();
-      if (log.isLevelEnabled('debug')) conn.log.debug('connection closed');
-    }));
+    (socket as Tagged)[CONN] = conn;
+    socket.on('data', onData);
+    socket.on('timeout', onTimeout);
+    socket.on('error', onError);
+    socket.on('end', onEnd);
+    socket.on('close', onClose);
+  }
+
+  /** The socket of `conn` closed: its place under the cap and its handler are released. */
+  released(conn: Conn): void {
+    conn.gone();
+    this.#live.delete(conn.id);
+    this.#deps.counter.release();
+    conn.handler!.onClose();
+    if (this.#deps.log.isLevelEnabled('debug')) conn.log.debug('connection closed');
   }
 
   /** Stops accepting; open connections carry on. */
@@ -192,13 +258,13 @@ export class Listener {
 
   /** Answers every held reply now. */
   flushAll(): void {
-    for (const { conn, handler } of this.#live.values()) this.#deps.shield.guard(conn, 'signal', () => handler.flush());
+    for (const conn of this.#live.values()) this.#deps.shield.guard(conn, 'signal', () => conn.handler!.flush());
   }
 
   /** Connections still deciding or holding. */
   get busy(): number {
     let n = 0;
-    for (const { handler } of this.#live.values()) if (handler.busy) n++;
+    for (const conn of this.#live.values()) if (conn.handler!.busy) n++;
     return n;
   }
 
@@ -207,11 +273,11 @@ export class Listener {
   }
 
   closeAll(): void {
-    for (const { conn } of this.#live.values()) conn.close();
+    for (const conn of this.#live.values()) conn.close();
   }
 
   setIdleTimeout(ms: number): void {
-    for (const { conn } of this.#live.values()) conn.socket.setTimeout(ms);
+    for (const conn of this.#live.values()) conn.socket.setTimeout(ms);
   }
 }
 
