@@ -172,6 +172,11 @@ t.test('tarpit: growth, caps, budget leases, stress, repeats, CONNECT opt-in', a
   t.match(engine.decide(bad(4, { stress: true })), { delayMs: 0 });
   t.match(engine.explain(bad(4, { stress: true })).reason?.trace.join(' '), /no hold: stress=yes/);
   t.match(engine.decide(bad(4, { repeat: true })), { delayMs: 0 }, 'a repeated question is not held again');
+  engine.shedHolds = true;
+  t.match(engine.decide(bad(6)), { delayMs: 0, rule: 'reputation' }, 'no holds while the event loop lags');
+  t.match(engine.explain(bad(6)).reason?.trace.join(' '), /no hold: the event loop lags/);
+  engine.shedHolds = false;
+  t.ok(engine.decide(bad(7)).delayMs > 0, 'holds again once it keeps up');
   t.match(engine.decide(bad(4, { stage: 'connect' })), { delayMs: 0 }, 'no holds at CONNECT by default');
   const opt = engineFor('tarpit:\n  at_connect: true\n').engine;
   t.ok(opt.decide(bad(5, { stage: 'connect' })).delayMs > 0, 'holds at CONNECT when opted in');

@@ -1,4 +1,4 @@
-// Tests for lib/shield: the catalogue, guard/raise, process hooks, the breaker.
+// Tests for lib/shield: the catalogue, guard/raise, process hooks, the breaker, the loop-lag watch.
 import t from 'tap';
 import { EventEmitter } from 'node:events';
 import {
@@ -6,6 +6,8 @@ import {
 } from '../dist/shield/errors.js';
 import { Shield, type ShieldContext, type EventKind } from '../dist/shield/shield.js';
 import { CircuitBreaker } from '../dist/shield/breaker.js';
+import { startDaemon, until } from './helpers/daemon.js';
+import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
 
 t.test('catalogue codes are unique, grouped by hundreds, and named', async (t) => {
   const codes = Object.values(CATALOGUE).map((e) => e.code);
@@ -116,4 +118,26 @@ t.test('circuit breaker trips once at the limit within the window, then re-arms'
   b.reset();
   t.equal(b.count, 0);
   t.equal(b.record(), false);
+});
+
+t.test('a lagging event loop sheds holds: 403 logged and counted once, then holds again', async (t) => {
+  const h = await startDaemon(t, 'limits:\n  max_loop_lag: 150ms\ntarpit:\n  hold_per_point: 300ms\n');
+  const port = portOf(h.daemon.endpoints.policy[0]);
+  const c = await PolicyClient.connect({ port });
+  t.teardown(() => c.close());
+  // A client without reverse DNS is held 300 ms while the loop keeps up.
+  const ask = async (n: number): Promise<number> => {
+    const t0 = Date.now();
+    await c.ask(rcptRequest({ client_address: `203.0.113.${n}`, client_port: String(30000 + n), instance: `lag${n}`, client_name: 'unknown', reverse_client_name: 'unknown' }));
+    return Date.now() - t0;
+  };
+  t.ok(await ask(1) >= 280, 'held before');
+  const busy = Date.now() + 400;
+  while (Date.now() < busy); // the loop stalls for 400 ms
+  t.ok(await until(() => h.logs().some((l) => l['code'] === 403), 3000), 'one 403 warning');
+  t.ok(await ask(2) < 200, 'not held while the loop lags');
+  t.ok(await until(() => h.logs().some((l) => /keeps up again/.test(String(l['msg']))), 3000), 'the end is logged');
+  t.ok(await ask(3) >= 280, 'held again');
+  t.equal(h.logs().filter((l) => l['code'] === 403).length, 1, 'logged once');
+  t.equal(h.daemon.errorCounts.get(403), 1, 'counted once');
 });

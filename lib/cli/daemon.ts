@@ -14,7 +14,8 @@ import { boundedLru } from '../reputation/lru.js';
 import { loadConfig, formatProblem, type LoadResult } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { Endpoint } from '../config/endpoint.js';
-import { CATALOGUE, ConfigError, type SluiceError } from '../shield/errors.js';
+import { CATALOGUE, ConfigError, OverloadError, type SluiceError } from '../shield/errors.js';
+import { LoopLag } from '../shield/lag.js';
 import { Shield, type ShieldContext } from '../shield/shield.js';
 import { CircuitBreaker } from '../shield/breaker.js';
 import { createLogger, type LogHandle, type Logger } from '../log/logger.js';
@@ -202,11 +203,29 @@ export class Daemon {
   #startTimers(): void {
     const rep = this.reputation;
     if (!rep) return;
+    const lag = new LoopLag();
+    this.#unhook.push(() => lag.stop());
     const tick = this.#shield.setInterval({ label: 'timer:tick' }, 1000, () => {
       for (const o of rep.tick()) this.#abandoned(o, this.log);
+      this.#watchLag(lag, rep);
     });
     const snap = this.#shield.setInterval({ label: 'timer:snapshot' }, this.#config.reputation.snapshot_interval, () => this.snapshot());
     this.#timers.push(tick, snap);
+  }
+
+  /** Holds are shed while the event loop lags; logged (and counted) when that starts, logged when it ends. */
+  #watchLag(lag: LoopLag, rep: ReputationEngine): void {
+    const limit = this.#config.limits.max_loop_lag;
+    const r = lag.read(limit);
+    rep.shedHolds = r.lagging;
+    if (!r.changed) return;
+    if (r.lagging) {
+      const err = new OverloadError('OVERLOAD_LOOP_LAG', `the event loop ran ${Math.round(r.worstMs)} ms late (limits.max_loop_lag ${limit} ms): holding no replies`);
+      this.log.warn({ code: err.code, err: err.symbol, lag_ms: Math.round(r.worstMs) }, err.message);
+      this.#shield.raise({ label: 'timer:lag' }, err, 'timer');
+    } else {
+      this.log.info({ lag_ms: Math.round(r.worstMs) }, 'the event loop keeps up again: holding replies again');
+    }
   }
 
   #resolve(eps: readonly Endpoint[]): Endpoint[] {

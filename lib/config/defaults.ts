@@ -26,6 +26,8 @@ export const DEFAULTS = {
     idle_timeout: '330s',
     // How long SIGTERM waits for in-flight work before closing connections.
     drain_timeout: '10s',
+    // While the event loop runs later than this, no reply is held (0: never shed).
+    max_loop_lag: '1s',
   },
   shield: {
     // Internal (9xx) errors within breaker_window that trip a restart.

@@ -62,6 +62,7 @@ export const schema = z.strictObject({
     max_connections: count(1, 1_000_000),
     idle_timeout: duration,
     drain_timeout: duration,
+    max_loop_lag: duration,
   }),
   shield: z.strictObject({
     breaker_limit: count(1, 1_000_000),

@@ -12,9 +12,10 @@
 //                 defers; then greylisting, when enabled;
 //   5. tarpit   - at or below thresholds.hold the reply is held, longer the
 //                 worse the score, within the hold budget; never under
-//                 stress=yes, for a repeated question, at CONNECT unless
-//                 tarpit.at_connect, or for a trusted client (one that has
-//                 delivered and has a score of 0 or more).
+//                 stress=yes, for a repeated question, while the event loop
+//                 lags (shedHolds), at CONNECT unless tarpit.at_connect, or
+//                 for a trusted client (one that has delivered and has a
+//                 score of 0 or more).
 // A repeated question (Postfix's retries and per-list RCPT queries) is
 // answered the same way but counted nowhere. explain() runs the same
 // pipeline as a dry run: it records nothing and grants no hold.
@@ -78,6 +79,8 @@ export class ReputationEngine implements Engine {
   readonly #budget = new HoldBudget();
   readonly #tracker: PolicyTracker;
   holdsRefused = 0;
+  /** Set by the daemon while the event loop lags (limits.max_loop_lag): no holds are granted. */
+  shedHolds = false;
 
   constructor(config: () => EngineConfig, now: Clock) {
     const c = config();
@@ -214,6 +217,7 @@ export class ReputationEngine implements Engine {
 
     // 5. tarpit
     const why = !c.tarpit.enabled ? 'tarpit disabled' : trusted ? undefined : e.stress ? 'stress=yes' : e.repeat ? 'repeated question'
+      : this.shedHolds ? 'the event loop lags (limits.max_loop_lag)'
       : e.stage === 'connect' && !c.tarpit.at_connect ? 'no holds at CONNECT' : undefined;
     if (!trusted && why === undefined) {
       const ms = holdFor(score, c.thresholds.hold, c.tarpit.hold_per_point, c.tarpit.max_hold, e.stage);

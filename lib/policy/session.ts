@@ -28,7 +28,7 @@ import type { LRUCache } from 'lru-cache';
 import type { Config } from '../config/schema.js';
 import type { Connection, ConnectionHandler } from '../net/listener.js';
 import type { Shield } from '../shield/shield.js';
-import { PeerError, type SluiceError } from '../shield/errors.js';
+import { InternalError, PeerError, type SluiceError } from '../shield/errors.js';
 import { safeDecide } from '../engine/decide.js';
 import { PASS, scoreLine, type Engine, type Outcome, type StageEvent, type Verdict } from '../engine/types.js';
 import { PolicyDecoder, type PolicyAttributes } from './codec.js';
@@ -191,6 +191,8 @@ class PolicySession implements ConnectionHandler {
   }
 
   #reply(text: string | Buffer, event: StageEvent | undefined, verdict: Verdict, heldMs: number): void {
+    // A second reply to one request would answer Postfix's next question.
+    if (!this.#working) throw new InternalError('INTERNAL_INVARIANT', 'a policy reply with no request waiting for it');
     this.#working = false;
     if (!this.#conn.send(text)) return;
     this.#deps.answered(this.#conn, event, verdict, heldMs);
