@@ -141,3 +141,27 @@ t.test('a lagging event loop sheds holds: 403 logged and counted once, then hold
   t.equal(h.logs().filter((l) => l['code'] === 403).length, 1, 'logged once');
   t.equal(h.daemon.errorCounts.get(403), 1, 'counted once');
 });
+
+t.test('a spent hold budget: 402 logged and counted when refusing starts, logged when it ends', async (t) => {
+  const h = await startDaemon(t, 'tarpit:\n  hold_per_point: 1500ms\n  budget: 1\n');
+  const port = portOf(h.daemon.endpoints.policy[0]);
+  const ask = async (n: number): Promise<string> => {
+    const c = await PolicyClient.connect({ port });
+    try {
+      return await c.ask(rcptRequest({ client_address: `203.0.113.${n}`, client_port: String(31000 + n), instance: `b${n}`, client_name: 'unknown', reverse_client_name: 'unknown' }));
+    } finally {
+      c.close();
+    }
+  };
+  const held = ask(1); // takes the one hold
+  await until(() => h.daemon.reputation!.stats().holdsActive === 1);
+  const t0 = Date.now();
+  await ask(2);
+  await ask(3);
+  t.ok(Date.now() - t0 < 1000, 'refused holds answer at once');
+  t.ok(await until(() => h.logs().some((l) => l['code'] === 402), 3000), 'a 402 warning');
+  await held;
+  t.ok(await until(() => h.logs().some((l) => l['msg'] === 'hold budget available again'), 4000), 'the end is logged');
+  t.equal(h.logs().filter((l) => l['code'] === 402).length, 1, 'logged once for two refusals');
+  t.equal(h.daemon.errorCounts.get(402), 1, 'counted once');
+});

@@ -68,6 +68,7 @@ export class Daemon {
   /** The reputation engine, unless a test wired in its own. */
   readonly reputation: ReputationEngine | undefined;
   #timers: NodeJS.Timeout[] = [];
+  #budgetSpent = false;
   #snapshotting: Promise<void> | undefined;
   readonly #breaker: CircuitBreaker;
   readonly #counter: ConnectionCounter;
@@ -205,9 +206,12 @@ export class Daemon {
     if (!rep) return;
     const lag = new LoopLag();
     this.#unhook.push(() => lag.stop());
+    let refused = rep.holdsRefused;
     const tick = this.#shield.setInterval({ label: 'timer:tick' }, 1000, () => {
       for (const o of rep.tick()) this.#abandoned(o, this.log);
       this.#watchLag(lag, rep);
+      this.#watchBudget(rep.holdsRefused - refused, rep);
+      refused = rep.holdsRefused;
     });
     const snap = this.#shield.setInterval({ label: 'timer:snapshot' }, this.#config.reputation.snapshot_interval, () => this.snapshot());
     this.#timers.push(tick, snap);
@@ -225,6 +229,21 @@ export class Daemon {
       this.#shield.raise({ label: 'timer:lag' }, err, 'timer');
     } else {
       this.log.info({ lag_ms: Math.round(r.worstMs) }, 'the event loop keeps up again: holding replies again');
+    }
+  }
+
+  /** Holds refused for want of budget: logged (and counted) when it starts, logged when a second passes without. */
+  #watchBudget(newlyRefused: number, rep: ReputationEngine): void {
+    const spent = newlyRefused > 0;
+    if (spent === this.#budgetSpent) return;
+    this.#budgetSpent = spent;
+    if (spent) {
+      const t = this.#config.tarpit;
+      const err = new OverloadError('OVERLOAD_HOLD_BUDGET', `hold budget spent (tarpit.budget ${t.budget}, tarpit.budget_per_network ${t.budget_per_network}): answering at once`);
+      this.log.warn({ code: err.code, err: err.symbol, holds: rep.stats().holdsActive }, err.message);
+      this.#shield.raise({ label: 'timer:budget' }, err, 'timer');
+    } else {
+      this.log.info({ refused: rep.holdsRefused }, 'hold budget available again');
     }
   }
 
