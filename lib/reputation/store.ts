@@ -14,8 +14,7 @@
 //
 // Config keys: reputation.max_entries, reputation.ttl, reputation.half_life.
 
-import type { LRUCache } from 'lru-cache';
-import { boundedLru } from './lru.js';
+import { LRUCache } from 'lru-cache';
 import { decayed, type Entry } from './score.js';
 
 export type Clock = () => number;
@@ -66,7 +65,11 @@ export class ReputationStore {
     this.#gen = new Uint32Array(opts.maxEntries + 1);
     // No lru-cache TTL: each entry already holds when it was last written
     // (AT), so #get() expires it; that spares two arrays and a clock call per read.
-    this.#lru = boundedLru<string, number>(opts.maxEntries, {
+    // `max`, not boundedLru(): lru-cache then keeps its links in typed
+    // arrays sized once, which at a million keys is ~25 MB less than lists
+    // grown on demand; the store is sized to be filled.
+    this.#lru = new LRUCache<string, number>({
+      max: opts.maxEntries,
       // A slot is freed when its key is evicted, deleted (forget, expiry) or
       // given another slot (put() over a key already there).
       dispose: (slot, _k, reason) => {
