@@ -34,7 +34,8 @@ export class PolicyDecoder {
   readonly #limits: PolicyLimits;
   #pieces: Buffer[] = [];
   #pieceBytes = 0;
-  #attrs: PolicyAttributes = new Map();
+  /** Made at a request's first line: an idle or held connection keeps none. */
+  #attrs: PolicyAttributes | undefined;
   #lines = 0;
   #requestBytes = 0;
   #failed: PeerError | undefined;
@@ -129,7 +130,7 @@ export class PolicyDecoder {
   #attribute(text: string, start: number, end: number): undefined {
     const eq = text.indexOf('=', start);
     if (eq <= start || eq >= end) this.#fail('PEER_MALFORMED_LINE', `expected name=value, got "${printable(Buffer.from(text.slice(start, Math.min(end, start + 80))), 60)}"`);
-    this.#attrs.set(text.slice(start, eq), text.slice(eq + 1, end));
+    (this.#attrs ??= new Map()).set(text.slice(start, eq), text.slice(eq + 1, end));
     return undefined;
   }
 
@@ -143,8 +144,8 @@ export class PolicyDecoder {
 
   #endOfRequest(): PolicyAttributes {
     if (this.#lines === 0) this.#fail('PEER_EMPTY_REQUEST', 'empty line with no attributes before it');
-    const attrs = this.#attrs;
-    this.#attrs = new Map();
+    const attrs = this.#attrs!;
+    this.#attrs = undefined;
     this.#lines = 0;
     this.#requestBytes = 0;
     return attrs;

@@ -35,6 +35,9 @@ import { PolicyDecoder, type PolicyAttributes } from './codec.js';
 import { repeatKey, toRequest, toStageEvent } from './request.js';
 import { DUNNO_REPLY, renderPrepend, renderReply } from './render.js';
 
+/** Seconds are counted from here in the repeats cache, so they stay small integers. */
+const EPOCH = Math.floor(Date.now() / 1000);
+
 /** Requests a client may send ahead of our reply before it is cut off (Postfix sends one). */
 const MAX_QUEUED = 4;
 
@@ -138,11 +141,12 @@ class PolicySession implements ConnectionHandler {
       return;
     }
     const key = repeatKey(req);
-    // The cache holds when a question was first asked; lru-cache's own TTL
-    // bookkeeping costs more than this one comparison.
-    const now = Date.now();
+    // The cache holds the second a question was first asked (a small
+    // integer: no heap number per entry); lru-cache's own TTL bookkeeping
+    // costs more than this one comparison.
+    const now = Math.floor(Date.now() / 1000) - EPOCH;
     const first = this.#deps.repeats.get(key);
-    const repeat = first !== undefined && now - first < cfg.policy.dedupe_window;
+    const repeat = first !== undefined && (now - first) * 1000 < cfg.policy.dedupe_window;
     if (!repeat) this.#deps.repeats.set(key, now);
     const event = toStageEvent(req, req.stage, repeat);
     if (event.session !== this.#session) {
