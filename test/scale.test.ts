@@ -123,7 +123,7 @@ t.test('backpressure: a peer that stops reading stops being read from, and nothi
   let chunks = 0;
   let server: Connection | undefined;
   const listener = new Listener({
-    protocol: 'policy', shield, log, counter: new ConnectionCounter(() => 10, log), idleTimeout: () => 60_000,
+    protocol: 'policy', shield, log, counter: new ConnectionCounter(() => 10, shield, () => log), idleTimeout: () => 60_000,
     nextId: () => 1, maxWriteBuffer: 256 * 1024,
     factory: (conn) => {
       server = conn;

@@ -14,8 +14,9 @@ import { boundedLru } from '../reputation/lru.js';
 import { loadConfig, formatProblem, type LoadResult } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { Endpoint } from '../config/endpoint.js';
-import { CATALOGUE, ConfigError, OverloadError, type SluiceError } from '../shield/errors.js';
+import { CATALOGUE, ConfigError, type SluiceError } from '../shield/errors.js';
 import { LoopLag } from '../shield/lag.js';
+import { Overload } from '../shield/overload.js';
 import { Shield, type ShieldContext } from '../shield/shield.js';
 import { CircuitBreaker } from '../shield/breaker.js';
 import { createLogger, type LogHandle, type Logger } from '../log/logger.js';
@@ -68,7 +69,10 @@ export class Daemon {
   /** The reputation engine, unless a test wired in its own. */
   readonly reputation: ReputationEngine | undefined;
   #timers: NodeJS.Timeout[] = [];
-  #budgetSpent = false;
+  readonly #lag = new LoopLag();
+  /** Holds shed while the event loop lags, and refused while the budget is spent. */
+  readonly #lagging = new Overload(this.#shield, () => this.log, 'OVERLOAD_LOOP_LAG', 'the event loop keeps up again: holding replies again');
+  readonly #budgetSpent = new Overload(this.#shield, () => this.log, 'OVERLOAD_HOLD_BUDGET', 'hold budget available again');
   #snapshotting: Promise<void> | undefined;
   readonly #breaker: CircuitBreaker;
   readonly #counter: ConnectionCounter;
@@ -91,13 +95,14 @@ export class Daemon {
     this.reputation = opts.engine ? undefined : new ReputationEngine(() => this.#config, Date.now);
     this.#engine = opts.engine ?? this.reputation!;
     this.#breaker = new CircuitBreaker(config.shield.breaker_limit, config.shield.breaker_window, Date.now);
-    this.#counter = new ConnectionCounter(() => this.#config.limits.max_connections, logs.logger);
+    this.#counter = new ConnectionCounter(() => this.#config.limits.max_connections, this.#shield, () => this.log);
     this.#repeats = boundedLru(config.policy.dedupe_entries);
     this.metrics = new Metrics({
       lruSize: () => this.reputation?.store.size ?? 0,
       lruEvictions: () => this.reputation?.store.evictions ?? 0,
       holdsActive: () => this.reputation?.stats().holdsActive ?? 0,
       openConnections: () => this.#counter.open,
+      loopLagMs: () => this.#lag.lastMs,
     });
     this.#shield.register(exceptionHandler({
       log: () => this.#logs.logger,
@@ -126,6 +131,7 @@ export class Daemon {
       d.#closeListeners();
       d.#control?.stopAccepting();
       d.metrics.close();
+      d.#lag.stop();
       throw err;
     }
     d.#unhook.push(d.#shield.installProcessHooks());
@@ -201,50 +207,27 @@ export class Daemon {
     return this.#snapshotting;
   }
 
+  /**
+   * Once a second: the event loop's lag is read (for the metrics gauge, and
+   * to shed holds past limits.max_loop_lag), silent policy sessions become
+   * outcomes, and a spent hold budget is noticed. Snapshots on their own timer.
+   */
   #startTimers(): void {
     const rep = this.reputation;
-    if (!rep) return;
-    const lag = new LoopLag();
-    this.#unhook.push(() => lag.stop());
-    let refused = rep.holdsRefused;
+    let refused = rep?.holdsRefused ?? 0;
     const tick = this.#shield.setInterval({ label: 'timer:tick' }, 1000, () => {
+      const lagMs = this.#lag.read();
+      if (!rep) return;
       for (const o of rep.tick()) this.#abandoned(o, this.log);
-      this.#watchLag(lag, rep);
-      this.#watchBudget(rep.holdsRefused - refused, rep);
+      const limit = this.#config.limits.max_loop_lag;
+      rep.shedHolds = limit > 0 && lagMs > limit;
+      this.#lagging.set(rep.shedHolds, () => `the event loop ran ${Math.round(lagMs)} ms late (limits.max_loop_lag ${limit} ms): holding no replies`, { lag_ms: Math.round(lagMs) });
+      const t = this.#config.tarpit;
+      this.#budgetSpent.set(rep.holdsRefused > refused, () => `hold budget spent (tarpit.budget ${t.budget}, tarpit.budget_per_network ${t.budget_per_network}): answering at once`, { refused: rep.holdsRefused });
       refused = rep.holdsRefused;
     });
-    const snap = this.#shield.setInterval({ label: 'timer:snapshot' }, this.#config.reputation.snapshot_interval, () => this.snapshot());
-    this.#timers.push(tick, snap);
-  }
-
-  /** Holds are shed while the event loop lags; logged (and counted) when that starts, logged when it ends. */
-  #watchLag(lag: LoopLag, rep: ReputationEngine): void {
-    const limit = this.#config.limits.max_loop_lag;
-    const r = lag.read(limit);
-    rep.shedHolds = r.lagging;
-    if (!r.changed) return;
-    if (r.lagging) {
-      const err = new OverloadError('OVERLOAD_LOOP_LAG', `the event loop ran ${Math.round(r.worstMs)} ms late (limits.max_loop_lag ${limit} ms): holding no replies`);
-      this.log.warn({ code: err.code, err: err.symbol, lag_ms: Math.round(r.worstMs) }, err.message);
-      this.#shield.raise({ label: 'timer:lag' }, err, 'timer');
-    } else {
-      this.log.info({ lag_ms: Math.round(r.worstMs) }, 'the event loop keeps up again: holding replies again');
-    }
-  }
-
-  /** Holds refused for want of budget: logged (and counted) when it starts, logged when a second passes without. */
-  #watchBudget(newlyRefused: number, rep: ReputationEngine): void {
-    const spent = newlyRefused > 0;
-    if (spent === this.#budgetSpent) return;
-    this.#budgetSpent = spent;
-    if (spent) {
-      const t = this.#config.tarpit;
-      const err = new OverloadError('OVERLOAD_HOLD_BUDGET', `hold budget spent (tarpit.budget ${t.budget}, tarpit.budget_per_network ${t.budget_per_network}): answering at once`);
-      this.log.warn({ code: err.code, err: err.symbol, holds: rep.stats().holdsActive }, err.message);
-      this.#shield.raise({ label: 'timer:budget' }, err, 'timer');
-    } else {
-      this.log.info({ refused: rep.holdsRefused }, 'hold budget available again');
-    }
+    this.#timers.push(tick);
+    if (rep) this.#timers.push(this.#shield.setInterval({ label: 'timer:snapshot' }, this.#config.reputation.snapshot_interval, () => this.snapshot()));
   }
 
   #resolve(eps: readonly Endpoint[]): Endpoint[] {
@@ -282,7 +265,7 @@ export class Daemon {
       snapshot: async () => { await this.snapshot(); return { file: this.snapshotFile, entries: this.reputation?.store.size ?? 0 }; },
       setLogLevel: (level) => { this.#logs.logger.level = level; this.log.info({ level }, 'log level set by sluicectl'); },
     }, Date.now);
-    this.#control = this.#listener('control', controlHandler(this.#shield, ctl), new ConnectionCounter(() => 16, this.#logs.logger));
+    this.#control = this.#listener('control', controlHandler(this.#shield, ctl), new ConnectionCounter(() => 16, this.#shield, () => this.log));
     const ep: Endpoint = { kind: 'unix', path: this.controlSocket, text: `unix:${this.controlSocket}` };
     await this.#control.open([ep], this.#config.control.socket_mode);
   }
@@ -423,6 +406,7 @@ export class Daemon {
     this.#control?.stopAccepting();
     this.#control?.closeAll();
     this.metrics.close();
+    this.#lag.stop();
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
     await this.snapshot();

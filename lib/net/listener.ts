@@ -12,7 +12,8 @@
 import net from 'node:net';
 import { lstat, unlink, chmod, stat, access, constants } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { asTransportError, ConfigError, OverloadError, TransportError, type SluiceError } from '../shield/errors.js';
+import { asTransportError, ConfigError, TransportError, type SluiceError } from '../shield/errors.js';
+import { Overload } from '../shield/overload.js';
 import type { Shield, ShieldContext } from '../shield/shield.js';
 import { describeBound, type Endpoint } from '../config/endpoint.js';
 import type { Logger } from '../log/logger.js';
@@ -42,19 +43,17 @@ export interface Connection extends ShieldContext {
 
 export type HandlerFactory = (conn: Connection) => ConnectionHandler;
 
-/** The connection cap across every listener, and the transition log. */
+/** The connection cap across every listener; refusing is reported when it starts and ends. */
 export class ConnectionCounter {
   #open = 0;
-  #refusing = false;
-  constructor(private readonly max: () => number, private readonly log: Logger) {}
+  readonly #refusing: Overload;
+  constructor(private readonly max: () => number, shield: Shield, log: () => Logger) {
+    this.#refusing = new Overload(shield, log, 'OVERLOAD_CONNECTIONS', 'accepting connections again');
+  }
 
   tryOpen(): boolean {
     if (this.#open >= this.max()) {
-      if (!this.#refusing) {
-        this.#refusing = true;
-        const err = new OverloadError('OVERLOAD_CONNECTIONS', `refusing connections: ${this.#open} open`);
-        this.log.warn({ code: err.code, err: err.symbol }, err.message);
-      }
+      this.#refusing.set(true, () => `refusing connections: ${this.#open} open`);
       return false;
     }
     this.#open++;
@@ -63,10 +62,7 @@ export class ConnectionCounter {
 
   release(): void {
     this.#open--;
-    if (this.#refusing && this.#open < this.max()) {
-      this.#refusing = false;
-      this.log.info({ open: this.#open }, 'accepting connections again');
-    }
+    if (this.#refusing.on && this.#open < this.max()) this.#refusing.set(false, () => '', { open: this.#open });
   }
 
   get open(): number {

@@ -1,41 +1,27 @@
-// lag.ts - is the event loop keeping up?
+// lag.ts - how late the event loop runs.
 //
-// Samples how late the loop runs (perf_hooks' event-loop delay histogram)
-// and, each time it is asked, says whether the worst delay since the last
-// time passed the limit, and whether that changed. The daemon asks once a
-// second and, while the loop lags, grants no holds (DESIGN: 4xx overload,
-// shed and logged on the transition). A limit of 0 turns the check off.
-// Knows no protocol.
+// One event-loop delay histogram (perf_hooks) for the whole daemon. read()
+// takes the worst delay since the last read and starts afresh; the daemon
+// reads once a second, sheds holds while it passes limits.max_loop_lag, and
+// the metrics gauge reports the last reading. Knows no protocol.
 
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 
-export interface LagReading {
-  readonly lagging: boolean;
-  readonly changed: boolean;
-  /** The worst delay since the last reading, in milliseconds. */
-  readonly worstMs: number;
-}
-
 export class LoopLag {
   readonly #h: IntervalHistogram;
-  #lagging = false;
+  /** The worst delay of the last reading, in milliseconds. */
+  lastMs = 0;
 
   constructor(resolutionMs = 10) {
     this.#h = monitorEventLoopDelay({ resolution: resolutionMs });
     this.#h.enable();
   }
 
-  read(limitMs: number): LagReading {
-    const worstMs = this.#h.count > 0 ? this.#h.max / 1e6 : 0;
+  /** The worst delay since the last read, in milliseconds. */
+  read(): number {
+    this.lastMs = this.#h.count > 0 ? this.#h.max / 1e6 : 0;
     this.#h.reset();
-    const lagging = limitMs > 0 && worstMs > limitMs;
-    const changed = lagging !== this.#lagging;
-    this.#lagging = lagging;
-    return { lagging, changed, worstMs };
-  }
-
-  get lagging(): boolean {
-    return this.#lagging;
+    return this.lastMs;
   }
 
   stop(): void {
