@@ -19,10 +19,14 @@ export interface Entry {
   grey: number;
 }
 
+/** Score s, as of time at, at time now. */
+export function decay(s: number, at: number, now: number, halfLifeMs: number): number {
+  const dt = now - at;
+  return dt <= 0 || s === 0 ? s : s * Math.pow(0.5, dt / halfLifeMs);
+}
+
 export function decayed(e: Entry, now: number, halfLifeMs: number): number {
-  const dt = now - e.at;
-  if (dt <= 0 || e.s === 0) return e.s;
-  return e.s * Math.pow(0.5, dt / halfLifeMs);
+  return decay(e.s, e.at, now, halfLifeMs);
 }
 
 export function fresh(now: number): Entry {
