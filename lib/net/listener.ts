@@ -164,12 +164,20 @@ function onError(this: Tagged, err: Error): void {
 
 function onEnd(this: Tagged): void {
   const c = this[CONN];
-  c.deps.shield.guard(c, 'read', () => c.close());
+  c.deps.shield.guard(c, 'read', closeIt, c);
+}
+
+function closeIt(c: Conn): void {
+  c.close();
 }
 
 function onClose(this: Tagged): void {
   const c = this[CONN];
-  c.deps.shield.guard(c, 'read', () => c.owner.released(c));
+  c.deps.shield.guard(c, 'read', release, c);
+}
+
+function release(c: Conn): void {
+  c.owner.released(c);
 }
 
 export class Listener {
