@@ -5,6 +5,7 @@ import { holdFor, HoldBudget } from '../dist/engine/tarpit.js';
 import { heuristics } from '../dist/engine/heuristics.js';
 import { Lists } from '../dist/engine/lists.js';
 import { PolicyTracker } from '../dist/engine/tracker.js';
+import type { ReputationEngine } from '../dist/engine/engine.js';
 import type { StageEvent } from '../dist/engine/types.js';
 
 const S = 1000;
@@ -199,6 +200,7 @@ t.test('HELO and reverse-DNS heuristics', async (t) => {
 
 t.test('policy sessions: silence after a stage is abandonment there; end of message is delivery', async (t) => {
   const { engine, clock } = engineFor('rates:\n  abandon_window: 60s\n');
+  sawEndOfMessage(engine);
   const zombie = ev({ via: 'policy', client: '203.0.113.60', clientName: 'unknown', helo: 'pc60.example.com', session: 'z:1:25' });
   t.ok(engine.decide(zombie).delayMs > 0);
   engine.decide({ ...zombie, repeat: true });
@@ -226,6 +228,7 @@ t.test('policy sessions: silence after a stage is abandonment there; end of mess
 
 t.test('a policy session known to be over is concluded at once, from all its stages, once', async (t) => {
   const { engine } = engineFor('rates:\n  abandon_window: 60s\n');
+  sawEndOfMessage(engine);
   const zombie = ev({ via: 'policy', client: '203.0.113.70', clientName: 'unknown', helo: 'pc70.example.com', session: 'z:2:25' });
   engine.decide({ ...zombie, stage: 'helo' });
   t.ok(engine.decide(zombie).delayMs > 0, 'held at RCPT');
@@ -242,3 +245,29 @@ t.test('a policy session known to be over is concluded at once, from all its sta
   t.match(engine.over('m:2:25'), { kind: 'ended' }, 'past end of message it ended');
   t.equal(engine.store.entry('ip:192.0.2.71')?.ab, 0, 'not counted as abandoned');
 });
+
+t.test('asked at RCPT alone (no end of message ever seen), sessions end unjudged', async (t) => {
+  const { engine, clock } = engineFor('rates:\n  abandon_window: 60s\n');
+  const held = ev({ via: 'policy', client: '203.0.113.90', clientName: 'unknown', helo: 'pc90.example.com', session: 'u:1:25' });
+  t.ok(engine.decide(held).delayMs > 0, 'held at RCPT');
+  engine.decide(ev({ via: 'policy', client: '192.0.2.91', session: 'u:2:25' }));
+  t.match(engine.over('u:1:25'), { kind: 'ended' }, 'a held RCPT then the next session: ended, not abandoned');
+  clock.advance(61 * S);
+  t.match(engine.tick(), [{ kind: 'ended' }], 'silence: ended too');
+  t.equal(engine.store.entry('ip:203.0.113.90')?.abh ?? 0, 0, 'nothing learned for the held one');
+  t.equal(engine.store.entry('ip:192.0.2.91')?.ab ?? 0, 0, 'nor the other');
+  t.equal(engine.stats().unjudged, 2, 'both counted as unjudged');
+  t.equal(engine.stats().sessions, 0, 'their live sessions ended');
+  // From the first end of message on, endings are judged.
+  sawEndOfMessage(engine);
+  engine.decide({ ...held, session: 'u:3:25' });
+  t.match(engine.over('u:3:25'), { kind: 'abandoned', held: true });
+  t.equal(engine.stats().unjudged, 2);
+});
+
+/** Some session of another client was asked about at end of message: the MTA asks sluice there. */
+function sawEndOfMessage(engine: ReputationEngine): void {
+  const mta = ev({ via: 'policy', client: '192.0.2.250', helo: 'mx.eom.example', sender: 'a@eom.example', session: 'eom:1:25' });
+  engine.decide({ ...mta, stage: 'eom' });
+  engine.over('eom:1:25');
+}

@@ -130,6 +130,23 @@ t.test('the next session on a connection concludes the one before it, from all i
   t.equal(rep.stats().sessions, 1, 'only the third is live');
 });
 
+t.test('asked at RCPT alone, sessions end unjudged, and the log says why once', async (t) => {
+  const h = await startDaemon(t, 'policy:\n  listen: ["inet:127.0.0.1:0"]\nrates:\n  abandon_window: 1h\ntarpit:\n  hold_per_point: 100ms\n');
+  const port = portOf(h.daemon.endpoints.policy[0]);
+  const rep = h.daemon.reputation!;
+  const a = await PolicyClient.connect({ port });
+  t.teardown(() => a.close());
+  // Held at RCPT (no reverse DNS), then the next client on that smtpd process, then a third.
+  await a.ask(rcptRequest({ client_address: '198.51.100.84', client_port: '40004', instance: 'j1', client_name: 'unknown', reverse_client_name: 'unknown', helo_name: 'pc84.example.com', sender: 'x@example.com' }));
+  await a.ask(rcptRequest({ client_address: '192.0.2.85', client_port: '40005', instance: 'j2' }));
+  await a.ask(rcptRequest({ client_address: '192.0.2.86', client_port: '40006', instance: 'j3' }));
+  t.equal(rep.store.entry('ip:198.51.100.84')?.abh ?? 0, 0, 'the held one is not counted as abandoned');
+  t.equal(rep.store.entry('ip:192.0.2.85')?.ab ?? 0, 0, 'nor the next');
+  t.ok(await until(() => h.logs().some((l) => /abandonment is not learned/.test(String(l['msg'])))), 'the log says why');
+  t.equal(h.logs().filter((l) => /abandonment is not learned/.test(String(l['msg']))).length, 1, 'once');
+  t.notOk(h.logs().some((l) => String(l['msg']).startsWith('abandoned')), 'no abandoned lines');
+});
+
 t.test('bad bytes close only that connection, with one warning', async (t) => {
   const h = await startDaemon(t);
   const port = portOf(h.daemon.endpoints.policy[0]);

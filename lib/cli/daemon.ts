@@ -211,14 +211,22 @@ export class Daemon {
    * Once a second: the event loop's lag is read (for the metrics gauge, and
    * to shed holds past limits.max_loop_lag), silent policy sessions become
    * outcomes, and a spent hold budget is noticed. Snapshots on their own timer.
+   * Policy sessions that end unjudged (no end of message seen yet) are said
+   * once: with sluice asked at RCPT alone, nothing is learned from endings.
    */
   #startTimers(): void {
     const rep = this.reputation;
     let refused = rep?.holdsRefused ?? 0;
+    let unjudgedSaid = false;
     const tick = this.#shield.setInterval({ label: 'timer:tick' }, 1000, () => {
       const lagMs = this.#lag.read();
       if (!rep) return;
       for (const o of rep.tick()) this.#abandoned(o, this.log);
+      const unjudged = unjudgedSaid ? 0 : rep.stats().unjudged;
+      if (unjudged > 0) {
+        unjudgedSaid = true;
+        this.log.info({ sessions: unjudged }, 'policy sessions end without an end-of-message request: abandonment is not learned until smtpd_end_of_data_restrictions asks sluice (contrib/postfix/main.cf)');
+      }
       const limit = this.#config.limits.max_loop_lag;
       rep.shedHolds = limit > 0 && lagMs > limit;
       this.#lagging.set(rep.shedHolds, () => `the event loop ran ${Math.round(lagMs)} ms late (limits.max_loop_lag ${limit} ms): holding no replies`, { lag_ms: Math.round(lagMs) });

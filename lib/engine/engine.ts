@@ -21,7 +21,8 @@
 // pipeline as a dry run: it records nothing and grants no hold.
 // Learning: record() moves scores by weights.*; tick() turns policy sessions
 // that went silent (and that no later session on their connection closed)
-// into outcomes (tracker.ts). Time comes from the injected clock.
+// into outcomes (tracker.ts; abandonment only once an end-of-message request
+// has been seen). Time comes from the injected clock.
 //
 // Config keys: reputation.*, weights.*, thresholds.*, tarpit.*, rates.*,
 // greylist.*, lists.*, replies.*.
@@ -43,6 +44,8 @@ export interface EngineStats {
   holdsActive: number;
   holdsRefused: number;
   sessions: number;
+  /** Policy sessions that ended before any end-of-message request was seen, so were not judged (tracker.ts). */
+  unjudged: number;
 }
 
 /**
@@ -307,7 +310,7 @@ export class ReputationEngine implements Engine {
   }
 
   stats(): EngineStats {
-    return { holdsActive: this.#budget.active(this.#now()), holdsRefused: this.holdsRefused, sessions: this.#sessions.size };
+    return { holdsActive: this.#budget.active(this.#now()), holdsRefused: this.holdsRefused, sessions: this.#sessions.size, unjudged: this.#tracker.unjudged };
   }
 }
 

@@ -8,6 +8,12 @@
 // the outcomes that have come due; the engine records them. Most sessions
 // need not wait: when the next session begins on a policy connection, the
 // one before is over, and over() gives its outcome at once.
+//
+// Abandonment is judged only once an end-of-message request has been seen:
+// where Postfix asks sluice at RCPT alone, every session's last stage is
+// RCPT, delivered or not, and counting each as abandoned would push every
+// client down. Until then a session simply ends, unjudged (counted, so the
+// daemon can say why nothing is learned).
 
 import type { Outcome, StageEvent } from './types.js';
 
@@ -20,12 +26,17 @@ interface Open {
 export class PolicyTracker {
   readonly #open = new Map<string, Open>();
   readonly #max: number;
+  /** An end-of-message request has been seen: sessions that stop short of it were abandoned. */
+  #judging = false;
+  /** Sessions that ended before any end of message was seen, so were not judged. */
+  unjudged = 0;
 
   constructor(max: number) {
     this.#max = max;
   }
 
   seen(event: StageEvent, held: boolean, now: number): void {
+    if (event.stage === 'eom') this.#judging = true;
     const o = this.#open.get(event.session);
     // Delete and re-insert, so the Map stays ordered by time and due() can stop early.
     this.#open.delete(event.session);
@@ -43,7 +54,7 @@ export class PolicyTracker {
     for (const [id, o] of this.#open) {
       if (now - o.at <= windowMs) break;
       this.#open.delete(id);
-      out.push(outcomeOf(o));
+      out.push(this.#outcome(o));
     }
     return out;
   }
@@ -53,15 +64,20 @@ export class PolicyTracker {
     const o = this.#open.get(session);
     if (o === undefined) return undefined;
     this.#open.delete(session);
-    return outcomeOf(o);
+    return this.#outcome(o);
   }
 
   get size(): number {
     return this.#open.size;
   }
-}
 
-/** Past end of message a session ended; anywhere else it was abandoned there, held or not. */
-function outcomeOf(o: Open): Outcome {
-  return o.event.stage === 'eom' ? { kind: 'ended', event: o.event } : { kind: 'abandoned', event: o.event, held: o.held };
+  /** Past end of message a session ended; anywhere else it was abandoned there, held or not. */
+  #outcome(o: Open): Outcome {
+    if (o.event.stage === 'eom') return { kind: 'ended', event: o.event };
+    if (!this.#judging) {
+      this.unjudged++;
+      return { kind: 'ended', event: o.event };
+    }
+    return { kind: 'abandoned', event: o.event, held: o.held };
+  }
 }
