@@ -34,6 +34,8 @@ t.test('sluicectl against a running sluiced', async (t) => {
 
   // Traffic: a policy client held and silent (abandoned), a milter zombie that drops under hold.
   const p = await PolicyClient.connect({ port: portOf(listen.policy[0]) });
+  // Postfix asks at end of message too (contrib/postfix/main.cf): endings are judged.
+  await p.ask(rcptRequest({ client_address: '192.0.2.40', instance: 'e.1', client_port: '4999', protocol_state: 'END-OF-MESSAGE' }));
   t.equal(await p.ask(rcptRequest({ client_address: '203.0.113.50', client_name: 'unknown', reverse_client_name: 'unknown', helo_name: '203.0.113.50', instance: 'a.1', client_port: '5000' })), 'action=DUNNO\n\n');
   p.close();
   const z = await MilterClient.connect(portOf(listen.milter[0]));
