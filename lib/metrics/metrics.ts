@@ -1,7 +1,8 @@
 // metrics.ts - counters and histograms, and the Prometheus text endpoint.
 //
 // prom-client on a registry of our own (no globals). On the hot path only
-// increments happen; sizes (LRU entries, evictions, holds in progress, open
+// increments happen (verdicts and abandonments into plain numbers, handed to
+// prom-client when scraped); sizes (LRU entries, evictions, holds in progress, open
 // connections) and event-loop lag are read when Prometheus scrapes. The HTTP
 // endpoint is loopback only by default and absent when metrics.listen is
 // empty.
@@ -30,17 +31,18 @@ export class Metrics {
   readonly abandoned: Counter<'stage' | 'held' | 'via'>;
   readonly exceptions: Counter<'code' | 'name'>;
   readonly connections: Counter<'protocol'>;
-  /** Counter children by their label values: once per answer is too often to hash labels. */
-  readonly #verdictChildren = new Map<string, { inc(): void }>();
-  readonly #abandonedChildren = new Map<string, { inc(): void }>();
+  readonly #verdictCounts = new Tally(['stage', 'verdict', 'via'] as const);
+  readonly #abandonedCounts = new Tally(['stage', 'held', 'via'] as const);
   #server: http.Server | undefined;
 
   constructor(sources: Sources) {
     const r = this.registry;
-    this.verdicts = new Counter({ name: 'sluice_verdicts_total', help: 'Verdicts by SMTP stage, verdict and protocol', labelNames: ['stage', 'verdict', 'via'], registers: [r] });
+    const verdicts = this.#verdictCounts;
+    this.verdicts = new Counter({ name: 'sluice_verdicts_total', help: 'Verdicts by SMTP stage, verdict and protocol', labelNames: ['stage', 'verdict', 'via'], registers: [r], collect() { verdicts.copyTo(this); } });
     this.holds = new Counter({ name: 'sluice_holds_total', help: 'Replies held (tarpit)', registers: [r] });
     this.heldSeconds = new Histogram({ name: 'sluice_held_seconds', help: 'How long held replies were held', buckets: [1, 2, 4, 8, 16, 30, 60, 120, 300], registers: [r] });
-    this.abandoned = new Counter({ name: 'sluice_abandoned_total', help: 'Sessions abandoned by the client, by last stage and whether its reply was held', labelNames: ['stage', 'held', 'via'], registers: [r] });
+    const abandoned = this.#abandonedCounts;
+    this.abandoned = new Counter({ name: 'sluice_abandoned_total', help: 'Sessions abandoned by the client, by last stage and whether its reply was held', labelNames: ['stage', 'held', 'via'], registers: [r], collect() { abandoned.copyTo(this); } });
     this.exceptions = new Counter({ name: 'sluice_exceptions_total', help: 'Errors handled by the shield, by code', labelNames: ['code', 'name'], registers: [r] });
     this.connections = new Counter({ name: 'sluice_connections_total', help: 'Connections accepted, by protocol', labelNames: ['protocol'], registers: [r] });
     const gauge = (name: string, help: string, read: () => number): void => {
@@ -55,12 +57,12 @@ export class Metrics {
 
   /** Counts one answer. */
   verdict(stage: string, verdict: string, via: string): void {
-    child(this.#verdictChildren, this.verdicts, stage, verdict, via).inc();
+    this.#verdictCounts.add(stage, verdict, via);
   }
 
   /** Counts one abandoned session. */
   abandonedAt(stage: string, held: boolean, via: string): void {
-    child(this.#abandonedChildren, this.abandoned, stage, String(held), via).inc();
+    this.#abandonedCounts.add(stage, held ? 'true' : 'false', via);
   }
 
   /** Serves GET /metrics on the endpoint; resolves with where it listens. */
@@ -91,9 +93,34 @@ export class Metrics {
   }
 }
 
-function child<L extends string>(cache: Map<string, { inc(): void }>, counter: Counter<L>, ...values: string[]): { inc(): void } {
-  const key = values.join(' ');
-  let c = cache.get(key);
-  if (!c) cache.set(key, c = counter.labels(...values));
-  return c;
+/**
+ * Counts by three label values, kept as plain numbers and handed to
+ * prom-client at scrape time: a prom-client child still hashes its labels
+ * on every inc(), and this runs once per answer. The values are a handful
+ * of constant strings, so each level is a tiny map with their hashes cached.
+ */
+class Tally<L extends string> {
+  readonly #tree = new Map<string, Map<string, Map<string, { n: number }>>>();
+  constructor(readonly names: readonly [L, L, L]) {}
+
+  add(a: string, b: string, c: string): void {
+    let byA = this.#tree.get(a);
+    if (!byA) this.#tree.set(a, byA = new Map());
+    let byB = byA.get(b);
+    if (!byB) byA.set(b, byB = new Map());
+    const cell = byB.get(c);
+    if (cell) cell.n++;
+    else byB.set(c, { n: 1 });
+  }
+
+  /** Sets the counter to these counts (its collect() hook). */
+  copyTo(counter: Counter<L>): void {
+    counter.reset();
+    const [x, y, z] = this.names;
+    for (const [a, byA] of this.#tree) {
+      for (const [b, byB] of byA) {
+        for (const [c, cell] of byB) counter.inc({ [x]: a, [y]: b, [z]: c } as Partial<Record<L, string>>, cell.n);
+      }
+    }
+  }
 }
