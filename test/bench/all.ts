@@ -9,17 +9,17 @@ import { benchMilter } from './milter.js';
 import { benchHolds } from './holds.js';
 import { table, ROOT } from './common.js';
 
-const rows: (string | number)[][] = [['benchmark', 'setting', 'value', 'reference', 'ratio', 'target']];
+const rows: (string | number)[][] = [['benchmark', 'setting', 'value', 'reference', 'ratio', 'target', 'round ratios']];
 for (const [name, bench] of [['policy req/s', benchPolicy], ['milter tx/s', benchMilter]] as const) {
   const r = await bench();
   for (const row of r.slice(1)) {
-    if (typeof row[1] !== 'number') { rows.push([String(row[0]), '', row[2]!, row[3]!, '', '']); continue; }
-    rows.push([name, `${row[1]} conns`, row[2]!, row[3]!, row[4]!, '>= 0.9 x ref']);
-    rows.push([`${name.split(' ')[0]} p99 ms`, `${row[1]} conns`, row[7]!, row[8]!, Number(row[7]) / Number(row[8]), '']);
+    if (typeof row[1] !== 'number') { rows.push([String(row[0]), '', row[2]!, row[3]!, '', '', '']); continue; }
+    rows.push([name, `${row[1]} conns`, row[2]!, row[3]!, row[4]!, '>= 0.9 x ref', row[9]!]);
+    rows.push([`${name.split(' ')[0]} p99 ms`, `${row[1]} conns`, row[7]!, row[8]!, Number(row[7]) / Number(row[8]), '', '']);
   }
 }
 const engine = spawnSync(process.execPath, ['--expose-gc', '--import=tsx', path.join(ROOT, 'test', 'bench', 'engine.ts')], { cwd: ROOT, env: { ...process.env, BENCH_JSON: '1' }, encoding: 'utf8' });
 if (engine.status !== 0) throw new Error(`engine bench failed: ${engine.stderr}`);
-for (const row of JSON.parse(engine.stdout) as (string | number)[][]) rows.push([String(row[0]), `${row[1]} keys`, row[2]!, row[3]!, row[4]!, row[5]!]);
-for (const row of (await benchHolds()).slice(1)) rows.push([String(row[0]), '10,000 holds', row[1]!, row[2]!, row[3]!, row[4]!]);
+for (const row of JSON.parse(engine.stdout) as (string | number)[][]) rows.push([String(row[0]), `${row[1]} keys`, row[2]!, row[3]!, row[4]!, row[5]!, '']);
+for (const row of (await benchHolds()).slice(1)) rows.push([String(row[0]), '10,000 holds', row[1]!, row[2]!, row[3]!, row[4]!, '']);
 process.stdout.write(table(rows) + '\n');

@@ -144,10 +144,11 @@ export function startSluiced(yaml: string, key: 'policy' | 'milter', dir = mkdte
 }
 
 /**
- * Runs a and b alternately (after one warm-up each), three times, and returns
- * the median run of each by throughput: a busy neighbour hits both alike.
+ * Runs a and b alternately (after one warm-up each), five times, and returns
+ * the median run of each by throughput, and each round's a/b ratio: a busy
+ * neighbour hits both alike, and the spread of the rounds shows how much.
  */
-export async function alternate(a: () => Promise<LoadResult>, b: () => Promise<LoadResult>, rounds = 3): Promise<[LoadResult, LoadResult]> {
+export async function alternate(a: () => Promise<LoadResult>, b: () => Promise<LoadResult>, rounds = 5): Promise<[LoadResult, LoadResult, number[]]> {
   await a();
   await b();
   const ra: LoadResult[] = [];
@@ -156,8 +157,9 @@ export async function alternate(a: () => Promise<LoadResult>, b: () => Promise<L
     ra.push(await a());
     rb.push(await b());
   }
-  const median = (xs: LoadResult[]): LoadResult => xs.sort((x, y) => x.rps - y.rps)[Math.floor(xs.length / 2)]!;
-  return [median(ra), median(rb)];
+  const ratios = ra.map((x, i) => x.rps / rb[i]!.rps);
+  const median = (xs: LoadResult[]): LoadResult => [...xs].sort((x, y) => x.rps - y.rps)[Math.floor(xs.length / 2)]!;
+  return [median(ra), median(rb), ratios];
 }
 
 /**
@@ -175,18 +177,23 @@ export async function versus(
   // from four /24s, would rightly defer most of it) nor what it learns from
   // sessions that ask once and go.
   const sluice = await startSluiced(`policy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nlimits:\n  max_connections: 1000\n${steadyLoad()}`, key);
-  const rows: (string | number)[][] = [[key, 'conns', unit, `ref ${unit}`, 'ratio', 'p50 ms', 'ref p50', 'p99 ms', 'ref p99']];
+  const rows: (string | number)[][] = [[key, 'conns', unit, `ref ${unit}`, 'ratio', 'p50 ms', 'ref p50', 'p99 ms', 'ref p99', 'round ratios']];
   try {
     for (const conns of [1, 10, 100]) {
-      const [s, r] = await alternate(() => load(sluice.port, conns), () => load(ref.port, conns));
-      rows.push([label, conns, s.rps, r.rps, s.rps / r.rps, s.p50, r.p50, s.p99, r.p99]);
+      const [s, r, ratios] = await alternate(() => load(sluice.port, conns), () => load(ref.port, conns));
+      rows.push([label, conns, s.rps, r.rps, s.rps / r.rps, s.p50, r.p50, s.p99, r.p99, spread(ratios)]);
     }
-    rows.push(['sluiced RSS MiB', '', sluice.rss() / 2 ** 20, ref.rss() / 2 ** 20, '', '', '', '', '']);
+    rows.push(['sluiced RSS MiB', '', sluice.rss() / 2 ** 20, ref.rss() / 2 ** 20, '', '', '', '', '', '']);
   } finally {
     await ref.stop();
     await sluice.stop();
   }
   return rows;
+}
+
+/** The lowest and highest of the ratios, as "0.85-0.97". */
+export function spread(ratios: number[]): string {
+  return `${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}`;
 }
 
 export function table(rows: (string | number)[][]): string {

@@ -1,7 +1,8 @@
 // npm run bench:policy - policy requests/s and latency at 1, 10 and 100
 // connections: sluiced (engine wired in) beside a minimal Node responder,
 // both in their own process, measured in the same run.
-// Each figure is the median of three alternating runs after a warm-up.
+// Each figure is the median of five alternating runs after a warm-up; the
+// spread of the per-round ratios is printed too.
 // Requests are realistic RCPT requests (Postfix 3.7 attribute set) from
 // 1,000 client addresses, each with its own instance.
 import { closedLoop, table, versus } from './common.js';
