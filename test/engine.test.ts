@@ -222,7 +222,7 @@ t.test('policy sessions: silence after a stage is abandonment there; end of mess
   clock.advance(61 * S);
   t.match(engine.tick(), [{ kind: 'ended' }]);
   const tr = new PolicyTracker(2);
-  for (const s of ['a', 'b', 'c']) tr.seen(ev({ session: s }), false, 0);
+  for (const s of ['a', 'b', 'c']) tr.seen(ev({ session: s }), false, false, 0);
   t.equal(tr.size, 2, 'bounded');
 });
 
@@ -263,6 +263,15 @@ t.test('asked at RCPT alone (no end of message ever seen), sessions end unjudged
   engine.decide({ ...held, session: 'u:3:25' });
   t.match(engine.over('u:3:25'), { kind: 'abandoned', held: true });
   t.equal(engine.stats().unjudged, 2);
+});
+
+t.test('a policy session that ends after we refused it was not abandoned', async (t) => {
+  const { engine } = engineFor('rates:\n  abandon_window: 60s\nthresholds:\n  hold: -1\n  defer: -1\n  reject: -1\n');
+  sawEndOfMessage(engine);
+  const bad = ev({ via: 'policy', client: '203.0.113.95', clientName: 'unknown', helo: '203.0.113.95', session: 'r:1:25' });
+  t.equal(engine.decide(bad).kind, 'reject', 'rejected at RCPT');
+  t.match(engine.over('r:1:25'), { kind: 'ended' }, 'then quit: ended');
+  t.equal(engine.store.entry('ip:203.0.113.95')?.ab ?? 0, 0, 'not counted as abandoned');
 });
 
 /** Some session of another client was asked about at end of message: the MTA asks sluice there. */

@@ -88,7 +88,7 @@ t.test('holds: PROGRESS keeps Postfix waiting; Sendmail gets none before end of 
   t.ok(await until(() => h.logs().some((l) => l['rule'] === 'test-hold' && (l['held_ms'] as number) >= 890)), 'held reply logged with held_ms');
 });
 
-t.test('abandonment is learned: after a held reply, without one, and not for a finished session', async (t) => {
+t.test('abandonment is learned: after a held reply, without one, and not for a finished or refused session', async (t) => {
   const engine = new ScriptedEngine();
   const h = await startDaemon(t, MILTER, engine);
   const port = portOf(h.daemon.endpoints.milter[0]);
@@ -113,6 +113,16 @@ t.test('abandonment is learned: after a held reply, without one, and not for a f
   t.ok(await until(() => engine.outcomes.length === 2));
   t.match(engine.outcomes[1], { kind: 'abandoned', held: false, event: { stage: 'helo', client: '203.0.113.10' } });
 
+  // Rejected at RCPT, then QUIT: it left because we said so; ended, not abandoned.
+  const rq = await MilterClient.connect(port);
+  await rq.open('Postfix 3.7.11', '203.0.113.12');
+  await rq.ask(mta.mail('<x@y>'));
+  t.equal(text((await rq.ask(mta.rcpt('<reject@example.org>')))?.final), 'y 554 5.7.1 sluice test reject');
+  rq.send(mta.quit());
+  await rq.idle;
+  t.ok(await until(() => engine.outcomes.length === 3));
+  t.match(engine.outcomes[2], { kind: 'ended', event: { stage: 'rcpt', client: '203.0.113.12' } });
+
   // Rejected at CONNECT: the MTA ends it; not an abandonment.
   const r = await MilterClient.connect(port);
   await r.ask(mta.optneg());
@@ -122,7 +132,7 @@ t.test('abandonment is learned: after a held reply, without one, and not for a f
   r.close();
   await r.idle;
   await new Promise((res) => setTimeout(res, 50));
-  t.equal(engine.outcomes.length, 3, 'a session that ends right after CONNECT is abandoned at connect');
+  t.equal(engine.outcomes.length, 4, 'a session that ends right after CONNECT is abandoned at connect');
 
   // Postfix local submission (sendmail(1)): always CONTINUE, engine not asked, nothing learned.
   const local = await MilterClient.connect(port);
@@ -135,7 +145,7 @@ t.test('abandonment is learned: after a held reply, without one, and not for a f
   await local.idle;
   t.equal(engine.events.length, 0);
   await new Promise((res) => setTimeout(res, 50));
-  t.equal(engine.outcomes.length, 3);
+  t.equal(engine.outcomes.length, 4);
 });
 
 t.test('score header, quarantine and fail mode', async (t) => {

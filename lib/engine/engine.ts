@@ -107,7 +107,7 @@ export class ReputationEngine implements Engine {
       // The milter session reports its own outcomes; for policy, end of
       // message passing is the delivery, and silence is the end (tick()).
       // Silence counts from when the answer goes out, after the hold.
-      this.#tracker.seen(e, v.delayMs > 0, this.#now() + v.delayMs);
+      this.#tracker.seen(e, v.delayMs > 0, v.kind === 'reject' || v.kind === 'defer', this.#now() + v.delayMs);
       if (e.stage === 'eom' && !e.repeat && (v.kind === 'pass' || v.kind === 'accept')) this.record({ kind: 'delivered', event: e });
     }
     return v;

@@ -4,7 +4,9 @@
 // client address and port with the server port) whose last request was stage
 // S, and which asks nothing more within rates.abandon_window, ended there: if
 // S is not end of message, it was abandoned at S - held or not, as its last
-// reply was. A request repeated by Postfix changes nothing. tick() returns
+// reply was - unless that reply refused (reject or defer): then the client
+// left because we told it to, and the session simply ended. A request
+// repeated by Postfix changes nothing. tick() returns
 // the outcomes that have come due; the engine records them. Most sessions
 // need not wait: when the next session begins on a policy connection, the
 // one before is over, and over() gives its outcome at once.
@@ -20,6 +22,8 @@ import type { Outcome, StageEvent } from './types.js';
 interface Open {
   event: StageEvent;
   held: boolean;
+  /** The last reply was a reject or a defer. */
+  refused: boolean;
   at: number;
 }
 
@@ -35,13 +39,13 @@ export class PolicyTracker {
     this.#max = max;
   }
 
-  seen(event: StageEvent, held: boolean, now: number): void {
+  seen(event: StageEvent, held: boolean, refused: boolean, now: number): void {
     if (event.stage === 'eom') this.#judging = true;
     const o = this.#open.get(event.session);
     // Delete and re-insert, so the Map stays ordered by time and due() can stop early.
     this.#open.delete(event.session);
     if (event.repeat && o) this.#open.set(event.session, { ...o, at: Math.max(o.at, now) });
-    else this.#open.set(event.session, { event, held, at: now });
+    else this.#open.set(event.session, { event, held, refused, at: now });
     if (this.#open.size > this.#max) {
       const oldest = this.#open.keys().next().value;
       if (oldest !== undefined) this.#open.delete(oldest);
@@ -71,9 +75,9 @@ export class PolicyTracker {
     return this.#open.size;
   }
 
-  /** Past end of message a session ended; anywhere else it was abandoned there, held or not. */
+  /** Past end of message, or after we refused, a session ended; anywhere else it was abandoned there, held or not. */
   #outcome(o: Open): Outcome {
-    if (o.event.stage === 'eom') return { kind: 'ended', event: o.event };
+    if (o.event.stage === 'eom' || o.refused) return { kind: 'ended', event: o.event };
     if (!this.#judging) {
       this.unjudged++;
       return { kind: 'ended', event: o.event };

@@ -11,8 +11,9 @@
 // submission always continues.
 //
 // Learning: a session that ends (close or QUIT) inside a message, or without
-// ever opening one, was abandoned at its last stage, held or not; a message
-// that passes end of message was delivered. Both go to engine.record().
+// ever opening one, was abandoned at its last stage, held or not - unless
+// our answer there was a reject or a defer; a message that passes end of
+// message was delivered. Both go to engine.record().
 //
 // Config keys: milter.* (through MilterSettings), fail_mode.
 
@@ -205,6 +206,7 @@ class MilterSession implements ConnectionHandler {
     const event = st.event(stage, recipient);
     st.lastStage = stage;
     st.lastHeld = false;
+    st.lastRefused = false;
     if (st.local) {
       // Postfix's non-SMTP mail: a milter must not reject what sendmail(1) submits.
       this.#respond(event, { kind: 'pass', delayMs: 0, rule: 'local-submission', score: 0 }, 0);
@@ -253,6 +255,7 @@ class MilterSession implements ConnectionHandler {
     if (!this.#conn.send(renderVerdict(verdict, event.stage, opts))) return;
     this.#deps.answered(this.#conn, event, verdict, heldMs);
     const passed = verdict.kind === 'pass' || verdict.kind === 'accept';
+    st.lastRefused = !passed;
     if (event.stage === 'rcpt' && passed) st.acceptRecipient(event.recipient);
     if (event.stage === 'eom') {
       if (passed) {
@@ -270,12 +273,16 @@ class MilterSession implements ConnectionHandler {
     this.#drain();
   }
 
-  /** The session is over: an open message, or one never opened, was abandoned; otherwise it ended. */
+  /**
+   * The session is over: an open message, or one never opened, was
+   * abandoned - unless our last answer refused (the client left because we
+   * told it to); otherwise it ended.
+   */
   #finish(): void {
     if (this.#ended || this.#state.phase === 'init' || this.#state.phase === 'negotiated' || this.#state.local) return;
     this.#ended = true;
     const st = this.#state;
-    if (st.inMessage || st.messages === 0) {
+    if ((st.inMessage || st.messages === 0) && !st.lastRefused) {
       const outcome: Outcome = { kind: 'abandoned', event: st.event(st.lastStage), held: st.lastHeld };
       this.#record(outcome);
       this.#deps.abandoned?.(this.#conn, outcome);

@@ -56,6 +56,8 @@ export class MilterState {
   /** Stage of the last decided command, and whether its reply was held. */
   lastStage: Stage = 'connect';
   lastHeld = false;
+  /** Our answer to the last stage was a reject or a defer. */
+  lastRefused = false;
   messages = 0;
 
   constructor(readonly session: string, mta: MtaKind) {
