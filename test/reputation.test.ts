@@ -88,6 +88,51 @@ t.test('refs read an entry again without a lookup, and notice eviction, expiry, 
   t.equal(s.scoreOf(s.ref(''), now), 0, 'no key, no entry');
 });
 
+t.test('export order is the order of last change, whatever the slots; scan sees every live entry', async (t) => {
+  let now = 1_000_000;
+  const s = new ReputationStore({ maxEntries: 4, ttlMs: 10 * H, halfLifeMs: H, now: () => now });
+  for (const k of ['a', 'b', 'c', 'd']) { s.add(`ip:${k}`, -1); now += 10; }
+  t.ok(s.forget('ip:b'));
+  s.add('ip:e', -2, 'abh'); // takes b's slot, the second
+  now += 10;
+  s.add('ip:a', 1, 'ok'); // the first slot, changed last
+  now += 10;
+  s.add('ip:f', -1); // evicts c, the least recently changed, and takes its slot
+  const keys = (): string[] => [...s.entries()].map(([k]) => k);
+  t.same(keys(), ['ip:d', 'ip:e', 'ip:a', 'ip:f'], 'least recently changed first');
+  const seen = new Map<string, number[]>();
+  s.scan(now, (key, score, ok, ab, abh) => seen.set(key, [score, ok, ab, abh]));
+  t.same([...seen.keys()].sort(), ['ip:a', 'ip:d', 'ip:e', 'ip:f']);
+  t.same(seen.get('ip:e'), [s.score('ip:e'), 0, 0, 1], 'decayed score and counters');
+  t.same(seen.get('ip:a'), [s.score('ip:a'), 1, 0, 0]);
+  now += 10 * H;
+  let n = 0;
+  s.scan(now, () => n++);
+  t.equal(n, 0, 'entries past their TTL are not scanned');
+  t.same(keys(), [], 'nor exported');
+});
+
+t.test('a large snapshot is encoded in slices, letting the event loop run between them', async (t) => {
+  const dir = t.testdir({});
+  const now = 5 * H;
+  const s = new ReputationStore({ maxEntries: 50_000, ttlMs: 10 * H, halfLifeMs: H, now: () => now });
+  for (let i = 0; i < 45_000; i++) s.add(`ip:10.0.${i >> 8}.${i & 255}`, -1);
+  let turns = 0;
+  let running = true;
+  const spin = (): void => { turns++; if (running) setImmediate(spin); };
+  setImmediate(spin);
+  const turnsAt: number[] = [];
+  const source = {
+    exportOrder: (at: number) => s.exportOrder(at),
+    exportSlot: (slot: number, at: number, fn: (key: string, values: Float64Array, off: number) => void) => { turnsAt.push(turns); return s.exportSlot(slot, at, fn); },
+  };
+  t.equal(await writeSnapshot(path.join(dir, 'big.snapshot'), source, [], now), 45_000);
+  running = false;
+  t.ok(turnsAt[turnsAt.length - 1]! > turnsAt[0]!, `the event loop turned while entries were encoded (${turnsAt[turnsAt.length - 1]! - turnsAt[0]!} turns)`);
+  const back = new ReputationStore({ maxEntries: 50_000, ttlMs: 10 * H, halfLifeMs: H, now: () => now });
+  t.equal((await readSnapshot(path.join(dir, 'big.snapshot'), (k, v) => back.put(k, v)))?.count, 45_000, 'and it reads back whole');
+});
+
 t.test('snapshots: atomic write, exact restore, corrupt and foreign files refused', async (t) => {
   const dir = t.testdir({});
   const file = path.join(dir, 'rep.snapshot');

@@ -7,6 +7,8 @@ import { sluiced, run, shortDir, ROOT } from './helpers/spawn.js';
 import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
 import { MilterClient, mta } from './helpers/milter-client.js';
 import { freePort } from './helpers/postfix.js';
+import { engineFor } from './helpers/engine.js';
+import { commands, type Controller } from '../dist/control/commands.js';
 
 t.test('sluicectl against a running sluiced', async (t) => {
   const dir = shortDir(t);
@@ -125,4 +127,23 @@ t.test('sluicectl against a running sluiced', async (t) => {
   const gone = await ctl('status');
   t.equal(gone.code, 69, 'daemon unreachable');
   t.match(gone.err, new RegExp(`^sluicectl: cannot reach sluiced at ${dir}/control\\.sock: `));
+});
+
+t.test('top ranks clients and networks by score, holds or drops, and counts them all', async (t) => {
+  const { engine, clock } = engineFor();
+  const s = engine.store;
+  for (let i = 1; i <= 30; i++) s.add(`ip:192.0.2.${i}`, -i, 'ab');
+  for (let i = 1; i <= 5; i++) for (let k = 0; k < i; k++) s.add(`net:198.51.${i}.0/24`, -1, 'abh');
+  s.add('helo:zombie.example', -100, 'abh');
+  const ctl = { engine, halfLifeMs: 86_400_000 } as unknown as Controller;
+  const top = async (by: string, n: number) => (await commands(ctl, () => clock.now)({ v: 1, cmd: 'top', args: { by, n } })) as { total: number; rows: { key: string; score: number; holds: number; drops: number }[] };
+  const byScore = await top('score', 3);
+  t.equal(byScore.total, 35, 'every client and network counted; HELO and domain keys are not ranked');
+  t.same(byScore.rows.map((r) => r.key), ['ip:192.0.2.30', 'ip:192.0.2.29', 'ip:192.0.2.28'], 'worst score first');
+  const byHolds = await top('holds', 2);
+  t.same(byHolds.rows.map((r) => [r.key, r.holds]), [['net:198.51.5.0/24', 5], ['net:198.51.4.0/24', 4]], 'most holds first');
+  const byDrops = await top('drops', 40);
+  t.equal(byDrops.rows.length, 35, 'n larger than the store: all of them');
+  t.same(byDrops.rows.slice(0, 2).map((r) => r.drops), [5, 4], 'most drops first');
+  t.ok(byDrops.rows.slice(5).every((r) => r.drops === 1), 'then the rest');
 });

@@ -28,6 +28,28 @@ export interface Controller {
 }
 
 
+interface TopRow {
+  key: string;
+  score: number;
+  holds: number;
+  drops: number;
+  delivered: number;
+}
+
+/** Inserts row into best (kept in order, at most n long) when it ranks among the first n; ties keep arrival order. */
+function keepBest<T>(best: T[], n: number, row: T, order: (a: T, b: T) => number): void {
+  if (best.length === n && order(row, best[n - 1]!) >= 0) return;
+  let lo = 0;
+  let hi = best.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (order(row, best[mid]!) < 0) hi = mid;
+    else lo = mid + 1;
+  }
+  best.splice(lo, 0, row);
+  if (best.length > n) best.pop();
+}
+
 function str(args: Record<string, unknown> | undefined, name: string, required = true): string {
   const v = args?.[name];
   if (v === undefined || v === null || v === '') {
@@ -75,15 +97,19 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
         const by = String(a?.['by'] ?? 'score');
         if (!Number.isInteger(n) || n < 1 || n > 10_000) throw new CommandError('bad_request', 'n must be a whole number from 1 to 10000');
         if (!['score', 'holds', 'drops'].includes(by)) throw new CommandError('bad_request', 'by must be score, holds or drops');
-        const rows: { key: string; score: number; holds: number; drops: number; delivered: number }[] = [];
-        for (const [k, e] of engine().store.entries()) {
-          if (!k.startsWith('ip:') && !k.startsWith('net:')) continue;
-          rows.push({ key: k, score: Math.round(decayed(e, t, ctl.halfLifeMs) * 10) / 10, holds: e.abh, drops: e.ab + e.abh, delivered: e.ok });
-        }
-        const order = by === 'score' ? (x: (typeof rows)[number], y: (typeof rows)[number]) => x.score - y.score
-          : by === 'holds' ? (x: (typeof rows)[number], y: (typeof rows)[number]) => y.holds - x.holds
-            : (x: (typeof rows)[number], y: (typeof rows)[number]) => y.drops - x.drops;
-        return { by, total: rows.length, rows: rows.sort(order).slice(0, n) };
+        // A full store is a million keys, and `top --watch` asks every few
+        // seconds: one pass over the store keeps only the best n (no sort of all).
+        const order = by === 'score' ? (x: TopRow, y: TopRow) => x.score - y.score
+          : by === 'holds' ? (x: TopRow, y: TopRow) => y.holds - x.holds
+            : (x: TopRow, y: TopRow) => y.drops - x.drops;
+        const rows: TopRow[] = [];
+        let total = 0;
+        engine().store.scan(t, (key, score, ok, ab, abh) => {
+          if (!key.startsWith('ip:') && !key.startsWith('net:')) return;
+          total++;
+          keepBest(rows, n, { key, score: Math.round(score * 10) / 10, holds: abh, drops: ab + abh, delivered: ok }, order);
+        });
+        return { by, total, rows };
       }
       case 'explain': {
         const client = str(a, 'client');

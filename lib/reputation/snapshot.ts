@@ -26,11 +26,14 @@ const LITTLE_ENDIAN = endianness() === 'LE';
 
 export class SnapshotError extends Error {}
 
-/** Where entries come from and go to: the store's key and its eight values. */
+/** Where entries come from: the store's slots, oldest first, and each slot's key and eight values. */
 export interface EntrySource {
-  readonly size: number;
-  exportTo(fn: (key: string, values: Float64Array, at: number) => void): number;
+  exportOrder(now: number): Float64Array;
+  exportSlot(slot: number, now: number, fn: (key: string, values: Float64Array, at: number) => void): boolean;
 }
+
+/** Entries encoded between two turns of the event loop (a few milliseconds' work). */
+const SLICE = 20_000;
 
 export interface Restored<L> {
   readonly written: number;
@@ -38,11 +41,17 @@ export interface Restored<L> {
   readonly lists: L[];
 }
 
+/**
+ * Writes the snapshot. The entries are encoded a slice at a time, yielding to
+ * the event loop in between: a million take about a second to encode, and
+ * replies must not wait for that. An entry that changes meanwhile is written
+ * as it is when its slice comes; one that has gone is left out.
+ */
 export async function writeSnapshot<L>(file: string, store: EntrySource, lists: readonly L[], now: number): Promise<number> {
   const chunks: Buffer[] = [];
   let buf = Buffer.allocUnsafe(CHUNK);
   let off = 0;
-  const count = store.exportTo((key, values, at) => {
+  const put = (key: string, values: Float64Array, at: number): void => {
     const klen = Buffer.byteLength(key);
     const need = 2 + klen + FIELDS * 8;
     if (off + need > buf.length) {
@@ -54,7 +63,13 @@ export async function writeSnapshot<L>(file: string, store: EntrySource, lists: 
     buf.write(key, off + 2, klen, 'utf8');
     off += 2 + klen;
     for (let i = 0; i < FIELDS; i++) off = buf.writeDoubleLE(values[at + i]!, off);
-  });
+  };
+  const order = store.exportOrder(now);
+  let count = 0;
+  for (let i = 0; i < order.length; i++) {
+    if (i > 0 && i % SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
+    if (store.exportSlot(order[i]!, now, put)) count++;
+  }
   chunks.push(buf.subarray(0, off), END);
   const head = Buffer.from(`${JSON.stringify({ format: FORMAT, version: VERSION, written: now, entries: count, lists })}\n`);
 

@@ -8,9 +8,11 @@
 // make an entry recent, so eviction and the TTL agree on what is old, and a
 // read is a plain lookup. A session reads its keys at every stage through
 // refs (slot and generation), which skip the lookup while the slot is theirs.
-// Scores decay on read (score.ts); time comes from the injected clock. Iteration for
-// snapshots and `top` walks rkeys() (oldest first) rather than dump(), which
-// is quadratic in lru-cache 11 (../shared/STACK.md).
+// Scores decay on read (score.ts); time comes from the injected clock.
+// Iteration for snapshots and `top` goes by slot (each slot knows its key),
+// ordered by time of last change, which is the LRU's own order: walking the
+// LRU (rkeys()) costs a map lookup per key, a second for a million, and
+// dump() is quadratic in lru-cache 11 (../shared/STACK.md).
 //
 // Config keys: reputation.max_entries, reputation.ttl, reputation.half_life.
 
@@ -52,6 +54,8 @@ export class ReputationStore {
   readonly #opts: StoreOptions;
   readonly #slab: Float64Array;
   readonly #gen: Uint32Array;
+  /** The key in each slot; undefined while the slot is free. */
+  readonly #keyOf: (string | undefined)[] = [];
   readonly #free: number[] = [];
   #next = 0;
   /** Bumped whenever a key gets a slot (so that refs to absent keys look again). */
@@ -76,6 +80,7 @@ export class ReputationStore {
       dispose: (slot, _k, reason) => {
         if (reason === 'evict') this.evictions++;
         this.#gen[slot]!++;
+        this.#keyOf[slot] = undefined;
         this.#free.push(slot);
       },
     });
@@ -181,6 +186,7 @@ export class ReputationStore {
       this.#slab.fill(0, slot * FIELDS, slot * FIELDS + FIELDS);
       this.#slab[slot * FIELDS + FIRST] = now;
       this.#slab[slot * FIELDS + AT] = now;
+      this.#keyOf[slot] = key;
       this.#lru.set(key, slot);
     }
     // (An entry found by #get() is already the most recent.)
@@ -207,15 +213,65 @@ export class ReputationStore {
 
   /** Hands every entry to fn, oldest first, without copying; returns how many. */
   exportTo(fn: (key: string, values: Float64Array, at: number) => void): number {
-    let n = 0;
     const now = this.#opts.now();
-    for (const k of this.#lru.rkeys()) {
-      const slot = this.#lru.peek(k);
-      if (slot === undefined || !this.#fresh(slot, now)) continue;
-      fn(k, this.#slab, slot * FIELDS);
-      n++;
-    }
+    let n = 0;
+    for (const slot of this.exportOrder(now)) if (this.exportSlot(slot, now, fn)) n++;
     return n;
+  }
+
+  /**
+   * The live slots, least recently changed first - the LRU's own order, since
+   * only changes make an entry recent - worked out from the slab with one
+   * native sort: each slot becomes one number, its time of last change (ms
+   * after the oldest) above its slot number.
+   */
+  exportOrder(now: number): Float64Array {
+    const keys = this.#keyOf;
+    const slab = this.#slab;
+    let oldest = Infinity;
+    let n = 0;
+    for (let slot = 0; slot < keys.length; slot++) {
+      if (keys[slot] === undefined || !this.#fresh(slot, now)) continue;
+      n++;
+      oldest = Math.min(oldest, slab[slot * FIELDS + AT]!);
+    }
+    const scale = 2 ** Math.ceil(Math.log2(keys.length + 1));
+    // Past 2^53 a double no longer holds whole numbers; changes further
+    // apart than that (over 99 days at a million slots) tie, by slot.
+    const latest = Math.floor(Number.MAX_SAFE_INTEGER / scale);
+    const order = new Float64Array(n);
+    let i = 0;
+    for (let slot = 0; slot < keys.length && i < n; slot++) {
+      if (keys[slot] === undefined || !this.#fresh(slot, now)) continue;
+      order[i++] = Math.min(Math.floor(slab[slot * FIELDS + AT]! - oldest), latest) * scale + slot;
+    }
+    order.sort();
+    for (let j = 0; j < n; j++) order[j] = order[j]! % scale;
+    return order;
+  }
+
+  /**
+   * Every live entry in no particular order, with its decayed score and
+   * counters (for `top`, which ranks them itself): one pass over the slots,
+   * no lookups, no objects.
+   */
+  scan(now: number, fn: (key: string, score: number, ok: number, ab: number, abh: number) => void): void {
+    const keys = this.#keyOf;
+    const v = this.#slab;
+    for (let slot = 0; slot < keys.length; slot++) {
+      const key = keys[slot];
+      if (key === undefined || !this.#fresh(slot, now)) continue;
+      const b = slot * FIELDS;
+      fn(key, this.#score(slot, now), v[b + COUNTER.ok]!, v[b + COUNTER.ab]!, v[b + COUNTER.abh]!);
+    }
+  }
+
+  /** Hands the slot's entry to fn, without copying; false when it has gone since (evicted, expired, forgotten). */
+  exportSlot(slot: number, now: number, fn: (key: string, values: Float64Array, at: number) => void): boolean {
+    const key = this.#keyOf[slot];
+    if (key === undefined || !this.#fresh(slot, now)) return false;
+    fn(key, this.#slab, slot * FIELDS);
+    return true;
   }
 
   /** Puts back one entry (eight values, as exportTo gave them); false when it is past the TTL. */
@@ -224,6 +280,7 @@ export class ReputationStore {
     if (age >= this.#opts.ttlMs) return false;
     const slot = this.#slot();
     for (let i = 0; i < FIELDS; i++) this.#slab[slot * FIELDS + i] = values[i]!;
+    this.#keyOf[slot] = key;
     this.#lru.set(key, slot);
     return true;
   }
