@@ -10,10 +10,11 @@
 // Binary because a million entries as text cost seconds in number formatting.
 // A file that is not of this format or version, that ends early, whose count
 // does not match, or whose values are not finite is refused with a
-// SnapshotError; the daemon sets it aside (renamed *.corrupt-TIME) with a
-// warning and starts empty.
+// SnapshotError (it is read in chunks, twice: checked whole, then taken);
+// the daemon sets it aside (renamed *.corrupt-TIME) with a warning and
+// starts empty.
 
-import { open, rename, readFile, unlink } from 'node:fs/promises';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import path from 'node:path';
 
@@ -91,65 +92,112 @@ export async function writeSnapshot<L>(file: string, store: EntrySource, lists: 
 }
 
 /**
- * Reads a snapshot, handing each entry to `take` (key, values, offset);
- * undefined when there is none. Throws SnapshotError before taking anything
- * if the file is not whole and sound.
+ * Reads a snapshot, handing each entry to `take` (key, values); undefined
+ * when there is none. Throws SnapshotError before taking anything if the
+ * file is not whole and sound. The file is read twice in 4 MiB chunks (the
+ * check, then the entries) rather than held whole: a million entries are
+ * 81 MiB that would otherwise stay in memory until a full garbage collection.
  */
 export async function readSnapshot<L>(file: string, take: (key: string, values: Float64Array) => void): Promise<Restored<L> | undefined> {
-  let data: Buffer;
+  let fh: FileHandle;
   try {
-    data = await readFile(file);
+    fh = await open(file, 'r');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new SnapshotError(`cannot read: ${(err as Error).message}`);
   }
-  const nl = data.indexOf(0x0a);
+  try {
+    return await readOpen<L>(fh, take);
+  } finally {
+    await fh.close();
+  }
+}
+
+async function readOpen<L>(fh: FileHandle, take: (key: string, values: Float64Array) => void): Promise<Restored<L>> {
+  let size: number;
+  const first = Buffer.allocUnsafe(1 << 20);
+  let got: number;
+  try {
+    size = (await fh.stat()).size;
+    got = (await fh.read(first, 0, first.length, 0)).bytesRead;
+  } catch (err) {
+    throw new SnapshotError(`cannot read: ${(err as Error).message}`);
+  }
+  const nl = first.subarray(0, got).indexOf(0x0a);
   let head: { format?: unknown; version?: unknown; written?: unknown; entries?: unknown; lists?: unknown };
   try {
-    head = JSON.parse(data.toString('utf8', 0, nl < 0 ? Math.min(data.length, 1 << 20) : nl)) as typeof head;
+    head = JSON.parse(first.toString('utf8', 0, nl < 0 ? got : nl)) as typeof head;
   } catch {
     throw new SnapshotError('not a sluice snapshot (the first line is not JSON)');
   }
   if (head === null || typeof head !== 'object' || head.format !== FORMAT) throw new SnapshotError(`not a sluice snapshot (format ${JSON.stringify(head?.format)})`);
   if (head.version !== VERSION) throw new SnapshotError(`snapshot version ${String(head.version)}; this sluice reads version ${VERSION}`);
   if (typeof head.entries !== 'number' || typeof head.written !== 'number' || !Array.isArray(head.lists)) throw new SnapshotError('snapshot header is incomplete');
-  if (data.length < nl + 1 + END.length || !data.subarray(data.length - END.length).equals(END)) throw new SnapshotError('truncated: no end marker');
+  const tail = Buffer.alloc(END.length);
+  if (size >= nl + 1 + END.length) await fh.read(tail, 0, END.length, size - END.length);
+  if (size < nl + 1 + END.length || !tail.equals(END)) throw new SnapshotError('truncated: no end marker');
+  const end = size - END.length;
+  const room = Math.floor((end - nl - 1) / (3 + FIELDS * 8));
+  if (!Number.isSafeInteger(head.entries) || head.entries < 0 || head.entries > room) throw new SnapshotError(`expected ${head.entries} entries, the file has room for ${room}`);
+  const expected = head.entries;
 
   // Check everything first, so a bad file takes nothing. The eight values
   // are copied byte by byte into a Float64Array (on a little-endian machine)
   // rather than read one double at a time: a million entries are 8 million reads.
-  const end = data.length - END.length;
   const values = new Float64Array(FIELDS);
   const bytes = new Uint8Array(values.buffer);
   const readValues = LITTLE_ENDIAN
-    ? (p: number): void => { for (let i = 0; i < FIELDS * 8; i++) bytes[i] = data[p + i]!; }
-    : (p: number): void => { for (let i = 0; i < FIELDS; i++) values[i] = data.readDoubleLE(p + i * 8); };
-  const room = Math.floor((end - nl - 1) / (3 + FIELDS * 8));
-  if (!Number.isSafeInteger(head.entries) || head.entries < 0 || head.entries > room) throw new SnapshotError(`expected ${head.entries} entries, the file has room for ${room}`);
-  const offsets = new Float64Array(head.entries);
-  let found = 0;
-  let off = nl + 1;
-  while (off < end) {
-    if (found === offsets.length) throw new SnapshotError(`more than the ${head.entries} entries the header claims`);
-    if (off + 2 > end) throw new SnapshotError(`entry ${found + 1} is cut short`);
-    const klen = data.readUInt16LE(off);
-    const next = off + 2 + klen + FIELDS * 8;
-    if (klen === 0 || next > end) throw new SnapshotError(`entry ${found + 1} is malformed`);
-    readValues(off + 2 + klen);
+    ? (b: Buffer, p: number): void => { for (let i = 0; i < FIELDS * 8; i++) bytes[i] = b[p + i]!; }
+    : (b: Buffer, p: number): void => { for (let i = 0; i < FIELDS; i++) values[i] = b.readDoubleLE(p + i * 8); };
+  const found = await eachEntry(fh, nl + 1, end, (b, p, klen, n) => {
+    if (n > expected) throw new SnapshotError(`more than the ${expected} entries the header claims`);
+    readValues(b, p + 2 + klen);
     for (let i = 0; i < FIELDS; i++) {
-      if (!Number.isFinite(values[i])) throw new SnapshotError(`entry ${found + 1} has a value that is not a number`);
+      if (!Number.isFinite(values[i])) throw new SnapshotError(`entry ${n} has a value that is not a number`);
     }
-    offsets[found++] = off;
-    off = next;
-  }
-  if (found !== head.entries) throw new SnapshotError(`expected ${head.entries} entries, found ${found}`);
-  for (const o of offsets) {
-    const klen = data.readUInt16LE(o);
-    const key = data.toString('utf8', o + 2, o + 2 + klen);
-    readValues(o + 2 + klen);
-    take(key, values);
-  }
+  });
+  if (found !== expected) throw new SnapshotError(`expected ${expected} entries, found ${found}`);
+  await eachEntry(fh, nl + 1, end, (b, p, klen) => {
+    readValues(b, p + 2 + klen);
+    take(b.toString('utf8', p + 2, p + 2 + klen), values);
+  });
   return { written: head.written, count: found, lists: head.lists as L[] };
+}
+
+/**
+ * Walks the entries in [start, end) of the file, a chunk at a time; `each`
+ * gets the chunk, the entry's offset in it, its key length and its number
+ * (from 1). Returns how many there were.
+ */
+async function eachEntry(fh: FileHandle, start: number, end: number, each: (b: Buffer, p: number, klen: number, n: number) => void): Promise<number> {
+  // Room for the largest entry (a 65,535-byte key) whatever the chunk holds.
+  const buf = Buffer.allocUnsafe(CHUNK + 2 + 0xffff + FIELDS * 8);
+  let pos = start;
+  let have = 0;
+  let n = 0;
+  for (;;) {
+    if (pos < end) {
+      const { bytesRead } = await fh.read(buf, have, Math.min(buf.length - have, end - pos), pos);
+      if (bytesRead === 0) throw new SnapshotError(`entry ${n + 1} is cut short`);
+      pos += bytesRead;
+      have += bytesRead;
+    }
+    let p = 0;
+    while (have - p >= 2) {
+      const klen = buf.readUInt16LE(p);
+      const size = 2 + klen + FIELDS * 8;
+      if (klen === 0 || (pos === end && p + size > have)) throw new SnapshotError(`entry ${n + 1} is malformed`);
+      if (p + size > have) break;
+      each(buf, p, klen, ++n);
+      p += size;
+    }
+    if (pos === end) {
+      if (p < have) throw new SnapshotError(`entry ${n + 1} is cut short`);
+      return n;
+    }
+    buf.copy(buf, 0, p, have);
+    have -= p;
+  }
 }
 
 /** Moves a bad snapshot out of the way; returns where it went. */

@@ -55,7 +55,7 @@ export class ReputationStore {
   readonly #slab: Float64Array;
   readonly #gen: Uint32Array;
   /** The key in each slot; undefined while the slot is free. */
-  readonly #keyOf: (string | undefined)[] = [];
+  readonly #keyOf: (string | undefined)[];
   readonly #free: number[] = [];
   #next = 0;
   /** Bumped whenever a key gets a slot (so that refs to absent keys look again). */
@@ -67,6 +67,9 @@ export class ReputationStore {
     // One spare slot: a new entry takes its slot before set() evicts the oldest.
     this.#slab = new Float64Array((opts.maxEntries + 1) * FIELDS);
     this.#gen = new Uint32Array(opts.maxEntries + 1);
+    // Sized once, like the LRU's own lists: grown slot by slot it copied
+    // itself over and over (a million-key restore peaked 100 MB higher).
+    this.#keyOf = new Array<string | undefined>(opts.maxEntries + 1).fill(undefined);
     // No lru-cache TTL: each entry already holds when it was last written
     // (AT), so #get() expires it; that spares two arrays and a clock call per read.
     // `max`, not boundedLru(): lru-cache then keeps its links in typed
