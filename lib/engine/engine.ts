@@ -124,7 +124,7 @@ export class ReputationEngine implements Engine {
     const first = x === undefined;
     if (x === undefined) {
       const keys = keysFor(e.client, e.helo, e.sender);
-      const ip = keys.ip || `ip:${e.client}`;
+      const ip = clientKey(keys, e.client);
       const net = keys.net || ip;
       x = {
         ipCounts: this.#rates.get(ip, now, dry), netCounts: this.#rates.get(net, now, dry), seen: now,
@@ -266,7 +266,7 @@ export class ReputationEngine implements Engine {
     const e = o.event;
     const x = this.#sessions.get(e.session);
     const k = x && x.helo === e.helo && x.sender === e.sender ? x.keys : keysFor(e.client, e.helo, e.sender);
-    const ip = k.ip || `ip:${e.client}`;
+    const ip = clientKey(k, e.client);
     const w = c.weights;
     switch (o.kind) {
       case 'delivered':
@@ -312,6 +312,11 @@ export class ReputationEngine implements Engine {
   stats(): EngineStats {
     return { holdsActive: this.#budget.active(this.#now()), holdsRefused: this.holdsRefused, sessions: this.#sessions.size, unjudged: this.#tracker.unjudged };
   }
+}
+
+/** The key a client is counted under: its address key, or the text it came as when that is not an address. */
+function clientKey(keys: Keys, client: string): string {
+  return keys.ip || `ip:${client}`;
 }
 
 /** One verdict, built in one go (the hot path makes one per question). */
