@@ -115,18 +115,17 @@ export async function readSnapshot<L>(file: string, take: (key: string, values: 
 
 async function readOpen<L>(fh: FileHandle, take: (key: string, values: Float64Array) => void): Promise<Restored<L>> {
   let size: number;
-  const first = Buffer.allocUnsafe(1 << 20);
-  let got: number;
+  let first: { text: string; nl: number };
   try {
     size = (await fh.stat()).size;
-    got = (await fh.read(first, 0, first.length, 0)).bytesRead;
+    first = await firstLine(fh, size);
   } catch (err) {
-    throw new SnapshotError(`cannot read: ${(err as Error).message}`);
+    throw err instanceof SnapshotError ? err : new SnapshotError(`cannot read: ${(err as Error).message}`);
   }
-  const nl = first.subarray(0, got).indexOf(0x0a);
+  const nl = first.nl;
   let head: { format?: unknown; version?: unknown; written?: unknown; entries?: unknown; lists?: unknown };
   try {
-    head = JSON.parse(first.toString('utf8', 0, nl < 0 ? got : nl)) as typeof head;
+    head = JSON.parse(first.text) as typeof head;
   } catch {
     throw new SnapshotError('not a sluice snapshot (the first line is not JSON)');
   }
@@ -162,6 +161,29 @@ async function readOpen<L>(fh: FileHandle, take: (key: string, values: Float64Ar
     take(b.toString('utf8', p + 2, p + 2 + klen), values);
   });
   return { written: head.written, count: found, lists: head.lists as L[] };
+}
+
+/**
+ * The header line and the offset of its LF (-1 if there is none). The header
+ * carries the dynamic lists, so it may be megabytes long: it is read until
+ * its LF, but a file that does not start as JSON is refused at once.
+ */
+async function firstLine(fh: FileHandle, size: number): Promise<{ text: string; nl: number }> {
+  const parts: Buffer[] = [];
+  for (let pos = 0; pos < size;) {
+    const b = Buffer.allocUnsafe(Math.min(1 << 20, size - pos));
+    const { bytesRead } = await fh.read(b, 0, b.length, pos);
+    if (bytesRead === 0) break;
+    if (pos === 0 && b[0] !== 0x7b) throw new SnapshotError('not a sluice snapshot (the first line is not JSON)');
+    const lf = b.subarray(0, bytesRead).indexOf(0x0a);
+    if (lf >= 0) {
+      parts.push(b.subarray(0, lf));
+      return { text: Buffer.concat(parts).toString('utf8'), nl: pos + lf };
+    }
+    parts.push(b.subarray(0, bytesRead));
+    pos += bytesRead;
+  }
+  return { text: Buffer.concat(parts).toString('utf8'), nl: -1 };
 }
 
 /**
