@@ -6,10 +6,10 @@
 // S is not end of message, it was abandoned at S - held or not, as its last
 // reply was - unless that reply refused (reject or defer): then the client
 // left because we told it to, and the session simply ended. A request
-// repeated by Postfix changes nothing. tick() returns
-// the outcomes that have come due; the engine records them. Most sessions
-// need not wait: when the next session begins on a policy connection, the
-// one before is over, and over() gives its outcome at once.
+// repeated by Postfix changes nothing. tick() returns the outcomes that have
+// come due; the engine records them. Most sessions need not wait: when the
+// next session begins on a policy connection, the one before is over, and
+// over() gives its outcome at once.
 //
 // Abandonment is judged only once an end-of-message request has been seen:
 // where Postfix asks sluice at RCPT alone, every session's last stage is

@@ -67,8 +67,7 @@ export class ReputationStore {
     // One spare slot: a new entry takes its slot before set() evicts the oldest.
     this.#slab = new Float64Array((opts.maxEntries + 1) * FIELDS);
     this.#gen = new Uint32Array(opts.maxEntries + 1);
-    // Sized once, like the LRU's own lists: grown slot by slot it copied
-    // itself over and over (a million-key restore peaked 100 MB higher).
+    // Sized once, like the LRU's own lists (8 bytes a slot).
     this.#keyOf = new Array<string | undefined>(opts.maxEntries + 1).fill(undefined);
     // No lru-cache TTL: each entry already holds when it was last written
     // (AT), so #get() expires it; that spares two arrays and a clock call per read.
@@ -231,20 +230,21 @@ export class ReputationStore {
   exportOrder(now: number): Float64Array {
     const keys = this.#keyOf;
     const slab = this.#slab;
+    const used = this.#next; // slots past it were never taken
     let oldest = Infinity;
     let n = 0;
-    for (let slot = 0; slot < keys.length; slot++) {
+    for (let slot = 0; slot < used; slot++) {
       if (keys[slot] === undefined || !this.#fresh(slot, now)) continue;
       n++;
       oldest = Math.min(oldest, slab[slot * FIELDS + AT]!);
     }
-    const scale = 2 ** Math.ceil(Math.log2(keys.length + 1));
+    const scale = 2 ** Math.ceil(Math.log2(used + 1));
     // Past 2^53 a double no longer holds whole numbers; changes further
     // apart than that (over 99 days at a million slots) tie, by slot.
     const latest = Math.floor(Number.MAX_SAFE_INTEGER / scale);
     const order = new Float64Array(n);
     let i = 0;
-    for (let slot = 0; slot < keys.length && i < n; slot++) {
+    for (let slot = 0; slot < used && i < n; slot++) {
       if (keys[slot] === undefined || !this.#fresh(slot, now)) continue;
       order[i++] = Math.min(Math.floor(slab[slot * FIELDS + AT]! - oldest), latest) * scale + slot;
     }
@@ -261,7 +261,7 @@ export class ReputationStore {
   scan(now: number, fn: (key: string, score: number, ok: number, ab: number, abh: number) => void): void {
     const keys = this.#keyOf;
     const v = this.#slab;
-    for (let slot = 0; slot < keys.length; slot++) {
+    for (let slot = 0; slot < this.#next; slot++) {
       const key = keys[slot];
       if (key === undefined || !this.#fresh(slot, now)) continue;
       const b = slot * FIELDS;
