@@ -343,8 +343,7 @@ export class Daemon {
   /**
    * A count per abandoned session (milter: at close; policy: when the next
    * session on its connection begins, or after the silence window), and a log
-   * line: at info after a held reply (the zombie signal), else at debug (with
-   * policy asked only at RCPT, that is every session).
+   * line: at info after a held reply (the zombie signal), else at debug.
    */
   #abandoned(o: Outcome, log: Logger): void {
     if (o.kind !== 'abandoned') return;
