@@ -135,7 +135,7 @@ t.test('top ranks clients and networks by score, holds or drops, and counts them
   for (let i = 1; i <= 30; i++) s.add(`ip:192.0.2.${i}`, -i, 'ab');
   for (let i = 1; i <= 5; i++) for (let k = 0; k < i; k++) s.add(`net:198.51.${i}.0/24`, -1, 'abh');
   s.add('helo:zombie.example', -100, 'abh');
-  const ctl = { engine, halfLifeMs: 86_400_000 } as unknown as Controller;
+  const ctl = { engine } as unknown as Controller;
   const top = async (by: string, n: number) => (await commands(ctl, () => clock.now)({ v: 1, cmd: 'top', args: { by, n } })) as { total: number; rows: { key: string; score: number; holds: number; drops: number }[] };
   const byScore = await top('score', 3);
   t.equal(byScore.total, 35, 'every client and network counted; HELO and domain keys are not ranked');

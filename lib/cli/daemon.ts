@@ -266,7 +266,6 @@ export class Daemon {
   async #openControl(): Promise<void> {
     const ctl = commands({
       engine: this.reputation,
-      halfLifeMs: this.#config.reputation.half_life,
       status: () => this.status(),
       stats: () => this.stats(),
       reload: () => this.reload(),

@@ -12,14 +12,12 @@ import { parseDuration } from '../config/units.js';
 import { LOG_LEVELS } from '../config/schema.js';
 import { parseListValue } from '../config/list-value.js';
 import { keyFromText, addressKeys } from '../reputation/keys.js';
-import { decayed } from '../reputation/score.js';
 import type { ReputationEngine } from '../engine/engine.js';
 import { STAGES, type Stage, type StageEvent } from '../engine/types.js';
 import { CommandError, type Request } from './protocol.js';
 
 export interface Controller {
   readonly engine: ReputationEngine | undefined;
-  readonly halfLifeMs: number;
   status(): Record<string, unknown>;
   stats(): Promise<Record<string, unknown>>;
   reload(): Promise<boolean>;
@@ -66,10 +64,11 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
     return ctl.engine;
   };
   const row = (key: string, t: number) => {
-    const e = engine().store.entry(key);
+    const store = engine().store;
+    const e = store.entry(key);
     if (!e) return undefined;
     return {
-      key, score: Math.round(decayed(e, t, ctl.halfLifeMs) * 10) / 10, delivered: e.ok, abandoned: e.ab, abandoned_held: e.abh,
+      key, score: Math.round(store.score(key, t) * 10) / 10, delivered: e.ok, abandoned: e.ab, abandoned_held: e.abh,
       rate_exceeded: e.rate, greylist_passed: e.grey, first_seen: new Date(e.first).toISOString(), last_change: new Date(e.at).toISOString(),
     };
   };

@@ -25,10 +25,3 @@ export function decay(s: number, at: number, now: number, halfLifeMs: number): n
   return dt <= 0 || s === 0 ? s : s * Math.pow(0.5, dt / halfLifeMs);
 }
 
-export function decayed(e: Entry, now: number, halfLifeMs: number): number {
-  return decay(e.s, e.at, now, halfLifeMs);
-}
-
-export function fresh(now: number): Entry {
-  return { s: 0, at: now, first: now, ok: 0, ab: 0, abh: 0, rate: 0, grey: 0 };
-}
