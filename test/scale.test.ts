@@ -50,7 +50,14 @@ t.test('10,000 idle connections: all open at once, reclaimed by the idle timeout
   const sockets = [...await idle(d.policy, 5000), ...await idle(d.milter, 5000)];
   const opened = Date.now() - t0;
   t.equal(sockets.length, 10_000);
-  t.equal(await metric(d.metrics, 'sluice_connections_open'), 10_000, `all 10,000 open at once (opened in ${opened} ms)`);
+  // A client's connect completes in the kernel's accept queue; the daemon may
+  // still be accepting the last few (well before the 8 s idle timeout).
+  let open = await metric(d.metrics, 'sluice_connections_open');
+  for (const end = Date.now() + 3000; open < 10_000 && Date.now() < end;) {
+    await new Promise((r) => setTimeout(r, 50));
+    open = await metric(d.metrics, 'sluice_connections_open');
+  }
+  t.equal(open, 10_000, `all 10,000 open at once (opened in ${opened} ms)`);
   const rssPeak = rssOf(d.child.proc.pid!);
   const c = await PolicyClient.connect({ port: d.policy });
   const asked = Date.now();
