@@ -1,14 +1,14 @@
 // Tests for lib/policy/codec.ts against real Postfix 3.7.11 captures and malformed input.
 import t from 'tap';
-import { PolicyDecoder, encodeRequest, type PolicyLimits } from '../dist/policy/codec.js';
+import { PolicyDecoder, encodeRequest, type PolicyAttributes, type PolicyLimits } from '../dist/policy/codec.js';
 import { PeerError } from '../dist/shield/errors.js';
 import { policyVectors, vectorsPresent } from './helpers/vectors.js';
 
 const LIMITS: PolicyLimits = { maxLineLength: 4096, maxRequestSize: 65536, maxAttributes: 256 };
 
-function decodeAll(chunks: Buffer[], limits = LIMITS): Map<string, string>[] {
+function decodeAll(chunks: Buffer[], limits = LIMITS): PolicyAttributes[] {
   const d = new PolicyDecoder(limits);
-  const out: Map<string, string>[] = [];
+  const out: PolicyAttributes[] = [];
   for (const c of chunks) out.push(...d.push(c));
   d.end();
   return out;
@@ -63,6 +63,16 @@ t.test('values are split at the first "=" and keep UTF-8', async (t) => {
   t.equal(r!.get('sender'), 'SRS0=HHH=TT=example.com=alice@fwd.example');
   t.equal(r!.get('recipient'), 'jörg@exämple.org');
   t.equal(r!.get('helo_name'), '');
+});
+
+t.test('a repeated name keeps its last value in the place of its first; lines from several chunks read as one request', async (t) => {
+  const [r] = decodeAll([Buffer.from('request=smtpd_access_policy\nsender=a@b\nrecipient=x@y\nsender=c@d\n\n')]);
+  t.equal(r!.get('sender'), 'c@d');
+  t.same([...r!], [['request', 'smtpd_access_policy'], ['sender', 'c@d'], ['recipient', 'x@y']]);
+  t.equal(r!.get('send'), undefined, 'a prefix of a name is not the name');
+  // ASCII lines, a UTF-8 line and a line split across chunks, in one request.
+  const [m] = decodeAll([Buffer.from('request=smtpd_access_policy\nhelo_name=mx.exa'), Buffer.from('mple.org\nrecipient=jörg@exämple.org\nsender=s@e\n'), Buffer.from('size=12\n\n')]);
+  t.same(Object.fromEntries(m!), { request: 'smtpd_access_policy', helo_name: 'mx.example.org', recipient: 'jörg@exämple.org', sender: 's@e', size: '12' });
 });
 
 t.test('encodeRequest round-trips', async (t) => {

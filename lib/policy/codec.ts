@@ -1,9 +1,12 @@
-// codec.ts - Postfix policy delegation wire format: bytes in, attribute maps out.
+// codec.ts - Postfix policy delegation wire format: bytes in, attributes out.
 //
 // A request is `name=value` lines, each ended by one LF, then an empty line
 // (SMTPD_POLICY_README; Postfix's attr_print_plain). Pure and incremental:
 // push() any split of the byte stream and get the complete requests back; a
 // partial line is kept as pieces and joined only when its LF arrives.
+// A request is handed over as its text and where each line's name and value
+// lie in it (PolicyAttributes): no string is cut out until it is asked for,
+// and a request that arrived in one chunk is read in place.
 //
 // Trusts nothing: every line is bounded before it is kept, the request size
 // and line count are bounded, a value is split at the FIRST "=" (SRS and BATV
@@ -24,8 +27,37 @@ export interface PolicyLimits {
   readonly maxAttributes: number;
 }
 
-/** One request: attribute name to value, in arrival order; a repeated name keeps its last value. */
-export type PolicyAttributes = Map<string, string>;
+/**
+ * One request, read in place: `text` holds its lines and `marks` says, three
+ * numbers a line, where each name starts, where its "=" is and where the
+ * value ends. Reads like a Map: a repeated name keeps its last value (and the
+ * place of its first).
+ */
+export class PolicyAttributes {
+  constructor(readonly text: string, readonly marks: readonly number[]) {}
+
+  /** The value of the last line named `name`, or undefined. */
+  get(name: string): string | undefined {
+    const { text, marks } = this;
+    for (let i = marks.length - 3; i >= 0; i -= 3) {
+      const start = marks[i]!;
+      const eq = marks[i + 1]!;
+      if (eq - start === name.length && text.startsWith(name, start)) return text.slice(eq + 1, marks[i + 2]);
+    }
+    return undefined;
+  }
+
+  /** Name and value pairs, in order of first appearance. */
+  *[Symbol.iterator](): IterableIterator<[string, string]> {
+    const seen = new Set<string>();
+    for (let i = 0; i < this.marks.length; i += 3) {
+      const name = this.text.slice(this.marks[i], this.marks[i + 1]);
+      if (seen.has(name)) continue;
+      seen.add(name);
+      yield [name, this.get(name)!];
+    }
+  }
+}
 
 const LF = 0x0a;
 const EQ = 0x3d;
@@ -34,8 +66,9 @@ export class PolicyDecoder {
   readonly #limits: PolicyLimits;
   #pieces: Buffer[] = [];
   #pieceBytes = 0;
-  /** Made at a request's first line: an idle or held connection keeps none. */
-  #attrs: PolicyAttributes | undefined;
+  /** The text the current request's lines are marked in ("" before its first line). */
+  #text = '';
+  #marks: number[] = [];
   #lines = 0;
   #requestBytes = 0;
   #failed: PeerError | undefined;
@@ -126,11 +159,23 @@ export class PolicyDecoder {
     return this.#attribute(text, 0, text.length);
   }
 
-  /** The `name=value` line text[start, end), already decoded and counted. */
+  /**
+   * The `name=value` line text[start, end), already decoded and counted, is
+   * marked where it lies; a line from another text than the request's first
+   * lines (a request split across chunks, or a line that was not ASCII) is
+   * appended to the request's own text.
+   */
   #attribute(text: string, start: number, end: number): undefined {
     const eq = text.indexOf('=', start);
     if (eq <= start || eq >= end) this.#fail('PEER_MALFORMED_LINE', `expected name=value, got "${printable(Buffer.from(text.slice(start, Math.min(end, start + 80))), 60)}"`);
-    (this.#attrs ??= new Map()).set(text.slice(start, eq), text.slice(eq + 1, end));
+    if (this.#marks.length === 0) this.#text = text;
+    if (this.#text === text) {
+      this.#marks.push(start, eq, end);
+    } else {
+      const at = this.#text.length - start;
+      this.#text += text.slice(start, end);
+      this.#marks.push(start + at, eq + at, end + at);
+    }
     return undefined;
   }
 
@@ -144,8 +189,9 @@ export class PolicyDecoder {
 
   #endOfRequest(): PolicyAttributes {
     if (this.#lines === 0) this.#fail('PEER_EMPTY_REQUEST', 'empty line with no attributes before it');
-    const attrs = this.#attrs!;
-    this.#attrs = undefined;
+    const attrs = new PolicyAttributes(this.#text, this.#marks);
+    this.#text = '';
+    this.#marks = [];
     this.#lines = 0;
     this.#requestBytes = 0;
     return attrs;

@@ -58,7 +58,8 @@ function int(v: string | undefined): number {
   return Number.isSafeInteger(n) && n >= 0 ? n : 0;
 }
 
-export function toRequest(attrs: PolicyAttributes): PolicyRequest {
+/** Reads a decoded request (or anything that looks its attributes up by name). */
+export function toRequest(attrs: Pick<PolicyAttributes, 'get'>): PolicyRequest {
   const type = attrs.get('request');
   if (type !== 'smtpd_access_policy') {
     throw new PeerError('PEER_BAD_REQUEST_TYPE', `request=${String(type).slice(0, 40)} is not smtpd_access_policy`);
