@@ -5,6 +5,7 @@ import { holdFor, HoldBudget } from '../dist/engine/tarpit.js';
 import { heuristics } from '../dist/engine/heuristics.js';
 import { Lists } from '../dist/engine/lists.js';
 import { PolicyTracker } from '../dist/engine/tracker.js';
+import { YoungMap } from '../dist/util/young-map.js';
 import type { ReputationEngine } from '../dist/engine/engine.js';
 import type { StageEvent } from '../dist/engine/types.js';
 
@@ -280,3 +281,32 @@ function sawEndOfMessage(engine: ReputationEngine): void {
   engine.decide({ ...mta, stage: 'eom' });
   engine.over('eom:1:25');
 }
+
+t.test('YoungMap: renewed as sessions come and go, it keeps the live entries in insertion order', async (t) => {
+  const m = new YoungMap<string, number>();
+  // 100 live at a time, 5,000 inserted: many renewals.
+  let deleted = 0;
+  for (let i = 0; i < 5000; i++) {
+    m.set(`s${i}`, i);
+    if (i >= 100 && m.delete(`s${i - 100}`)) deleted++;
+  }
+  t.equal(deleted, 4900, 'every delete found its key');
+  t.equal(m.size, 100);
+  t.equal(m.first(), 's4900', 'the oldest live key first');
+  t.same([...m.keys()], Array.from({ length: 100 }, (_, i) => `s${4900 + i}`));
+  t.same([...m].slice(0, 2), [['s4900', 4900], ['s4901', 4901]]);
+  t.equal(m.get('s4999'), 4999);
+  t.equal(m.get('s4899'), undefined, 'a deleted key stays deleted across renewals');
+  t.equal(m.has('s4950'), true);
+  // Re-setting a key keeps its place, as a Map does.
+  m.set('s4900', -1);
+  t.equal(m.first(), 's4900');
+  t.equal(m.get('s4900'), -1);
+  // A large map is renewed no more often than every 2 x size insertions, and stays whole.
+  const big = new YoungMap<number, number>();
+  for (let i = 0; i < 20_000; i++) big.set(i, i);
+  for (let i = 0; i < 20_000; i++) { big.delete(i); big.set(20_000 + i, i); }
+  t.equal(big.size, 20_000);
+  t.equal(big.first(), 20_000);
+  t.equal([...big.values()].reduce((a, b) => a + b, 0), (20_000 * 19_999) / 2);
+});

@@ -14,6 +14,7 @@
 
 import type { LRUCache } from 'lru-cache';
 import { boundedLru } from '../reputation/lru.js';
+import { YoungMap } from '../util/young-map.js';
 
 /** A client's or a network's counts in its current window, and its live sessions. */
 export interface Counts {
@@ -59,7 +60,7 @@ export interface Live {
 }
 
 export class Sessions<L extends Live> {
-  readonly #live = new Map<string, L>();
+  readonly #live = new YoungMap<string, L>();
 
   get(session: string): L | undefined {
     return this.#live.get(session);

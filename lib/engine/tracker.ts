@@ -18,6 +18,7 @@
 // daemon can say why nothing is learned).
 
 import type { Outcome, StageEvent } from './types.js';
+import { YoungMap } from '../util/young-map.js';
 
 interface Open {
   event: StageEvent;
@@ -28,7 +29,7 @@ interface Open {
 }
 
 export class PolicyTracker {
-  readonly #open = new Map<string, Open>();
+  readonly #open = new YoungMap<string, Open>();
   readonly #max: number;
   /** An end-of-message request has been seen: sessions that stop short of it were abandoned. */
   #judging = false;
@@ -47,7 +48,7 @@ export class PolicyTracker {
     if (event.repeat && o) this.#open.set(event.session, { ...o, at: Math.max(o.at, now) });
     else this.#open.set(event.session, { event, held, refused, at: now });
     if (this.#open.size > this.#max) {
-      const oldest = this.#open.keys().next().value;
+      const oldest = this.#open.first();
       if (oldest !== undefined) this.#open.delete(oldest);
     }
   }

@@ -17,6 +17,7 @@ import { Overload } from '../shield/overload.js';
 import type { Shield, ShieldContext } from '../shield/shield.js';
 import { describeBound, type Endpoint } from '../config/endpoint.js';
 import type { Logger } from '../log/logger.js';
+import { YoungMap } from '../util/young-map.js';
 
 /** What a protocol does with one connection. */
 export interface ConnectionHandler {
@@ -183,7 +184,7 @@ function release(c: Conn): void {
 export class Listener {
   readonly #deps: ListenerDeps;
   readonly #servers: net.Server[] = [];
-  readonly #live = new Map<number, Conn>();
+  readonly #live = new YoungMap<number, Conn>();
   readonly bound: string[] = [];
 
   constructor(deps: ListenerDeps) {
