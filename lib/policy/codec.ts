@@ -47,6 +47,11 @@ export class PolicyAttributes {
     return undefined;
   }
 
+  /** The values of a picker's names, in one pass over the lines (AttributePicker.pick). */
+  pick(p: AttributePicker): (string | undefined)[] {
+    return p.pick(this.text, this.marks);
+  }
+
   /** Name and value pairs, in order of first appearance. */
   *[Symbol.iterator](): IterableIterator<[string, string]> {
     const seen = new Set<string>();
@@ -61,6 +66,40 @@ export class PolicyAttributes {
 
 const LF = 0x0a;
 const EQ = 0x3d;
+
+/**
+ * A fixed list of attribute names, read from a request in one pass: each
+ * line's name is matched only against the wanted names of its length. Built
+ * once; the request mapping reads its ~18 names this way instead of one
+ * lookup (a pass over ~30 lines) per name.
+ */
+export class AttributePicker {
+  readonly #byLength: (readonly [string, number][] | undefined)[] = [];
+
+  constructor(readonly names: readonly string[]) {
+    names.forEach((n, i) => {
+      this.#byLength[n.length] = [...(this.#byLength[n.length] ?? []), [n, i]];
+    });
+  }
+
+  /** Each name's value (from the last line of that name), undefined where there is none. */
+  pick(text: string, marks: readonly number[]): (string | undefined)[] {
+    const out = new Array<string | undefined>(this.names.length).fill(undefined);
+    for (let i = 0; i < marks.length; i += 3) {
+      const start = marks[i]!;
+      const eq = marks[i + 1]!;
+      const wanted = this.#byLength[eq - start];
+      if (wanted === undefined) continue;
+      for (const [name, at] of wanted) {
+        if (text.startsWith(name, start)) {
+          out[at] = text.slice(eq + 1, marks[i + 2]);
+          break;
+        }
+      }
+    }
+    return out;
+  }
+}
 
 export class PolicyDecoder {
   readonly #limits: PolicyLimits;

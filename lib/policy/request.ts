@@ -9,7 +9,7 @@
 import { canonicalAddress } from '../net/address.js';
 import { PeerError } from '../shield/errors.js';
 import type { Stage, StageEvent } from '../engine/types.js';
-import type { PolicyAttributes } from './codec.js';
+import { AttributePicker, type PolicyAttributes } from './codec.js';
 
 export interface PolicyRequest {
   readonly state: string;
@@ -58,34 +58,39 @@ function int(v: string | undefined): number {
   return Number.isSafeInteger(n) && n >= 0 ? n : 0;
 }
 
-/** Reads a decoded request (or anything that looks its attributes up by name). */
-export function toRequest(attrs: Pick<PolicyAttributes, 'get'>): PolicyRequest {
-  const type = attrs.get('request');
+/** The attributes the request mapping reads, in the order the picker returns them. */
+const ATTRS = new AttributePicker([
+  'request', 'protocol_state', 'client_address', 'client_port', 'client_name', 'reverse_client_name', 'server_port',
+  'helo_name', 'sender', 'recipient', 'recipient_count', 'queue_id', 'instance', 'size', 'stress', 'sasl_username',
+  'encryption_protocol', 'encryption_cipher',
+]);
+
+export function toRequest(attrs: PolicyAttributes): PolicyRequest {
+  const [type, protocolState, address, port = '', clientName, reverseName, serverPort, helo, sender, recipient,
+    recipientCount, queueId, instance, size, stress, saslUser, tlsProtocol, tlsCipher] = attrs.pick(ATTRS);
   if (type !== 'smtpd_access_policy') {
     throw new PeerError('PEER_BAD_REQUEST_TYPE', `request=${String(type).slice(0, 40)} is not smtpd_access_policy`);
   }
-  const get = (k: string): string => own(attrs.get(k) ?? '');
-  const state = get('protocol_state').toUpperCase();
-  const port = get('client_port');
+  const state = (protocolState ?? '').toUpperCase();
   return {
     state,
     stage: STAGE_OF[state],
-    client: canonicalAddress(get('client_address')),
+    client: canonicalAddress(address ?? ''),
     clientPort: /^\d{1,5}$/.test(port) ? Number(port) : undefined,
-    clientName: get('client_name') || 'unknown',
-    reverseName: get('reverse_client_name') || 'unknown',
-    serverPort: get('server_port'),
-    helo: get('helo_name'),
-    sender: get('sender'),
-    recipient: get('recipient'),
-    recipientCount: int(attrs.get('recipient_count')),
-    queueId: get('queue_id'),
-    instance: get('instance'),
-    size: int(attrs.get('size')),
-    stress: get('stress').toLowerCase() === 'yes',
-    saslUser: get('sasl_username'),
-    tlsProtocol: get('encryption_protocol'),
-    tlsCipher: get('encryption_cipher'),
+    clientName: own(clientName || 'unknown'),
+    reverseName: own(reverseName || 'unknown'),
+    serverPort: serverPort ?? '',
+    helo: own(helo ?? ''),
+    sender: own(sender ?? ''),
+    recipient: own(recipient ?? ''),
+    recipientCount: int(recipientCount),
+    queueId: own(queueId ?? ''),
+    instance: own(instance ?? ''),
+    size: int(size),
+    stress: stress?.toLowerCase() === 'yes',
+    saslUser: own(saslUser ?? ''),
+    tlsProtocol: own(tlsProtocol ?? ''),
+    tlsCipher: own(tlsCipher ?? ''),
   };
 }
 
