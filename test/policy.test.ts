@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { repeatKey, toRequest, toStageEvent } from '../dist/policy/request.js';
 import { encodeRequest, PolicyDecoder, type PolicyAttributes } from '../dist/policy/codec.js';
+import { RecentQuestions } from '../dist/policy/repeats.js';
 import { canonicalAddress } from '../dist/net/address.js';
 import { renderReply, renderPrepend, replyText } from '../dist/policy/render.js';
 import type { Verdict } from '../dist/engine/types.js';
@@ -39,6 +40,24 @@ t.test('request mapping', async (t) => {
   const b = toRequest(attrsOf(rcptRequest({ client_port: '1' })));
   t.equal(repeatKey(a), repeatKey(b), 'same instance, state and recipient is the same question');
   t.not(repeatKey(a), repeatKey(toRequest(attrsOf(rcptRequest({ recipient: 'x@y' })))));
+});
+
+t.test('recent questions: a repeat inside the window counts once; the window and the cap expire the oldest', async (t) => {
+  const q = new RecentQuestions(3, () => 10_000);
+  const t0 = 1_000_000_000_000;
+  t.equal(q.repeated('a', t0), false, 'first asked');
+  t.equal(q.repeated('a', t0 + 9_000), true, 'asked again inside the window');
+  t.equal(q.repeated('a', t0 + 10_000), false, 'asked again once the window has passed: a new question');
+  t.equal(q.repeated('a', t0 + 15_000), true, 'and its window starts over');
+  t.equal(q.repeated('b', t0 + 15_000), false);
+  t.equal(q.repeated('c', t0 + 15_000), false);
+  t.equal(q.size, 3);
+  t.equal(q.repeated('d', t0 + 15_000), false);
+  t.equal(q.size, 3, 'the cap holds');
+  t.equal(q.repeated('a', t0 + 16_000), false, 'the oldest went first');
+  t.equal(q.repeated('d', t0 + 16_000), true);
+  t.equal(q.repeated('e', t0 + 40_000), false);
+  t.equal(q.size, 1, 'everything older than the window is gone');
 });
 
 t.test('rendering never says OK, never a bare code, never CR', async (t) => {

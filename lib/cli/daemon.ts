@@ -9,8 +9,6 @@
 // breaker restarts the listeners in place, never silently.
 
 import path from 'node:path';
-import type { LRUCache } from 'lru-cache';
-import { boundedLru } from '../reputation/lru.js';
 import { loadConfig, formatProblem, type LoadResult } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { Endpoint } from '../config/endpoint.js';
@@ -22,6 +20,7 @@ import { CircuitBreaker } from '../shield/breaker.js';
 import { createLogger, type LogHandle, type Logger } from '../log/logger.js';
 import { ConnectionCounter, Listener, type Connection, type HandlerFactory } from '../net/listener.js';
 import { policyHandler } from '../policy/session.js';
+import { RecentQuestions } from '../policy/repeats.js';
 import { milterHandler } from '../milter/session.js';
 import { ReputationEngine } from '../engine/engine.js';
 import type { Engine, StageEvent, Verdict } from '../engine/types.js';
@@ -76,7 +75,7 @@ export class Daemon {
   #snapshotting: Promise<void> | undefined;
   readonly #breaker: CircuitBreaker;
   readonly #counter: ConnectionCounter;
-  readonly #repeats: LRUCache<string, number>;
+  readonly #repeats: RecentQuestions;
   readonly errorCounts = new Map<number, number>();
   readonly metrics: Metrics;
   readonly #started = Date.now();
@@ -96,7 +95,7 @@ export class Daemon {
     this.#engine = opts.engine ?? this.reputation!;
     this.#breaker = new CircuitBreaker(config.shield.breaker_limit, config.shield.breaker_window, Date.now);
     this.#counter = new ConnectionCounter(() => this.#config.limits.max_connections, this.#shield, () => this.log);
-    this.#repeats = boundedLru(config.policy.dedupe_entries);
+    this.#repeats = new RecentQuestions(config.policy.dedupe_entries, () => this.#config.policy.dedupe_window);
     this.metrics = new Metrics({
       lruSize: () => this.reputation?.store.size ?? 0,
       lruEvictions: () => this.reputation?.store.evictions ?? 0,

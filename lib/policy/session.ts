@@ -24,7 +24,6 @@
 // Config keys: policy.timeout, policy.hold_margin, policy.defer_if_permit,
 // policy.prepend_header, fail_mode, and the codec limits.
 
-import type { LRUCache } from 'lru-cache';
 import type { Config } from '../config/schema.js';
 import type { Connection, ConnectionHandler } from '../net/listener.js';
 import type { Shield } from '../shield/shield.js';
@@ -34,9 +33,7 @@ import { PASS, scoreLine, type Engine, type Outcome, type StageEvent, type Verdi
 import { PolicyDecoder, type PolicyAttributes } from './codec.js';
 import { repeatKey, toRequest, toStageEvent } from './request.js';
 import { DUNNO_REPLY, renderPrepend, renderReply } from './render.js';
-
-/** Seconds are counted from here in the repeats cache, so they stay small integers. */
-const EPOCH = Math.floor(Date.now() / 1000);
+import type { RecentQuestions } from './repeats.js';
 
 /** Requests a client may send ahead of our reply before it is cut off (Postfix sends one). */
 const MAX_QUEUED = 4;
@@ -46,7 +43,7 @@ export interface PolicyDeps {
   readonly engine: Engine;
   readonly config: () => Config;
   /** Shared by all connections: Postfix resends on a new connection. */
-  readonly repeats: LRUCache<string, number>;
+  readonly repeats: RecentQuestions;
   /** Called once per answered request (logs, metrics). */
   readonly answered: (conn: Connection, event: StageEvent | undefined, verdict: Verdict, heldMs: number) => void;
   /** Called once per session found abandoned when the next one began (logs, metrics). */
@@ -140,14 +137,7 @@ class PolicySession implements ConnectionHandler {
       this.#reply(DUNNO_REPLY, undefined, PASS, 0);
       return;
     }
-    const key = repeatKey(req);
-    // The cache holds the second a question was first asked (a small
-    // integer: no heap number per entry); lru-cache's own TTL bookkeeping
-    // costs more than this one comparison.
-    const now = Math.floor(Date.now() / 1000) - EPOCH;
-    const first = this.#deps.repeats.get(key);
-    const repeat = first !== undefined && (now - first) * 1000 < cfg.policy.dedupe_window;
-    if (!repeat) this.#deps.repeats.set(key, now);
+    const repeat = this.#deps.repeats.repeated(repeatKey(req), Date.now());
     const event = toStageEvent(req, req.stage, repeat);
     if (event.session !== this.#session) {
       if (this.#session !== '') this.#over(this.#session);
