@@ -74,11 +74,14 @@ const EQ = 0x3d;
  * lookup (a pass over ~30 lines) per name.
  */
 export class AttributePicker {
-  readonly #byLength: (readonly [string, number][] | undefined)[] = [];
+  /** For each name length, the wanted names of that length and their places, side by side. */
+  readonly #names: (string[] | undefined)[] = [];
+  readonly #places: (number[] | undefined)[] = [];
 
   constructor(readonly names: readonly string[]) {
     names.forEach((n, i) => {
-      this.#byLength[n.length] = [...(this.#byLength[n.length] ?? []), [n, i]];
+      (this.#names[n.length] ??= []).push(n);
+      (this.#places[n.length] ??= []).push(i);
     });
   }
 
@@ -88,11 +91,11 @@ export class AttributePicker {
     for (let i = 0; i < marks.length; i += 3) {
       const start = marks[i]!;
       const eq = marks[i + 1]!;
-      const wanted = this.#byLength[eq - start];
+      const wanted = this.#names[eq - start];
       if (wanted === undefined) continue;
-      for (const [name, at] of wanted) {
-        if (text.startsWith(name, start)) {
-          out[at] = text.slice(eq + 1, marks[i + 2]);
+      for (let j = 0; j < wanted.length; j++) {
+        if (text.startsWith(wanted[j]!, start)) {
+          out[this.#places[eq - start]![j]!] = text.slice(eq + 1, marks[i + 2]);
           break;
         }
       }
