@@ -44,7 +44,7 @@ export class PolicyTracker {
     if (event.stage === 'eom') this.#judging = true;
     const o = this.#open.get(event.session);
     // Delete and re-insert, so the Map stays ordered by time and due() can stop early.
-    this.#open.delete(event.session);
+    if (o !== undefined) this.#open.delete(event.session);
     if (event.repeat && o) this.#open.set(event.session, { ...o, at: Math.max(o.at, now) });
     else this.#open.set(event.session, { event, held, refused, at: now });
     if (this.#open.size > this.#max) {
