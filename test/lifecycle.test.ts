@@ -39,7 +39,9 @@ t.test('start, serve, SIGHUP good and broken, SIGUSR1, SIGTERM drain exits 0', a
   d.proc.kill('SIGTERM');
   const { code } = await d.exited;
   t.equal(code, 0, 'SIGTERM drains and exits 0');
-  t.ok(d.lines().some((l) => l['msg'] === 'sluiced stopped'));
+  const msgs = d.lines().map((l) => l['msg']);
+  t.equal(msgs.at(-1), 'sluiced stopped', 'the last line');
+  t.ok(msgs.includes('snapshot written') && msgs.indexOf('snapshot written') < msgs.indexOf('sluiced stopped'), 'after the snapshot line');
 });
 
 t.test('SIGUSR1 reopens the log file after rotation', async (t) => {

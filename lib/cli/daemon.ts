@@ -418,7 +418,11 @@ export class Daemon {
     for (const u of this.#unhook) u();
     this.#unhook = [];
     this.log.info({ errors: Object.fromEntries(this.errorCounts) }, 'sluiced stopped');
-    this.#logs.flush();
+  }
+
+  /** After stop(), right before the process exits: every log line written, in order. */
+  closeLog(): Promise<void> {
+    return this.#logs.close();
   }
 
   /** The circuit breaker tripped: flush state, answer what is held, close and reopen the listeners. */

@@ -63,7 +63,7 @@ export async function main(argv: string[]): Promise<void> {
       configFile: opts.config,
       logLevel: opts.logLevel,
       signals: true,
-      onStopped: () => process.exit(EX_OK),
+      onStopped: () => void daemon.closeLog().finally(() => process.exit(EX_OK)),
     });
   } catch (err) {
     fail(err instanceof Error ? err.message : String(err), statusOf(err));

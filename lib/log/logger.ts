@@ -25,8 +25,13 @@ export interface LogHandle {
   readonly logger: Logger;
   /** Reopens log.file after rotation (SIGUSR1); a no-op for stdout. */
   reopen(): void;
-  /** Writes out anything buffered, synchronously (before exit). */
-  flush(): void;
+  /**
+   * Writes out every line logged so far, in order, and closes the
+   * destination (before exit: nothing may log after it). An asynchronous
+   * write may be under way; a synchronous flush then would put the lines
+   * still buffered ahead of it.
+   */
+  close(): Promise<void>;
 }
 
 /** Builds the logger; waits until a file destination is open so no line is lost. */
@@ -35,14 +40,18 @@ export async function createLogger(settings: LogSettings, isTTY = Boolean(proces
   const opts = { level: settings.level, base: { name: 'sluiced' }, timestamp: pino.stdTimeFunctions.isoTime };
   if (usePretty) {
     const stream = pretty({ colorize: isTTY, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name' });
-    return { logger: pino(opts, stream as DestinationStream), reopen: () => {}, flush: () => {} };
+    return { logger: pino(opts, stream as DestinationStream), reopen: () => {}, close: () => Promise.resolve() };
   }
   const dest = pino.destination({ dest: settings.file === '' ? 1 : settings.file, sync: false, mkdir: true });
   if (settings.file !== '') await once(dest, 'ready');
   return {
     logger: pino(opts, dest),
     reopen: () => { if (settings.file !== '') dest.reopen(); },
-    flush: () => { try { dest.flushSync(); } catch { /* not ready or closed: nothing to flush */ } },
+    close: async () => {
+      const closed = once(dest, 'close').then(() => undefined, () => undefined);
+      dest.end();
+      await closed;
+    },
   };
 }
 
