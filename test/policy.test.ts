@@ -58,6 +58,18 @@ t.test('recent questions: a repeat inside the window counts once; the window and
   t.equal(q.repeated('d', t0 + 16_000), true);
   t.equal(q.repeated('e', t0 + 40_000), false);
   t.equal(q.size, 1, 'everything older than the window is gone');
+  // The ring grows as it fills (from 1,024 up to the cap), keeping the order across a wrapped start.
+  const big = new RecentQuestions(3000, () => 10_000);
+  for (let i = 0; i < 2000; i++) big.repeated(`a${i}`, t0);
+  t.equal(big.repeated('x', t0 + 10_000), false);
+  t.equal(big.size, 1, 'the first 2,000 expired');
+  for (let i = 0; i < 2999; i++) big.repeated(`b${i}`, t0 + 11_000);
+  t.equal(big.size, 3000);
+  let repeats = 0;
+  for (let i = 0; i < 2999; i++) if (big.repeated(`b${i}`, t0 + 12_000)) repeats++;
+  t.equal(repeats, 2999, 'every one of them is still known after growing');
+  t.equal(big.repeated('y', t0 + 12_000), false);
+  t.equal(big.repeated('x', t0 + 12_000), false, 'the oldest (x) made room for y');
 });
 
 t.test('rendering never says OK, never a bare code, never CR', async (t) => {
