@@ -206,19 +206,12 @@ export class ReputationStore {
     return this.#lru.size;
   }
 
-  /** Copies of every entry, oldest first, so that loading them back in order keeps recency. */
+  /** Copies of every entry, oldest first (the order a snapshot is written in). */
   entries(): [string, Entry][] {
-    const out: [string, Entry][] = [];
-    this.exportTo((k, _values, at) => out.push([k, this.#read(at)]));
-    return out;
-  }
-
-  /** Hands every entry to fn, oldest first, without copying; returns how many. */
-  exportTo(fn: (key: string, values: Float64Array, at: number) => void): number {
     const now = this.#opts.now();
-    let n = 0;
-    for (const slot of this.exportOrder(now)) if (this.exportSlot(slot, now, fn)) n++;
-    return n;
+    const out: [string, Entry][] = [];
+    for (const slot of this.exportOrder(now)) this.exportSlot(slot, now, (k, _values, at) => out.push([k, this.#read(at)]));
+    return out;
   }
 
   /**
@@ -277,7 +270,7 @@ export class ReputationStore {
     return true;
   }
 
-  /** Puts back one entry (eight values, as exportTo gave them); false when it is past the TTL. */
+  /** Puts back one entry (eight values, as exportSlot gave them); false when it is past the TTL. */
   put(key: string, values: ArrayLike<number>): boolean {
     const age = this.#opts.now() - values[AT]!;
     if (age >= this.#opts.ttlMs) return false;
