@@ -1,11 +1,13 @@
 // Life-cycle tests: bin/sluiced as a child process - start, reload, drain, exit statuses, bad input.
 import t from 'tap';
 import net from 'node:net';
-import { writeFileSync, renameSync, readFileSync, existsSync } from 'node:fs';
+import { writeFileSync, renameSync, readFileSync, existsSync, readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { sluiced, run, shortDir } from './helpers/spawn.js';
 import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
 import { until } from './helpers/daemon.js';
+import { ReputationStore } from '../dist/reputation/store.js';
+import { writeSnapshot } from '../dist/reputation/snapshot.js';
 
 const readyLine = (l: Record<string, unknown>): boolean => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('sluiced ready');
 
@@ -42,6 +44,38 @@ t.test('start, serve, SIGHUP good and broken, SIGUSR1, SIGTERM drain exits 0', a
   const msgs = d.lines().map((l) => l['msg']);
   t.equal(msgs.at(-1), 'sluiced stopped', 'the last line');
   t.ok(msgs.includes('snapshot written') && msgs.indexOf('snapshot written') < msgs.indexOf('sluiced stopped'), 'after the snapshot line');
+});
+
+t.test('a SIGTERM while it is still starting (restoring its snapshot) is kept and drains once it is up', async (t) => {
+  const dir = shortDir(t);
+  const cfg = path.join(dir, 'sluice.yaml');
+  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: json\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["inet:127.0.0.1:0"]\n`);
+  // A snapshot big enough that reading it back takes a moment: the signal is sent while it is open.
+  const snapshot = path.join(dir, 'reputation.snapshot');
+  const now = Date.now();
+  const store = new ReputationStore({ maxEntries: 200_000, ttlMs: 3_600_000, halfLifeMs: 3_600_000, now: () => now });
+  for (let i = 0; i < 200_000; i++) store.add(`ip:10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`, -1);
+  t.equal(await writeSnapshot(snapshot, store, [], now), 200_000);
+  const d = sluiced(t, ['--config', cfg, '--foreground']);
+  const restoring = (): boolean => {
+    try {
+      return readdirSync(`/proc/${d.proc.pid}/fd`).some((fd) => {
+        try { return readlinkSync(`/proc/${d.proc.pid}/fd/${fd}`) === snapshot; } catch { return false; }
+      });
+    } catch {
+      return false;
+    }
+  };
+  t.ok(await until(restoring, 10_000), 'the snapshot is being read');
+  t.equal(d.stdout(), '', 'the signal goes before the daemon has logged anything');
+  d.proc.kill('SIGTERM');
+  const { code, signal } = await d.exited;
+  t.same({ code, signal }, { code: 0, signal: null }, 'drained and exited 0, not killed');
+  const msgs = d.lines().map((l) => l['msg'] as string);
+  t.ok(msgs.findIndex((m) => m.startsWith('sluiced ready')) >= 0, 'it came up');
+  t.ok(d.lines().some((l) => l['msg'] === 'draining' && l['signal'] === 'SIGTERM'), 'then drained on the kept SIGTERM');
+  t.equal(d.lines().find((l) => l['msg'] === 'snapshot written')?.['entries'], 200_000, 'nothing lost: every entry written back');
+  t.equal(msgs.at(-1), 'sluiced stopped');
 });
 
 t.test('SIGUSR1 reopens the log file after rotation', async (t) => {

@@ -18,6 +18,7 @@ import { loadConfig, formatProblem } from '../config/load.js';
 import { LOG_LEVELS } from '../config/schema.js';
 import { SluiceError } from '../shield/errors.js';
 import { Daemon } from './daemon.js';
+import type { EarlySignals } from './early-signals.js';
 import { ensureStateDir, stateDirFor } from './state-dir.js';
 
 export const EX_OK = 0;
@@ -34,7 +35,8 @@ function statusOf(err: unknown): number {
   return err instanceof SluiceError && err.code >= 500 && err.code < 600 ? EX_CONFIG : EX_SOFTWARE;
 }
 
-export async function main(argv: string[]): Promise<void> {
+/** `early`: the stop and reload signals bin/sluiced kept while this loaded (early-signals.ts). */
+export async function main(argv: string[], early?: EarlySignals): Promise<void> {
   const program = new Command()
     .name('sluiced')
     .description('sluice traffic-shaping daemon: Postfix policy service with a tarpit and per-client reputation')
@@ -46,6 +48,8 @@ export async function main(argv: string[]): Promise<void> {
     .showHelpAfterError()
     .parse(argv);
   const opts = program.opts();
+  // Only the foreground daemon acts on a kept signal; elsewhere a stop has its default action, as it would have had.
+  if (opts.checkConfig || opts.printConfig || !opts.foreground) early?.release();
 
   if (opts.checkConfig || opts.printConfig) {
     const loaded = await loadConfig(opts.config);
@@ -73,6 +77,8 @@ export async function main(argv: string[]): Promise<void> {
     process.send({ ready: true, listen: daemon.endpoints, pid: process.pid });
     process.disconnect();
   }
+  // A SIGTERM or SIGHUP that came while starting now reaches the daemon's handlers.
+  early?.release();
 }
 
 /** argv is the whole process.argv. Starts `sluiced --foreground` detached, logging to a file, and reports how it went. */
