@@ -72,6 +72,52 @@ t.test('recent questions: a repeat inside the window counts once; the window and
   t.equal(big.repeated('x', t0 + 12_000), false, 'the oldest (x) made room for y');
 });
 
+t.test('recent questions: the hashed ring answers as a plain map of keys would, through growth, expiry, the cap and probe runs', async (t) => {
+  // The model: every question kept by its key, in arrival order, with the same window and cap.
+  class Model {
+    readonly order: [string, number][] = [];
+    readonly asked = new Map<string, number>();
+    constructor(readonly max: number, readonly window: number) {}
+    repeated(key: string, now: number): boolean {
+      const sec = Math.floor(now / 1000);
+      const first = this.asked.get(key);
+      if (first !== undefined && (sec - first) * 1000 < this.window) return true;
+      while (this.order.length > 0 && (this.order.length >= this.max || (sec - this.order[0]![1]) * 1000 >= this.window)) {
+        const [k, at] = this.order.shift()!;
+        if (this.asked.get(k) === at) this.asked.delete(k);
+      }
+      this.asked.set(key, sec);
+      this.order.push([key, sec]);
+      return false;
+    }
+  }
+  let seed = 42;
+  const rand = (n: number): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return (seed >>> 8) % n;
+  };
+  for (const [max, keys, steps, tick] of [[50, 120, 20_000, 4], [3000, 5000, 40_000, 400], [1, 3, 2000, 4]] as const) {
+    const window = 10_000;
+    const q = new RecentQuestions(max, () => window);
+    const m = new Model(max, window);
+    let now = 1_000_000_000_000;
+    let mismatches = 0;
+    let repeats = 0;
+    let most = 0;
+    for (let i = 0; i < steps; i++) {
+      now += rand(tick) === 0 ? rand(3000) : 0;
+      const key = `${rand(keys).toString(16)}.66f0c1d2|RCPT|user${rand(3)}@example.org`;
+      const got = q.repeated(key, now);
+      const want = m.repeated(key, now);
+      if (got !== want) mismatches++;
+      if (want) repeats++;
+      most = Math.max(most, q.size);
+    }
+    t.equal(mismatches, 0, `max ${max}: ${steps} questions, ${repeats} of them repeats, answered as the model does (at most ${most} remembered)`);
+    t.equal(q.size, m.order.length, `max ${max}: as many remembered`);
+  }
+});
+
 t.test('rendering never says OK, never a bare code, never CR', async (t) => {
   const opts = { deferIfPermit: false };
   const pass: Verdict = { kind: 'pass', delayMs: 0, rule: 'r', score: 0 };
