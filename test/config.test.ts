@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDuration, parseSize, formatDuration } from '../dist/config/units.js';
 import { parseEndpoint } from '../dist/config/endpoint.js';
-import { fromText, loadConfig, formatProblem, BUILTIN } from '../dist/config/load.js';
+import { fromText, loadConfig, formatProblem, BUILTIN, keepStartOnly, START_ONLY } from '../dist/config/load.js';
 import { configKeys, DEFAULTS } from '../dist/config/defaults.js';
 import { stateDirFor } from '../dist/cli/state-dir.js';
 
@@ -111,4 +111,22 @@ t.test('state directory resolution', async (t) => {
   t.equal(stateDirFor('', { STATE_DIRECTORY: '/var/lib/sluice:/other' }, 1000), '/var/lib/sluice');
   t.equal(stateDirFor('', {}, 0), '/var/lib/sluice');
   t.equal(stateDirFor('', { XDG_STATE_HOME: '/home/u/.st' }, 1000), '/home/u/.st/sluice');
+});
+
+t.test('a reload keeps the start-only keys at their running value and names the ones the file changed', async (t) => {
+  const running = fromText('', 'a.yaml');
+  const next = fromText('policy:\n  dedupe_entries: 5000\n  timeout: 60s\nreputation:\n  half_life: 2h\nthresholds:\n  hold: -5\n', 'b.yaml');
+  if (!running.ok || !next.ok) throw new Error('fixtures must parse');
+  const { config, kept } = keepStartOnly(running.config, next.config);
+  t.same(kept, ['policy.dedupe_entries', 'reputation.half_life']);
+  t.equal(config.policy.dedupe_entries, running.config.policy.dedupe_entries, 'the running size stays');
+  t.equal(config.reputation.half_life, running.config.reputation.half_life);
+  t.equal(config.policy.timeout, 60_000, 'other keys of the same section take the new value');
+  t.equal(config.thresholds.hold, -5);
+  t.ok(Object.isFrozen(config) && Object.isFrozen(config.policy), 'frozen like any loaded config');
+  t.equal(keepStartOnly(running.config, running.config).config, running.config, 'nothing changed: the same object');
+  for (const key of START_ONLY) {
+    const v = key.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)?.[k], running.config);
+    t.not(v, undefined, `${key} is a config key`);
+  }
 });

@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { CATALOGUE } from '../dist/shield/errors.js';
 import { configKeys, DEFAULTS } from '../dist/config/defaults.js';
-import { loadConfig } from '../dist/config/load.js';
+import { loadConfig, START_ONLY } from '../dist/config/load.js';
 import { ROOT } from './helpers/spawn.js';
 
 const man = (name: string): string => readFileSync(path.join(ROOT, 'man', name), 'utf8');
@@ -45,6 +45,13 @@ t.test('sluice.conf(5) has every key with its default, and no stale key', async 
     const want = key.endsWith('.socket_mode') ? '"0660"' : valueText(lookup(key));
     t.match(m[2], `Default: \\fB${want}\\fP.`, `${key} default ${want}`);
   }
+});
+
+t.test('sluice.conf(5) says "Takes effect at the next start." of exactly the keys a reload keeps', async (t) => {
+  const keysSection = section(man('sluice.conf.5'), 'KEYS');
+  const entries = [...keysSection.matchAll(/^\.TP\n\.B ([a-z_.]+)\n([\s\S]*?)(?=^\.TP\n|$(?![\s\S]))/gm)];
+  const marked = entries.filter((m) => m[2]!.includes('Takes effect at the next start.')).map((m) => m[1]!);
+  t.same(marked.sort(), [...START_ONLY].sort());
 });
 
 t.test('contrib/sluice.yaml parses and lists every default', async (t) => {

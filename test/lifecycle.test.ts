@@ -22,9 +22,10 @@ t.test('start, serve, SIGHUP good and broken, SIGUSR1, SIGTERM drain exits 0', a
   t.teardown(() => c.close());
   t.equal(await c.ask(rcptRequest()), 'action=DUNNO\n\n');
 
-  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: json\n  level: debug\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["inet:127.0.0.1:0"]\n`);
+  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: json\n  level: debug\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["inet:127.0.0.1:0"]\nreputation:\n  half_life: 2h\n`);
   d.proc.kill('SIGHUP');
   await d.waitFor((l) => l['msg'] === 'configuration reloaded');
+  t.same(d.lines().find((l) => l['level'] === 40)?.['keys'], ['reputation.half_life'], 'one warning names the start-only key the file changed');
 
   writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: jsn\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  timeout: soon\n  listen: ["inet:127.0.0.1:0"]\nextra: 1\n`);
   d.proc.kill('SIGHUP');

@@ -9,7 +9,7 @@
 // breaker restarts the listeners in place, never silently.
 
 import path from 'node:path';
-import { loadConfig, formatProblem, type LoadResult } from '../config/load.js';
+import { loadConfig, formatProblem, keepStartOnly, type LoadResult } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { Endpoint } from '../config/endpoint.js';
 import { CATALOGUE, ConfigError, type SluiceError } from '../shield/errors.js';
@@ -381,11 +381,8 @@ export class Daemon {
       this.log.warn('reload refused: keeping the running configuration');
       return false;
     }
-    const next = withLogLevel(loaded.config, this.#opts.logLevel);
-    const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
-    if (!same(next.policy.listen, this.#config.policy.listen) || !same(next.milter.listen, this.#config.milter.listen) || next.state_dir !== this.#config.state_dir) {
-      this.log.warn('policy.listen, milter.listen and state_dir changes take effect at the next start');
-    }
+    const { config: next, kept } = keepStartOnly(this.#config, withLogLevel(loaded.config, this.#opts.logLevel));
+    if (kept.length > 0) this.log.warn({ keys: kept }, `read at start only, so kept as running until the next start: ${kept.join(', ')}`);
     this.#config = next;
     this.reputation?.reloaded();
     this.#logs.logger.level = next.log.level;

@@ -127,3 +127,34 @@ export function deepFreeze<T>(value: T): T {
   }
   return value;
 }
+
+/**
+ * Keys read once, at start: the sockets, the state directory and log
+ * destination, the breaker, and sizes fixed when their tables are made
+ * (reputation.ttl and half_life are the store's own). A reload cannot
+ * change them.
+ */
+export const START_ONLY = [
+  'state_dir', 'log.format', 'log.file', 'shield.breaker_limit', 'shield.breaker_window',
+  'policy.listen', 'policy.socket_mode', 'policy.dedupe_entries', 'milter.listen', 'milter.socket_mode',
+  'reputation.max_entries', 'reputation.ttl', 'reputation.half_life', 'reputation.snapshot_interval',
+  'rates.max_entries', 'greylist.max_entries', 'control.socket', 'control.socket_mode', 'metrics.listen',
+] as const;
+
+/**
+ * A reloaded config with the running value of every start-only key, so that
+ * what the daemon reports is what it runs; `kept` names the keys whose new
+ * value waits for the next start.
+ */
+export function keepStartOnly(running: Config, next: Config): { config: Config; kept: string[] } {
+  const at = (c: unknown, key: string): unknown => key.split('.').reduce((o, k) => (o as Record<string, unknown>)[k], c);
+  const kept = START_ONLY.filter((key) => JSON.stringify(at(running, key)) !== JSON.stringify(at(next, key)));
+  if (kept.length === 0) return { config: next, kept };
+  const config = structuredClone(next) as unknown as Record<string, Record<string, unknown>>;
+  for (const key of kept) {
+    const [section, name] = key.split('.') as [string, string | undefined];
+    if (name === undefined) (config as Record<string, unknown>)[section] = at(running, key);
+    else config[section]![name] = at(running, key);
+  }
+  return { config: deepFreeze(config as unknown as Config), kept };
+}
