@@ -1,6 +1,6 @@
 // early-signals.ts - stop and reload signals that arrive before the daemon can take them.
 //
-// From the moment node starts until the daemon has installed its handlers
+// From the moment bin/sluiced runs until the daemon has installed its handlers
 // (module loading, config, a snapshot of a million keys to restore: seconds),
 // SIGTERM, SIGINT and SIGHUP would take their default action and end the
 // process with nothing logged. bin/sluiced loads this small module first;
@@ -21,11 +21,6 @@ export class EarlySignals {
 
   constructor() {
     for (const sig of SIGNALS) process.on(sig, this.#keep);
-  }
-
-  /** The signals kept so far, in arrival order. */
-  get kept(): readonly NodeJS.Signals[] {
-    return this.#kept;
   }
 
   /**
