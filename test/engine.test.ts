@@ -293,11 +293,11 @@ t.test('YoungMap: renewed as sessions come and go, it keeps the live entries in 
   t.equal(deleted, 4900, 'every delete found its key');
   t.equal(m.size, 100);
   t.equal(m.first(), 's4900', 'the oldest live key first');
-  t.same([...m.keys()], Array.from({ length: 100 }, (_, i) => `s${4900 + i}`));
+  t.same([...m].map(([k]) => k), Array.from({ length: 100 }, (_, i) => `s${4900 + i}`));
   t.same([...m].slice(0, 2), [['s4900', 4900], ['s4901', 4901]]);
   t.equal(m.get('s4999'), 4999);
   t.equal(m.get('s4899'), undefined, 'a deleted key stays deleted across renewals');
-  t.equal(m.has('s4950'), true);
+  t.equal(m.get('s4950'), 4950);
   // Re-setting a key keeps its place, as a Map does.
   m.set('s4900', -1);
   t.equal(m.first(), 's4900');
