@@ -118,7 +118,7 @@ t.test('slow writers are served; a client that floods commands without reading i
   fresh.close();
 });
 
-t.test('backpressure: a peer that stops reading stops being read from, and nothing is lost', async (t) => {
+for (const others of [0, 1]) t.test(`backpressure${others ? ' with another connection open (replies wait for the end of the turn)' : ''}: a peer that stops reading stops being read from, and nothing is lost`, async (t) => {
   // The listener itself, with a handler that answers each chunk it reads with
   // 64 KiB, so the write buffer fills far sooner than a protocol's own bounds allow.
   const shield = new Shield();
@@ -133,8 +133,8 @@ t.test('backpressure: a peer that stops reading stops being read from, and nothi
     protocol: 'policy', shield, log, counter: new ConnectionCounter(() => 10, shield, () => log), idleTimeout: () => 60_000,
     nextId: () => 1, maxWriteBuffer: 256 * 1024,
     factory: (conn) => {
-      server = conn;
       const onData = (chunk: Buffer): void => {
+        server = conn; // the other connection sends nothing
         received += chunk.length;
         chunks++;
         conn.send(reply);
@@ -146,7 +146,13 @@ t.test('backpressure: a peer that stops reading stops being read from, and nothi
   if (typeof ep === 'string') throw new Error(ep);
   await listener.open([ep], 0o660);
   t.teardown(() => { listener.stopAccepting(); listener.closeAll(); });
-  const client = net.connect(portOf(listener.bound[0]), '127.0.0.1');
+  const port = portOf(listener.bound[0]);
+  for (let i = 0; i < others; i++) {
+    const other = net.connect(port, '127.0.0.1');
+    await new Promise((r) => other.once('connect', r));
+    t.teardown(() => { other.destroy(); });
+  }
+  const client = net.connect(port, '127.0.0.1');
   await new Promise((r) => client.once('connect', r));
   client.pause();
   // Write until the server stops reading (the kernel's buffers take some
@@ -169,6 +175,67 @@ t.test('backpressure: a peer that stops reading stops being read from, and nothi
   t.equal(got, chunks * reply.length, `and all ${chunks} replies arrive whole`);
   t.same(errors, [], 'nothing went to the shield');
   client.destroy();
+});
+
+t.test('replies: written at once on the only connection, at the end of the turn with others open, in order, and before a close', async (t) => {
+  const shield = new Shield();
+  const errors: string[] = [];
+  shield.register((_ctx, err) => { errors.push(err.symbol); });
+  const log = pino({ level: 'silent' });
+  /** Per request line: whether the reply had reached the socket when send() returned. */
+  const atOnce: boolean[] = [];
+  const listener = new Listener({
+    protocol: 'policy', shield, log, counter: new ConnectionCounter(() => 10, shield, () => log), idleTimeout: () => 60_000,
+    nextId: () => 1, maxWriteBuffer: 256 * 1024,
+    factory: (conn) => ({
+      busy: false, onClose() {}, flush() {}, failMode() {},
+      onData(chunk: Buffer): void {
+        for (const line of chunk.toString('latin1').split('\n').filter(Boolean)) {
+          const before = conn.socket.bytesWritten;
+          conn.send(`${line} 1\n`);
+          atOnce.push(conn.socket.bytesWritten > before);
+          conn.send(Buffer.from(`${line} 2\n`));
+          if (line.startsWith('bye')) conn.close();
+        }
+      },
+    }),
+  });
+  const ep = parseEndpoint('inet:127.0.0.1:0');
+  if (typeof ep === 'string') throw new Error(ep);
+  await listener.open([ep], 0o660);
+  t.teardown(() => { listener.stopAccepting(); listener.closeAll(); });
+  const port = portOf(listener.bound[0]);
+  const connect = async (): Promise<{ socket: net.Socket; text: () => string; ended: Promise<void> }> => {
+    const socket = net.connect(port, '127.0.0.1');
+    let text = '';
+    socket.setEncoding('latin1').on('data', (d: string) => { text += d; });
+    const ended = new Promise<void>((r) => socket.once('close', () => r()));
+    await new Promise((r) => socket.once('connect', r));
+    t.teardown(() => { socket.destroy(); });
+    return { socket, text: () => text, ended };
+  };
+  const until = async (ok: () => boolean): Promise<void> => {
+    const deadline = Date.now() + 5000;
+    while (!ok() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  };
+
+  const alone = await connect();
+  alone.socket.write('a\n');
+  await until(() => alone.text() === 'a 1\na 2\n');
+  t.equal(alone.text(), 'a 1\na 2\n', 'the only connection gets its replies');
+  t.same(atOnce, [true], 'written by send() itself: nothing else to gather');
+
+  const others = [await connect(), await connect()];
+  atOnce.length = 0;
+  for (const [i, o] of others.entries()) o.socket.write(`x${i}\ny${i}\n`);
+  await until(() => others.every((o, i) => o.text() === `x${i} 1\nx${i} 2\ny${i} 1\ny${i} 2\n`));
+  for (const [i, o] of others.entries()) t.equal(o.text(), `x${i} 1\nx${i} 2\ny${i} 1\ny${i} 2\n`, `connection ${i}: every reply, in the order sent`);
+  t.ok(atOnce.length === 4 && atOnce.every((w) => !w), 'with other connections open, send() queues: the write comes at the end of the turn');
+
+  alone.socket.write('bye\n');
+  await alone.ended;
+  t.equal(alone.text(), 'a 1\na 2\nbye 1\nbye 2\n', 'replies sent just before close() are written before the socket is destroyed');
+  t.same(errors, [], 'nothing went to the shield');
 });
 
 t.test('SIGHUP during traffic: a broken config is refused, a good one applied, no request lost', async (t) => {

@@ -2,10 +2,11 @@
 //
 // Owns the sockets: opens inet/inet6/unix endpoints (a stale unix socket is
 // removed, a live one or a path that is not a socket is refused), enforces
-// the connection cap shared by all listeners, the idle timeout, and write
-// backpressure. Every socket callback runs through the shield with the
-// connection as context. What the bytes mean is the protocol handler's
-// business: the listener only hands them over.
+// the connection cap shared by all listeners, the idle timeout and write
+// backpressure, and writes replies once per event-loop turn (OUTBOX). Every
+// socket callback runs through the shield with the connection as context.
+// What the bytes mean is the protocol handler's business: the listener only
+// hands them over.
 //
 // Config keys: limits.max_connections, limits.idle_timeout, policy.socket_mode.
 
@@ -36,7 +37,7 @@ export interface Connection extends ShieldContext {
   readonly id: number;
   readonly socket: net.Socket;
   readonly log: Logger;
-  /** Writes one reply in one write. False once the socket is gone. */
+  /** Queues one reply, written in one write before this event-loop turn ends. False once the socket is gone. */
   send(data: Buffer | string): boolean;
   close(err?: SluiceError): void;
   readonly closed: boolean;
@@ -90,6 +91,8 @@ export interface ListenerDeps {
  */
 class Conn implements Connection {
   #closed = false;
+  /** Replies sent this event-loop turn, not yet written (see OUTBOX). */
+  #queued: (Buffer | string)[] | undefined;
   /** Made on first use: most connections never log. */
   #log: Logger | undefined;
   handler: ConnectionHandler | undefined;
@@ -109,20 +112,43 @@ class Conn implements Connection {
   }
 
   send(data: Buffer | string): boolean {
+    if (this.#closed || this.socket.destroyed) return false;
+    if (this.#queued !== undefined) {
+      this.#queued.push(data);
+    } else if (this.deps.counter.open < 2) {
+      // The only connection: no other reply to gather, so no turn's wait.
+      this.#write([data]);
+    } else {
+      this.#queued = [data];
+      OUTBOX.push(this);
+      if (OUTBOX.length === 1) setImmediate(writeOutbox);
+    }
+    return true;
+  }
+
+  /** Writes what send() queued, each reply in one write, in the order sent. */
+  writeQueued(): void {
+    const queued = this.#queued;
+    if (queued === undefined) return;
+    this.#queued = undefined;
+    if (!this.socket.destroyed) this.#write(queued);
+  }
+
+  #write(replies: (Buffer | string)[]): void {
     const socket = this.socket;
-    if (this.#closed || socket.destroyed) return false;
-    socket.write(data);
+    for (const data of replies) socket.write(data);
     if (socket.writableLength > this.deps.maxWriteBuffer && !socket.isPaused()) {
       // A peer that does not read its replies stops being read from.
       socket.pause();
       socket.once('drain', () => { if (!this.#closed) socket.resume(); });
     }
-    return true;
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // A reply sent just before (a last answer, then QUIT's close) still goes out.
+    this.writeQueued();
     this.socket.destroy();
   }
 
@@ -134,6 +160,26 @@ class Conn implements Connection {
   failMode(err: SluiceError): void {
     this.handler?.failMode(err);
   }
+}
+
+/**
+ * Connections with replies waiting: send() queues, and once per event-loop
+ * turn - after every read the poll phase delivered - each connection's
+ * replies are written. On loopback under load this matters more than any
+ * decision cost: the peer (Postfix, or a load generator) is woken once for a
+ * turn's replies instead of once per reply, and each wake-up costs both
+ * sides kernel time. A reply waits at most for the rest of its turn.
+ */
+let OUTBOX: Conn[] = [];
+
+function writeOutbox(): void {
+  const due = OUTBOX;
+  OUTBOX = [];
+  for (const c of due) c.deps.shield.guard(c, 'write', writeQueued, c);
+}
+
+function writeQueued(c: Conn): void {
+  c.writeQueued();
 }
 
 const CONN = Symbol('sluice.connection');
