@@ -2,6 +2,8 @@
 import t from 'tap';
 import net from 'node:net';
 import { spawnSync } from 'node:child_process';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { repeatKey, toRequest, toStageEvent } from '../dist/policy/request.js';
 import { encodeRequest, PolicyDecoder, type PolicyAttributes } from '../dist/policy/codec.js';
@@ -40,6 +42,31 @@ t.test('request mapping', async (t) => {
   const b = toRequest(attrsOf(rcptRequest({ client_port: '1' })));
   t.equal(repeatKey(a), repeatKey(b), 'same instance, state and recipient is the same question');
   t.not(repeatKey(a), repeatKey(toRequest(attrsOf(rcptRequest({ recipient: 'x@y' })))));
+});
+
+t.test('what a request leaves behind does not keep the request text alive', async (t) => {
+  // Sessions, the tracker and reputation keys keep request values for
+  // minutes; a value that is a slice of the request text would keep the
+  // whole text (here padded to 20 KB) alive with it.
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const N = 2000;
+  const kept: string[] = [];
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < N; i++) {
+    const r = toRequest(attrsOf(rcptRequest({
+      client_address: `203.113.${i >> 8}.${100 + (i & 127)}`, client_name: `mail-${i}.example.net`, reverse_client_name: `mail-${i}.example.net`,
+      helo_name: `mail-${i}.example.net`, sender: `someone@d${i}.example.org`, recipient: `user-${i}@example.com`,
+      instance: `${i}.66f0c1d2.abcdef.0`, queue_id: `QUEUE${i}ABCDEFG`, sasl_username: `user-${i}@example.com`,
+      encryption_protocol: 'TLSv1.3-with-a-long-name', encryption_cipher: 'TLS_AES_256_GCM_SHA384',
+      ...Object.fromEntries(Array.from({ length: 10 }, (_, j) => [`padding${j}`, 'x'.repeat(2000)])),
+    })));
+    for (const v of Object.values(r)) if (typeof v === 'string') kept.push(v);
+  }
+  gc();
+  const perRequest = (process.memoryUsage().heapUsed - before) / N;
+  t.ok(perRequest < 4000, `${perRequest.toFixed(0)} bytes kept per request for its ${kept.length / N} values (the text alone is 20 KB)`);
 });
 
 t.test('recent questions: a repeat inside the window counts once; the window and the cap expire the oldest', async (t) => {

@@ -46,8 +46,9 @@ const STAGE_OF: Readonly<Record<string, Stage>> = {
 /**
  * A copy of a value that does not keep the request text it was cut from:
  * the decoder slices values out of the whole chunk, and a slice kept for
- * minutes (a session's HELO, a repeat key, a reputation key) would keep the
- * chunk alive with it. Concatenating and slicing makes V8 copy the characters.
+ * minutes (a session's HELO, the tracker's last event, a reputation key)
+ * would keep the chunk alive with it. Concatenating and slicing makes V8
+ * copy the characters.
  */
 function own(v: string): string {
   return v.length < 13 ? v : (' ' + v).slice(1);
@@ -75,7 +76,8 @@ export function toRequest(attrs: PolicyAttributes): PolicyRequest {
   return {
     state,
     stage: STAGE_OF[state],
-    client: canonicalAddress(address ?? ''),
+    // An IPv4 address comes back as given: a slice like any other value.
+    client: own(canonicalAddress(address ?? '')),
     clientPort: /^\d{1,5}$/.test(port) ? Number(port) : undefined,
     clientName: own(clientName || 'unknown'),
     reverseName: own(reverseName || 'unknown'),
