@@ -1,12 +1,12 @@
 // Tests for lib/engine: the pipeline per stage, learning, budgets and windows, on an injected clock.
 import t from 'tap';
-import { engineFor, ev } from './helpers/engine.js';
+import { defaults, engineFor, ev } from './helpers/engine.js';
 import { holdFor, HoldBudget } from '../dist/engine/tarpit.js';
 import { heuristics } from '../dist/engine/heuristics.js';
 import { Lists } from '../dist/engine/lists.js';
 import { PolicyTracker } from '../dist/engine/tracker.js';
 import { YoungMap } from '../dist/util/young-map.js';
-import type { ReputationEngine } from '../dist/engine/engine.js';
+import { ReputationEngine } from '../dist/engine/engine.js';
 import type { StageEvent } from '../dist/engine/types.js';
 
 const S = 1000;
@@ -89,6 +89,28 @@ t.test('a session keeps what it worked out until a list, its HELO or its sender 
   engine.record({ kind: 'abandoned', held: false, event: ev({ client: '198.51.100.50', session, helo: 'localhost', sender: 'x@spam.example' }) });
   t.ok((engine.store.entry('helo:localhost')?.ab ?? 0) === 1, 'the outcome is learned for the HELO the session gave');
   t.equal(engine.stats().sessions, 0, 'and the session is closed');
+});
+
+t.test("a client's next session reuses its profile only while HELO, sender, name and config repeat", async (t) => {
+  const clock = { now: 1_800_000_000_000 };
+  let config = defaults();
+  const engine = new ReputationEngine(() => config, () => clock.now);
+  const client = '198.51.100.60';
+  const next = (over: Partial<StageEvent> = {}) => engine.decide(ev({ client, ...over }));
+  t.match(next({ helo: 'localhost' }), { score: -2 }, 'non-FQDN HELO');
+  t.match(next({ helo: 'mx.example.net' }), { score: 0 }, 'a new session with another HELO is judged on that HELO');
+  t.match(next({ helo: 'localhost', clientName: 'unknown' }), { score: -3 }, 'and with another name on that name');
+  t.match(next({ helo: 'localhost', clientName: 'unknown' }), { score: -3 }, 'the same again: the same judgement');
+  t.match(next({ helo: 'localhost' }), { score: -2 }, 'only the name back: judged on it again');
+  t.match(next({ helo: 'localhost', clientName: 'unknown' }), { score: -3 });
+  engine.record({ kind: 'abandoned', held: false, event: ev({ client, helo: 'localhost', clientName: 'unknown' }) });
+  // ip -2, net -2 x 0.5, HELO -2 x 0.25, findings -3
+  t.match(next({ helo: 'localhost', clientName: 'unknown' }), { score: -6.5 }, 'what was learned since shows through the kept profile');
+  t.match(next({ helo: 'localhost', clientName: 'unknown', sender: 'x@other.example' }), { score: -6.5 }, 'another sender domain, still unknown');
+  engine.record({ kind: 'delivered', event: ev({ client: '192.0.2.1', sender: 'y@other.example' }) });
+  t.match(next({ helo: 'localhost', clientName: 'unknown', sender: 'x@other.example' }), { score: -5.7 }, "and that domain's delivery counts (+3 x 0.25)");
+  config = defaults('weights:\n  non_fqdn_helo: -5\n');
+  t.match(next({ helo: 'localhost', clientName: 'unknown', sender: 'x@other.example' }), { score: -8.7 }, 'a new config is applied at the next session');
 });
 
 t.test('rates and concurrency per window, counted once per question', async (t) => {

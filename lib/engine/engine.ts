@@ -36,6 +36,7 @@ import { Greylist } from './greylist.js';
 import { HoldBudget, holdFor } from './tarpit.js';
 import { heuristics, type Finding } from './heuristics.js';
 import { PolicyTracker } from './tracker.js';
+import { boundedLru } from '../reputation/lru.js';
 import type { Engine, Outcome, Reason, Reply, StageEvent, Verdict } from './types.js';
 
 export type EngineConfig = Pick<Config, 'reputation' | 'weights' | 'thresholds' | 'tarpit' | 'rates' | 'greylist' | 'lists' | 'replies'>;
@@ -49,23 +50,38 @@ export interface EngineStats {
 }
 
 /**
- * What a live session keeps between its stages, so that a later stage costs
- * no key building, no heuristics and no list walk: all derived from the
- * fields below them, and worked out again when one of those changes.
+ * What a client's HELO, sender and reverse name make of it: the keys it is
+ * counted and scored under, refs to their entries (store.ref()), and the HELO
+ * and reverse-DNS findings. One client's sessions mostly repeat all three, so
+ * the engine keeps each client's latest profile (a bounded LRU) and a new
+ * session that repeats them takes it as it is: no key building, no
+ * heuristics, no lookups for refs whose slots are already known. Never
+ * changed once made (the refs inside are caches of where their keys live).
  */
-interface Context extends Live {
+interface Profile {
+  readonly helo: string;
+  readonly sender: string;
+  readonly clientName: string;
+  readonly config: EngineConfig;
+  readonly keys: Keys;
   /** The client's and network's keys as counted (an unparsable address stands for both). */
   readonly ip: string;
   readonly net: string;
-  helo: string;
-  sender: string;
-  clientName: string;
-  config: EngineConfig;
-  keys: Keys;
-  /** Refs to the ip, net, HELO and domain entries (store.ref()). */
-  refs: { ip: Ref; net: Ref; helo: Ref; domain: Ref };
-  findings: Finding[];
-  points: number;
+  readonly refs: { readonly ip: Ref; readonly net: Ref; readonly helo: Ref; readonly domain: Ref };
+  readonly findings: readonly Finding[];
+  readonly points: number;
+}
+
+/** Clients whose latest profile is kept (a few hundred bytes each). */
+const PROFILES = 10_000;
+
+/**
+ * What a live session keeps between its stages: its profile, worked out
+ * again when HELO, sender or name change, and its list match, again when the
+ * lists change.
+ */
+interface Context extends Live {
+  profile: Profile;
   listsVersion: number;
   listed: ListEntry | undefined;
 }
@@ -77,6 +93,7 @@ export class ReputationEngine implements Engine {
   readonly #now: Clock;
   readonly #rates: RateWindows;
   readonly #sessions = new Sessions<Context>();
+  readonly #profiles = boundedLru<string, Profile>(PROFILES);
   /** Made on first use: most sites never turn greylisting on. */
   #grey: Greylist | undefined;
   readonly #budget = new HoldBudget();
@@ -123,25 +140,12 @@ export class ReputationEngine implements Engine {
     let x = this.#sessions.get(e.session);
     const first = x === undefined;
     if (x === undefined) {
-      const keys = keysFor(e.client, e.helo, e.sender);
-      const ip = clientKey(keys, e.client);
-      const net = keys.net || ip;
-      x = {
-        ipCounts: this.#rates.get(ip, now, dry), netCounts: this.#rates.get(net, now, dry), seen: now,
-        ip, net, helo: e.helo, sender: e.sender, clientName: e.clientName, config: c, keys,
-        refs: { ip: this.store.ref(ip), net: this.store.ref(net), helo: this.store.ref(keys.helo), domain: this.store.ref(keys.domain) },
-        findings: [], points: 0, listsVersion: -1, listed: undefined,
-      };
-      this.#derive(x, e, c);
+      const p = this.#profile(e, c, dry);
+      x = { ipCounts: this.#rates.get(p.ip, now, dry), netCounts: this.#rates.get(p.net, now, dry), seen: now, profile: p, listsVersion: -1, listed: undefined };
       if (!dry) this.#sessions.open(e.session, x);
-    } else if (x.helo !== e.helo || x.sender !== e.sender || x.clientName !== e.clientName || x.config !== c) {
-      x.keys = keysFor(e.client, e.helo, e.sender);
-      x.refs = { ...x.refs, helo: this.store.ref(x.keys.helo), domain: this.store.ref(x.keys.domain) };
-      x.helo = e.helo;
-      x.sender = e.sender;
-      x.clientName = e.clientName;
-      x.config = c;
-      this.#derive(x, e, c);
+    } else if (!fits(x.profile, e, c)) {
+      x.profile = this.#profile(e, c, dry);
+      x.listsVersion = -1;
     }
     if (!dry) x.seen = now;
     if (x.listsVersion !== this.lists.version || (x.listed?.expires ?? Infinity) <= now) {
@@ -151,17 +155,32 @@ export class ReputationEngine implements Engine {
     return { x, first };
   }
 
-  #derive(x: Context, e: StageEvent, c: EngineConfig): void {
-    x.findings = heuristics(e.helo, e.clientName, c.lists.our_names, c.lists.our_addresses, c.weights);
-    x.points = x.findings.reduce((a, f) => a + f.points, 0);
-    x.listsVersion = -1;
+  /** The client's latest profile if the event repeats it, else a new one (kept, unless a dry run). */
+  #profile(e: StageEvent, c: EngineConfig, dry: boolean): Profile {
+    const known = dry ? this.#profiles.peek(e.client) : this.#profiles.get(e.client);
+    if (known !== undefined && fits(known, e, c)) return known;
+    const keys = keysFor(e.client, e.helo, e.sender);
+    const ip = clientKey(keys, e.client);
+    const net = keys.net || ip;
+    const findings = heuristics(e.helo, e.clientName, c.lists.our_names, c.lists.our_addresses, c.weights);
+    const p: Profile = {
+      helo: e.helo, sender: e.sender, clientName: e.clientName, config: c, keys, ip, net,
+      refs: {
+        ip: known?.refs.ip ?? this.store.ref(ip), net: known?.refs.net ?? this.store.ref(net),
+        helo: known?.helo === e.helo ? known.refs.helo : this.store.ref(keys.helo),
+        domain: known?.keys.domain === keys.domain ? known.refs.domain : this.store.ref(keys.domain),
+      },
+      findings, points: findings.reduce((a, f) => a + f.points, 0),
+    };
+    if (!dry) this.#profiles.set(e.client, p);
+    return p;
   }
 
   #decide(e: StageEvent, dry: boolean): Verdict {
     const c = this.#config();
     const now = this.#now();
     const { x, first } = this.#context(e, c, now, dry);
-    const { ip, net } = x;
+    const { ip, net } = x.profile;
     // The trace and inputs are built for explain() only: on the hot path the
     // rule and score say enough, and string building is most of the cost.
     const trace: string[] | undefined = dry ? [] : undefined;
@@ -190,14 +209,14 @@ export class ReputationEngine implements Engine {
 
     // 3. score
     const w = c.weights;
-    const r = x.refs;
+    const r = x.profile.refs;
     const s = { ip: this.store.scoreOf(r.ip, now), net: this.store.scoreOf(r.net, now), helo: this.store.scoreOf(r.helo, now), domain: this.store.scoreOf(r.domain, now) };
-    const score = s.ip + w.network_share * s.net + w.helo_share * s.helo + w.domain_share * s.domain + x.points;
+    const score = s.ip + w.network_share * s.net + w.helo_share * s.helo + w.domain_share * s.domain + x.profile.points;
     const trusted = s.ip >= 0 && this.store.countOf(r.ip, 'ok', now) > 0;
     if (inputs && trace) {
       Object.assign(inputs, { score_ip: round(s.ip), score_net: round(s.net), score_helo: round(s.helo), score_domain: round(s.domain), score: round(score), trusted });
-      for (const f of x.findings) trace.push(`${f.name} ${f.points}`);
-      trace.push(`score ${round(score)} = ip ${round(s.ip)} + ${w.network_share} x net ${round(s.net)} + ${w.helo_share} x helo ${round(s.helo)} + ${w.domain_share} x domain ${round(s.domain)}${x.findings.length ? ' + findings' : ''}`);
+      for (const f of x.profile.findings) trace.push(`${f.name} ${f.points}`);
+      trace.push(`score ${round(score)} = ip ${round(s.ip)} + ${w.network_share} x net ${round(s.net)} + ${w.helo_share} x helo ${round(s.helo)} + ${w.domain_share} x domain ${round(s.domain)}${x.profile.findings.length ? ' + findings' : ''}`);
       if (trusted) trace.push('trusted: has delivered, score >= 0');
     }
     // 4. at RCPT: thresholds, then greylisting
@@ -265,7 +284,7 @@ export class ReputationEngine implements Engine {
     const c = this.#config();
     const e = o.event;
     const x = this.#sessions.get(e.session);
-    const k = x && x.helo === e.helo && x.sender === e.sender ? x.keys : keysFor(e.client, e.helo, e.sender);
+    const k = x && x.profile.helo === e.helo && x.profile.sender === e.sender ? x.profile.keys : keysFor(e.client, e.helo, e.sender);
     const ip = clientKey(k, e.client);
     const w = c.weights;
     switch (o.kind) {
@@ -312,6 +331,11 @@ export class ReputationEngine implements Engine {
   stats(): EngineStats {
     return { holdsActive: this.#budget.active(this.#now()), holdsRefused: this.holdsRefused, sessions: this.#sessions.size, unjudged: this.#tracker.unjudged };
   }
+}
+
+/** The profile was made from this HELO, sender and name, under this config. */
+function fits(p: Profile, e: StageEvent, c: EngineConfig): boolean {
+  return p.helo === e.helo && p.sender === e.sender && p.clientName === e.clientName && p.config === c;
 }
 
 /** The key a client is counted under: its address key, or the text it came as when that is not an address. */
