@@ -6,6 +6,7 @@ import { heuristics } from '../dist/engine/heuristics.js';
 import { Lists } from '../dist/engine/lists.js';
 import { PolicyTracker } from '../dist/engine/tracker.js';
 import { YoungMap } from '../dist/util/young-map.js';
+import { RateWindows } from '../dist/engine/limits.js';
 import { ReputationEngine } from '../dist/engine/engine.js';
 import type { StageEvent } from '../dist/engine/types.js';
 
@@ -111,6 +112,23 @@ t.test("a client's next session reuses its profile only while HELO, sender, name
   t.match(next({ helo: 'localhost', clientName: 'unknown', sender: 'x@other.example' }), { score: -5.7 }, "and that domain's delivery counts (+3 x 0.25)");
   config = defaults('weights:\n  non_fqdn_helo: -5\n');
   t.match(next({ helo: 'localhost', clientName: 'unknown', sender: 'x@other.example' }), { score: -8.7 }, 'a new config is applied at the next session');
+});
+
+t.test('rate records carry at most 20,000 profiles; an evicted record gives its place back', async (t) => {
+  const rates = new RateWindows(30_000);
+  const profile = {};
+  for (let i = 0; i < 20_000; i++) rates.keep(rates.get(`ip:${i}`, 0), profile);
+  const over = rates.get('ip:over', 0);
+  rates.keep(over, profile);
+  t.equal(over.profile, undefined, 'the 20,001st record gets none');
+  const again = rates.get('ip:0', 0);
+  const newer = {};
+  rates.keep(again, newer);
+  t.equal(again.profile, newer, 'a record that has one takes the newer');
+  for (let i = 0; i < 30_000; i++) rates.get(`ip:next${i}`, 0); // evicts every record above
+  const fresh = rates.get('ip:fresh', 0);
+  rates.keep(fresh, profile);
+  t.equal(fresh.profile, profile, 'once evicted, the profiled records free their places');
 });
 
 t.test('rates and concurrency per window, counted once per question', async (t) => {

@@ -28,15 +28,14 @@
 // greylist.*, lists.*, replies.*.
 
 import type { Config } from '../config/schema.js';
-import { keysFor, type Keys } from '../reputation/keys.js';
+import { addressKeys, keysFor, type Keys } from '../reputation/keys.js';
 import { ReputationStore, type Clock, type Ref } from '../reputation/store.js';
 import { Lists, type ListEntry } from './lists.js';
-import { current, RateWindows, Sessions, type Live } from './limits.js';
+import { current, RateWindows, Sessions, type Counts, type Live } from './limits.js';
 import { Greylist } from './greylist.js';
 import { HoldBudget, holdFor } from './tarpit.js';
 import { heuristics, type Finding } from './heuristics.js';
 import { PolicyTracker } from './tracker.js';
-import { boundedLru } from '../reputation/lru.js';
 import type { Engine, Outcome, Reason, Reply, StageEvent, Verdict } from './types.js';
 
 export type EngineConfig = Pick<Config, 'reputation' | 'weights' | 'thresholds' | 'tarpit' | 'rates' | 'greylist' | 'lists' | 'replies'>;
@@ -53,10 +52,12 @@ export interface EngineStats {
  * What a client's HELO, sender and reverse name make of it: the keys it is
  * counted and scored under, refs to their entries (store.ref()), and the HELO
  * and reverse-DNS findings. One client's sessions mostly repeat all three, so
- * the engine keeps each client's latest profile (a bounded LRU) and a new
- * session that repeats them takes it as it is: no key building, no
- * heuristics, no lookups for refs whose slots are already known. Never
- * changed once made (the refs inside are caches of where their keys live).
+ * the client's latest profile is kept with its rate counts (limits.ts), which
+ * a session looks up anyway, and a new session that repeats them takes it as
+ * it is: no key building, no heuristics, no lookups for refs whose slots are
+ * already known. It goes when the counts are evicted; at most 20,000 are
+ * kept (RateWindows.keep). Never changed once made (the refs inside are
+ * caches of where their keys live).
  */
 interface Profile {
   readonly helo: string;
@@ -71,9 +72,6 @@ interface Profile {
   readonly findings: readonly Finding[];
   readonly points: number;
 }
-
-/** Clients whose latest profile is kept (a few hundred bytes each). */
-const PROFILES = 10_000;
 
 /**
  * What a live session keeps between its stages: its profile, worked out
@@ -93,7 +91,6 @@ export class ReputationEngine implements Engine {
   readonly #now: Clock;
   readonly #rates: RateWindows;
   readonly #sessions = new Sessions<Context>();
-  readonly #profiles = boundedLru<string, Profile>(PROFILES);
   /** Made on first use: most sites never turn greylisting on. */
   #grey: Greylist | undefined;
   readonly #budget = new HoldBudget();
@@ -140,11 +137,14 @@ export class ReputationEngine implements Engine {
     let x = this.#sessions.get(e.session);
     const first = x === undefined;
     if (x === undefined) {
-      const p = this.#profile(e, c, dry);
-      x = { ipCounts: this.#rates.get(p.ip, now, dry), netCounts: this.#rates.get(p.net, now, dry), seen: now, profile: p, listsVersion: -1, listed: undefined };
+      const a = addressKeys(e.client);
+      const ip = a?.ip || `ip:${e.client}`;
+      const ipCounts = this.#rates.get(ip, now, dry);
+      const p = this.#profile(e, c, dry, ipCounts);
+      x = { ipCounts, netCounts: this.#rates.get(p.net, now, dry), seen: now, profile: p, listsVersion: -1, listed: undefined };
       if (!dry) this.#sessions.open(e.session, x);
     } else if (!fits(x.profile, e, c)) {
-      x.profile = this.#profile(e, c, dry);
+      x.profile = this.#profile(e, c, dry, x.ipCounts);
       x.listsVersion = -1;
     }
     if (!dry) x.seen = now;
@@ -155,9 +155,9 @@ export class ReputationEngine implements Engine {
     return { x, first };
   }
 
-  /** The client's latest profile if the event repeats it, else a new one (kept, unless a dry run). */
-  #profile(e: StageEvent, c: EngineConfig, dry: boolean): Profile {
-    const known = dry ? this.#profiles.peek(e.client) : this.#profiles.get(e.client);
+  /** The client's latest profile (kept with its counts) if the event repeats it, else a new one (kept, unless a dry run). */
+  #profile(e: StageEvent, c: EngineConfig, dry: boolean, counts: Counts): Profile {
+    const known = counts.profile as Profile | undefined;
     if (known !== undefined && fits(known, e, c)) return known;
     const keys = keysFor(e.client, e.helo, e.sender);
     const ip = clientKey(keys, e.client);
@@ -172,7 +172,7 @@ export class ReputationEngine implements Engine {
       },
       findings, points: findings.reduce((a, f) => a + f.points, 0),
     };
-    if (!dry) this.#profiles.set(e.client, p);
+    if (!dry) this.#rates.keep(counts, p);
     return p;
   }
 

@@ -23,6 +23,8 @@ export interface Counts {
   messages: number;
   recipients: number;
   live: number;
+  /** The engine's latest profile of this client (engine.ts), kept and evicted with its counts (RateWindows.keep). */
+  profile: unknown;
 }
 
 /** The counts as of now: a window older than windowMs starts again at zero. */
@@ -36,17 +38,35 @@ export function current(c: Counts, now: number, windowMs: number): Counts {
   return c;
 }
 
+/** Records that may carry a profile at once: a few hundred bytes each, where the counts take about a hundred. */
+const PROFILED = 20_000;
+
 export class RateWindows {
   readonly #lru: LRUCache<string, Counts>;
+  /** Records kept now that carry a profile. */
+  #profiled = 0;
   constructor(max: number) {
-    this.#lru = boundedLru(max);
+    this.#lru = boundedLru(max, (c) => { if (c.profile !== undefined) this.#profiled--; });
+  }
+
+  /**
+   * Keeps a profile with the record, while fewer than PROFILED records carry
+   * one (a flood of new clients would otherwise add a profile to every record
+   * the LRU holds); a record that has one always takes the newer.
+   */
+  keep(c: Counts, profile: unknown): void {
+    if (c.profile === undefined) {
+      if (this.#profiled >= PROFILED) return;
+      this.#profiled++;
+    }
+    c.profile = profile;
   }
 
   /** The key's record; a new one is kept unless `peek` (explain's dry run). */
   get(key: string, now: number, peek = false): Counts {
     const c = peek ? this.#lru.peek(key) : this.#lru.get(key);
     if (c) return c;
-    const made: Counts = { start: now, connections: 0, messages: 0, recipients: 0, live: 0 };
+    const made: Counts = { start: now, connections: 0, messages: 0, recipients: 0, live: 0, profile: undefined };
     if (!peek) this.#lru.set(key, made);
     return made;
   }

@@ -11,6 +11,6 @@ import { LRUCache } from 'lru-cache';
 
 const ONE = (): number => 1;
 
-export function boundedLru<K extends {}, V extends {}>(max: number): LRUCache<K, V> {
-  return new LRUCache<K, V>({ maxSize: max, sizeCalculation: ONE });
+export function boundedLru<K extends {}, V extends {}>(max: number, dispose?: (value: V) => void): LRUCache<K, V> {
+  return new LRUCache<K, V>({ maxSize: max, sizeCalculation: ONE, ...(dispose ? { dispose } : {}) });
 }
