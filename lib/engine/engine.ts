@@ -137,9 +137,7 @@ export class ReputationEngine implements Engine {
     let x = this.#sessions.get(e.session);
     const first = x === undefined;
     if (x === undefined) {
-      const a = addressKeys(e.client);
-      const ip = a?.ip || `ip:${e.client}`;
-      const ipCounts = this.#rates.get(ip, now, dry);
+      const ipCounts = this.#rates.get(clientKey(addressKeys(e.client)?.ip, e.client), now, dry);
       const p = this.#profile(e, c, dry, ipCounts);
       x = { ipCounts, netCounts: this.#rates.get(p.net, now, dry), seen: now, profile: p, listsVersion: -1, listed: undefined };
       if (!dry) this.#sessions.open(e.session, x);
@@ -160,7 +158,7 @@ export class ReputationEngine implements Engine {
     const known = counts.profile as Profile | undefined;
     if (known !== undefined && fits(known, e, c)) return known;
     const keys = keysFor(e.client, e.helo, e.sender);
-    const ip = clientKey(keys, e.client);
+    const ip = clientKey(keys.ip, e.client);
     const net = keys.net || ip;
     const findings = heuristics(e.helo, e.clientName, c.lists.our_names, c.lists.our_addresses, c.weights);
     const p: Profile = {
@@ -285,7 +283,7 @@ export class ReputationEngine implements Engine {
     const e = o.event;
     const x = this.#sessions.get(e.session);
     const k = x && x.profile.helo === e.helo && x.profile.sender === e.sender ? x.profile.keys : keysFor(e.client, e.helo, e.sender);
-    const ip = clientKey(k, e.client);
+    const ip = clientKey(k.ip, e.client);
     const w = c.weights;
     switch (o.kind) {
       case 'delivered':
@@ -339,8 +337,8 @@ function fits(p: Profile, e: StageEvent, c: EngineConfig): boolean {
 }
 
 /** The key a client is counted under: its address key, or the text it came as when that is not an address. */
-function clientKey(keys: Keys, client: string): string {
-  return keys.ip || `ip:${client}`;
+function clientKey(ipKey: string | undefined, client: string): string {
+  return ipKey || `ip:${client}`;
 }
 
 /** One verdict, built in one go (the hot path makes one per question). */
