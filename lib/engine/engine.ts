@@ -279,8 +279,13 @@ export class ReputationEngine implements Engine {
 
   /** Learns from how a session went. */
   record(o: Outcome): void {
-    const c = this.#config();
     const e = o.event;
+    if (o.kind === 'ended') {
+      // Nothing to learn (past end of message, refused, or not judged): the session only closes.
+      this.#sessions.end(e.session);
+      return;
+    }
+    const c = this.#config();
     const x = this.#sessions.get(e.session);
     const k = x && x.profile.helo === e.helo && x.profile.sender === e.sender ? x.profile.keys : keysFor(e.client, e.helo, e.sender);
     const ip = clientKey(k.ip, e.client);
@@ -299,10 +304,7 @@ export class ReputationEngine implements Engine {
         this.store.add(k.net, d, counter);
         this.store.add(k.helo, d, counter);
         this.#sessions.end(e.session);
-        return;
       }
-      case 'ended':
-        this.#sessions.end(e.session);
     }
   }
 
