@@ -137,8 +137,9 @@ export class ReputationEngine implements Engine {
     let x = this.#sessions.get(e.session);
     const first = x === undefined;
     if (x === undefined) {
-      const ipCounts = this.#rates.get(clientKey(addressKeys(e.client)?.ip, e.client), now, dry);
-      const p = this.#profile(e, c, dry, ipCounts);
+      const a = addressKeys(e.client);
+      const ipCounts = this.#rates.get(clientKey(a?.ip, e.client), now, dry);
+      const p = this.#profile(e, c, dry, ipCounts, a);
       x = { ipCounts, netCounts: this.#rates.get(p.net, now, dry), seen: now, profile: p, listsVersion: -1, listed: undefined };
       if (!dry) this.#sessions.open(e.session, x);
     } else if (!fits(x.profile, e, c)) {
@@ -154,10 +155,10 @@ export class ReputationEngine implements Engine {
   }
 
   /** The client's latest profile (kept with its counts) if the event repeats it, else a new one (kept, unless a dry run). */
-  #profile(e: StageEvent, c: EngineConfig, dry: boolean, counts: Counts): Profile {
+  #profile(e: StageEvent, c: EngineConfig, dry: boolean, counts: Counts, a = addressKeys(e.client)): Profile {
     const known = counts.profile as Profile | undefined;
     if (known !== undefined && fits(known, e, c)) return known;
-    const keys = keysFor(e.client, e.helo, e.sender);
+    const keys = keysFor(e.client, e.helo, e.sender, a);
     const ip = clientKey(keys.ip, e.client);
     const net = keys.net || ip;
     const findings = heuristics(e.helo, e.clientName, c.lists.our_names, c.lists.our_addresses, c.weights);

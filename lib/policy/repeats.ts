@@ -13,10 +13,9 @@
 // to carry into the old generation and mark again and again (the repeat
 // check cost the policy bench ~6% of its throughput then, about half that
 // now). Ring and index are typed arrays (~2.2 MB at 100,000): no object per
-// question at all. Two different
-// questions are taken for one only if both hashes agree - about once in
-// 10^14 questions at a full 100,000 - and the cost of that is one question
-// counted once too few.
+// question at all. Two different questions are taken for one only if both
+// hashes agree - about once in 10^14 questions at a full 100,000 - and the
+// cost of that is one question counted once too few.
 //
 // The index is open addressing with linear probing over ring slots, at most
 // half full; a slot leaving the ring is taken out of the index by shifting

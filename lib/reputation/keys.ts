@@ -41,8 +41,8 @@ function name(s: string): string {
   return l.endsWith('.') ? l.slice(0, -1) : l;
 }
 
-export function keysFor(client: string, helo: string, sender: string): Keys {
-  const a = addressKeys(client);
+/** `a`: the client's address keys, when the caller has them already. */
+export function keysFor(client: string, helo: string, sender: string, a = addressKeys(client)): Keys {
   const at = sender.lastIndexOf('@');
   const domain = at >= 0 ? name(sender.slice(at + 1)) : '';
   const h = name(helo);
