@@ -3,7 +3,8 @@ import t from 'tap';
 import net from 'node:net';
 import { writeFileSync, renameSync, readFileSync, existsSync, readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
-import { sluiced, run, shortDir } from './helpers/spawn.js';
+import { spawn } from 'node:child_process';
+import { sluiced, run, shortDir, cleanEnv, ROOT } from './helpers/spawn.js';
 import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
 import { until } from './helpers/daemon.js';
 import { ReputationStore } from '../dist/reputation/store.js';
@@ -164,6 +165,45 @@ t.test('without --foreground it detaches, reports where it listens, and keeps ru
   // A detached start that fails reports it and exits with the child's status.
   const bad = sluiced(t, ['--config', path.join(dir, 'nope.yaml')]);
   t.equal((await bad.exited).code, 78);
+});
+
+t.test('npm start: a stop signal to npm, or Ctrl-C to the group, drains sluiced once', async (t) => {
+  const dir = shortDir(t);
+  const cfg = path.join(dir, 'sluice.yaml');
+  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: json\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["inet:127.0.0.1:0"]\n`);
+  // As the README has it, with a config of its own; in its own process group, as a shell starts it.
+  const start = async (): Promise<{ npm: ReturnType<typeof spawn>; port: number; out: () => string[]; exited: Promise<number | null> }> => {
+    const npm = spawn('npm', ['start', '--', '--config', cfg], { cwd: ROOT, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    t.teardown(() => { try { process.kill(-npm.pid!, 'SIGKILL'); } catch { /* gone */ } });
+    let text = '';
+    npm.stdout!.setEncoding('utf8').on('data', (d: string) => { text += d; });
+    npm.stderr!.resume();
+    const exited = new Promise<number | null>((r) => npm.on('exit', (code) => r(code)));
+    const out = (): string[] => text.split('\n').filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { msg: string }).msg);
+    t.ok(await until(() => out().some((m) => m.startsWith('sluiced ready')), 20_000), 'up under npm start');
+    const ready = text.split('\n').find((l) => l.includes('sluiced ready'))!;
+    return { npm, port: portOf((JSON.parse(ready) as { listen: { policy: string[] } }).listen.policy[0]!), out, exited };
+  };
+  const refused = (port: number): Promise<boolean> => new Promise((r) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => { s.destroy(); r(false); });
+    s.once('error', () => r(true));
+  });
+
+  // A process manager stops npm, not its child: npm passes the signal on.
+  let n = await start();
+  n.npm.kill('SIGTERM');
+  t.equal(await n.exited, 0, 'npm exits 0');
+  t.equal(n.out().at(-1), 'sluiced stopped', 'sluiced drained and stopped');
+  t.ok(await refused(n.port), 'nothing left listening');
+
+  // Ctrl-C reaches npm and sluiced alike, and npm passes its copy on too.
+  n = await start();
+  process.kill(-n.npm.pid!, 'SIGINT');
+  await n.exited;
+  t.equal(n.out().filter((m) => m === 'draining').length, 1, 'one drain for the two signals');
+  t.equal(n.out().at(-1), 'sluiced stopped');
+  t.ok(await refused(n.port), 'nothing left listening');
 });
 
 t.test('the shield in a real process: throws in handlers, timers and promises do not stop it', async (t) => {

@@ -365,6 +365,9 @@ export class Daemon {
     on('SIGHUP', () => this.reload());
     on('SIGUSR1', () => { this.#logs.reopen(); this.log.info('log file reopened'); });
     const drain = (sig: string) => async () => {
+      // One stop is enough: a second signal (Ctrl-C under `npm start` reaches
+      // both npm, which passes it on, and sluiced) changes nothing.
+      if (this.#stopping) return;
       this.log.info({ signal: sig }, 'draining');
       await this.stop();
       this.#opts.onStopped?.();
