@@ -32,16 +32,24 @@ export interface PolicyRequest {
   readonly tlsCipher: string;
 }
 
-const STAGE_OF: Readonly<Record<string, Stage>> = {
-  CONNECT: 'connect',
-  EHLO: 'helo',
-  HELO: 'helo',
-  MAIL: 'mail',
-  RCPT: 'rcpt',
-  DATA: 'data',
-  BDAT: 'data',
-  'END-OF-MESSAGE': 'eom',
-};
+/**
+ * The stage of a protocol_state. A switch, not a lookup table: indexing an
+ * object with the request's own string makes V8 look it up in its string
+ * table on every request.
+ */
+function stageOf(state: string): Stage | undefined {
+  switch (state) {
+    case 'CONNECT': return 'connect';
+    case 'EHLO':
+    case 'HELO': return 'helo';
+    case 'MAIL': return 'mail';
+    case 'RCPT': return 'rcpt';
+    case 'DATA':
+    case 'BDAT': return 'data';
+    case 'END-OF-MESSAGE': return 'eom';
+    default: return undefined;
+  }
+}
 
 /**
  * A copy of a value that does not keep the request text it was cut from:
@@ -75,7 +83,7 @@ export function toRequest(attrs: PolicyAttributes): PolicyRequest {
   const state = (protocolState ?? '').toUpperCase();
   return {
     state,
-    stage: STAGE_OF[state],
+    stage: stageOf(state),
     // An IPv4 address comes back as given: a slice like any other value.
     client: own(canonicalAddress(address ?? '')),
     clientPort: /^\d{1,5}$/.test(port) ? Number(port) : undefined,
