@@ -3,8 +3,7 @@ import t from 'tap';
 import net from 'node:net';
 import { writeFileSync, renameSync, readFileSync, existsSync, readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
-import { sluiced, run, shortDir, cleanEnv, ROOT } from './helpers/spawn.js';
+import { sluiced, run, shortDir, type Child } from './helpers/spawn.js';
 import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
 import { until } from './helpers/daemon.js';
 import { ReputationStore } from '../dist/reputation/store.js';
@@ -172,17 +171,11 @@ t.test('npm start: a stop signal to npm, or Ctrl-C to the group, drains sluiced 
   const cfg = path.join(dir, 'sluice.yaml');
   writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: json\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["inet:127.0.0.1:0"]\n`);
   // As the README has it, with a config of its own; in its own process group, as a shell starts it.
-  const start = async (): Promise<{ npm: ReturnType<typeof spawn>; port: number; out: () => string[]; exited: Promise<number | null> }> => {
-    const npm = spawn('npm', ['start', '--', '--config', cfg], { cwd: ROOT, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    t.teardown(() => { try { process.kill(-npm.pid!, 'SIGKILL'); } catch { /* gone */ } });
-    let text = '';
-    npm.stdout!.setEncoding('utf8').on('data', (d: string) => { text += d; });
-    npm.stderr!.resume();
-    const exited = new Promise<number | null>((r) => npm.on('exit', (code) => r(code)));
-    const out = (): string[] => text.split('\n').filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { msg: string }).msg);
-    t.ok(await until(() => out().some((m) => m.startsWith('sluiced ready')), 20_000), 'up under npm start');
-    const ready = text.split('\n').find((l) => l.includes('sluiced ready'))!;
-    return { npm, port: portOf((JSON.parse(ready) as { listen: { policy: string[] } }).listen.policy[0]!), out, exited };
+  const start = async (): Promise<{ npm: Child; port: number; msgs: () => unknown[] }> => {
+    const npm = run(t, ['start', '--', '--config', cfg], { command: 'npm', group: true });
+    const ready = await npm.waitFor(readyLine, 20_000);
+    t.pass('up under npm start');
+    return { npm, port: portOf((ready['listen'] as { policy: string[] }).policy[0]), msgs: () => npm.lines().map((l) => l['msg']) };
   };
   const refused = (port: number): Promise<boolean> => new Promise((r) => {
     const s = net.connect(port, '127.0.0.1');
@@ -192,17 +185,17 @@ t.test('npm start: a stop signal to npm, or Ctrl-C to the group, drains sluiced 
 
   // A process manager stops npm, not its child: npm passes the signal on.
   let n = await start();
-  n.npm.kill('SIGTERM');
-  t.equal(await n.exited, 0, 'npm exits 0');
-  t.equal(n.out().at(-1), 'sluiced stopped', 'sluiced drained and stopped');
+  n.npm.proc.kill('SIGTERM');
+  t.equal((await n.npm.exited).code, 0, 'npm exits 0');
+  t.equal(n.msgs().at(-1), 'sluiced stopped', 'sluiced drained and stopped');
   t.ok(await refused(n.port), 'nothing left listening');
 
   // Ctrl-C reaches npm and sluiced alike, and npm passes its copy on too.
   n = await start();
-  process.kill(-n.npm.pid!, 'SIGINT');
-  await n.exited;
-  t.equal(n.out().filter((m) => m === 'draining').length, 1, 'one drain for the two signals');
-  t.equal(n.out().at(-1), 'sluiced stopped');
+  process.kill(-n.npm.proc.pid!, 'SIGINT');
+  await n.npm.exited;
+  t.equal(n.msgs().filter((m) => m === 'draining').length, 1, 'one drain for the two signals');
+  t.equal(n.msgs().at(-1), 'sluiced stopped');
   t.ok(await refused(n.port), 'nothing left listening');
 });
 

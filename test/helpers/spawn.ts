@@ -28,14 +28,22 @@ export function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-export function run(t: Test, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; node?: string[] } = {}): Child {
-  const proc = spawn(process.execPath, [...(opts.node ?? []), ...args], { cwd: opts.cwd ?? ROOT, env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Runs node (or `command`) with `args`. `group`: in a process group of its
+ * own, as a shell starts a command, and killed as a group at teardown.
+ */
+export function run(t: Test, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; node?: string[]; command?: string; group?: boolean } = {}): Child {
+  const proc = spawn(opts.command ?? process.execPath, [...(opts.node ?? []), ...args], { cwd: opts.cwd ?? ROOT, env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'], detached: opts.group ?? false });
   let out = '';
   let err = '';
   proc.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
   proc.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
   const exited = new Promise<{ code: number | null; signal: string | null }>((r) => proc.on('exit', (code, signal) => r({ code, signal })));
-  t.teardown(() => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL'); });
+  t.teardown(() => {
+    if (opts.group) {
+      try { process.kill(-proc.pid!, 'SIGKILL'); } catch { /* gone */ }
+    } else if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  });
   const lines = (): Record<string, unknown>[] => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
   return {
     proc, exited, lines,
