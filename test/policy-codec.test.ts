@@ -6,8 +6,8 @@ import { policyVectors, vectorsPresent } from './helpers/vectors.js';
 
 const LIMITS: PolicyLimits = { maxLineLength: 4096, maxRequestSize: 65536, maxAttributes: 256 };
 
-function decodeAll(chunks: Buffer[], limits = LIMITS): PolicyAttributes[] {
-  const d = new PolicyDecoder(limits);
+function decodeAll(chunks: Buffer[], limits = LIMITS, picker?: AttributePicker): PolicyAttributes[] {
+  const d = new PolicyDecoder(limits, picker);
   const out: PolicyAttributes[] = [];
   for (const c of chunks) out.push(...d.push(c));
   d.end();
@@ -46,14 +46,20 @@ t.test('split at every byte offset and fed byte by byte', async (t) => {
     if (seen.has(v.scenario)) continue;
     seen.add(v.scenario);
     const bytes = Buffer.from(v.raw, 'utf8');
+    // The decoder's own picker cuts its values out as lines arrive, by
+    // another path than reading the request's lines afterwards: both checked.
+    const picker = new AttributePicker([...Object.keys(v.attrs).reverse(), 'absent']);
+    const picked = JSON.stringify([...Object.values(v.attrs).reverse(), null]);
     let ok = true;
     for (let i = 0; i <= bytes.length; i++) {
-      const got = decodeAll([bytes.subarray(0, i), bytes.subarray(i)]);
-      if (got.length !== 1 || JSON.stringify(Object.fromEntries(got[0]!)) !== JSON.stringify(v.attrs)) { ok = false; t.fail(`${v.scenario} split at ${i}`); break; }
+      const got = decodeAll([bytes.subarray(0, i), bytes.subarray(i)], LIMITS, picker);
+      if (got.length !== 1 || JSON.stringify(Object.fromEntries(got[0]!)) !== JSON.stringify(v.attrs) ||
+        JSON.stringify(got[0]!.pick(picker)) !== picked) { ok = false; t.fail(`${v.scenario} split at ${i}`); break; }
     }
     t.ok(ok, `${v.scenario}: ${bytes.length + 1} splits`);
-    const single = decodeAll([...bytes].map((b) => Buffer.from([b])));
+    const single = decodeAll([...bytes].map((b) => Buffer.from([b])), LIMITS, picker);
     t.same(Object.fromEntries(single[0]!), v.attrs, `${v.scenario}: byte by byte`);
+    t.equal(JSON.stringify(single[0]!.pick(picker)), picked, `${v.scenario}: byte by byte, picked as the lines came`);
   }
   t.ok(seen.size >= 20, `${seen.size} scenarios`);
 });
@@ -70,8 +76,14 @@ t.test('a repeated name keeps its last value in the place of its first; lines fr
   t.equal(r!.get('sender'), 'c@d');
   t.same([...r!], [['request', 'smtpd_access_policy'], ['sender', 'c@d'], ['recipient', 'x@y']]);
   t.equal(r!.get('send'), undefined, 'a prefix of a name is not the name');
-  // The picker reads the same values in one pass: names of one length told apart, the last line wins.
-  t.same(r!.pick(new AttributePicker(['sender', 'request', 'absent', 'recipient', 'sende'])), ['c@d', 'smtpd_access_policy', undefined, 'x@y', undefined]);
+  // The picker reads the same values in one pass: names of one length told apart, the last line wins;
+  // the same when the decoder was given the picker and cut them as the lines came.
+  const picker = new AttributePicker(['sender', 'request', 'absent', 'recipient', 'sende', 'sendxr']);
+  const want = ['c@d', 'smtpd_access_policy', undefined, 'x@y', undefined, undefined];
+  t.same(r!.pick(picker), want);
+  const [q] = decodeAll([Buffer.from('request=smtpd_access_policy\nsender=a@b\nrecipient=x@y\nsender=c@d\n\n')], LIMITS, picker);
+  t.same(q!.pick(picker), want);
+  t.same([...q!], [...r!]);
   // ASCII lines, a UTF-8 line and a line split across chunks, in one request.
   const [m] = decodeAll([Buffer.from('request=smtpd_access_policy\nhelo_name=mx.exa'), Buffer.from('mple.org\nrecipient=jörg@exämple.org\nsender=s@e\n'), Buffer.from('size=12\n\n')]);
   t.same(Object.fromEntries(m!), { request: 'smtpd_access_policy', helo_name: 'mx.example.org', recipient: 'jörg@exämple.org', sender: 's@e', size: '12' });

@@ -4,9 +4,9 @@
 // (SMTPD_POLICY_README; Postfix's attr_print_plain). Pure and incremental:
 // push() any split of the byte stream and get the complete requests back; a
 // partial line is kept as pieces and joined only when its LF arrives.
-// A request is handed over as its text and where each line's name and value
-// lie in it (PolicyAttributes): no string is cut out until it is asked for,
-// and a request that arrived in one chunk is read in place.
+// A request is handed over as its text (PolicyAttributes): a request that
+// arrived in one chunk is read in place, and only the values of the picker
+// the decoder was given are cut out, as their lines arrive.
 //
 // Trusts nothing: every line is bounded before it is kept, the request size
 // and line count are bounded, a value is split at the FIRST "=" (SRS and BATV
@@ -28,50 +28,70 @@ export interface PolicyLimits {
 }
 
 /**
- * One request, read in place: `text` holds its lines and `marks` says, three
- * numbers a line, where each name starts, where its "=" is and where the
- * value ends. Reads like a Map: a repeated name keeps its last value (and the
- * place of its first).
+ * One request, read in place: its lines are `text` from `from` to `to`, each
+ * ended by LF (the chunk it arrived in, or a text of its own when it came in
+ * pieces). Reads like a Map: a repeated name keeps its last value (and the
+ * place of its first). The values of the decoder's picker were cut out as the
+ * lines arrived; anything else is found by reading the lines again.
  */
 export class PolicyAttributes {
-  constructor(readonly text: string, readonly marks: readonly number[]) {}
+  readonly #picker: AttributePicker | undefined;
+  readonly #picked: (string | undefined)[] | undefined;
+
+  constructor(readonly text: string, readonly from: number, readonly to: number,
+    picker?: AttributePicker, picked?: (string | undefined)[]) {
+    this.#picker = picker;
+    this.#picked = picked;
+  }
 
   /** The value of the last line named `name`, or undefined. */
   get(name: string): string | undefined {
-    const { text, marks } = this;
-    for (let i = marks.length - 3; i >= 0; i -= 3) {
-      const start = marks[i]!;
-      const eq = marks[i + 1]!;
-      if (eq - start === name.length && text.startsWith(name, start)) return text.slice(eq + 1, marks[i + 2]);
-    }
-    return undefined;
+    let value: string | undefined;
+    this.#lines((start, eq, end) => {
+      if (eq - start === name.length && this.text.startsWith(name, start)) value = this.text.slice(eq + 1, end);
+    });
+    return value;
   }
 
-  /** The values of a picker's names, in one pass over the lines (AttributePicker.pick). */
+  /**
+   * The values of a picker's names (the last line of each name wins),
+   * undefined where there is none. For the decoder's own picker this is the
+   * array it filled, which belongs to this request alone.
+   */
   pick(p: AttributePicker): (string | undefined)[] {
-    return p.pick(this.text, this.marks);
+    if (p === this.#picker) return this.#picked!;
+    const out = p.blank();
+    this.#lines((start, eq, end) => {
+      const place = p.placeOf(this.text, start, eq);
+      if (place >= 0) out[place] = this.text.slice(eq + 1, end);
+    });
+    return out;
   }
 
   /** Name and value pairs, in order of first appearance. */
   *[Symbol.iterator](): IterableIterator<[string, string]> {
-    const seen = new Set<string>();
-    for (let i = 0; i < this.marks.length; i += 3) {
-      const name = this.text.slice(this.marks[i], this.marks[i + 1]);
-      if (seen.has(name)) continue;
-      seen.add(name);
-      yield [name, this.get(name)!];
+    const names: string[] = [];
+    this.#lines((start, eq) => { names.push(this.text.slice(start, eq)); });
+    for (const name of new Set(names)) yield [name, this.get(name)!];
+  }
+
+  /** Calls `line` with where each line's name starts, its "=" and its end. */
+  #lines(line: (start: number, eq: number, end: number) => void): void {
+    const text = this.text;
+    for (let start = this.from; start < this.to;) {
+      const end = text.indexOf('\n', start);
+      line(start, text.indexOf('=', start), end);
+      start = end + 1;
     }
   }
 }
 
-const LF = 0x0a;
-const EQ = 0x3d;
-
 /**
- * A fixed list of attribute names, read from a request in one pass: each
- * line's name is matched only against the wanted names of its length. Built
- * once; the request mapping reads its ~18 names this way instead of one
- * lookup (a pass over ~30 lines) per name.
+ * A fixed list of attribute names and the place of each in a result. Handed
+ * to the decoder, it is matched against each line's name as the line
+ * arrives, and each wanted value is cut out then: the request mapping reads
+ * its ~18 names without a second pass over ~30 lines. A name is compared
+ * only with the wanted names of its length.
  */
 export class AttributePicker {
   /** For each name length, the wanted names of that length and their places, side by side. */
@@ -85,45 +105,53 @@ export class AttributePicker {
     });
   }
 
-  /** Each name's value (from the last line of that name), undefined where there is none. */
-  pick(text: string, marks: readonly number[]): (string | undefined)[] {
-    const out = new Array<string | undefined>(this.names.length).fill(undefined);
-    for (let i = 0; i < marks.length; i += 3) {
-      const start = marks[i]!;
-      const eq = marks[i + 1]!;
-      const wanted = this.#names[eq - start];
-      if (wanted === undefined) continue;
-      for (let j = 0; j < wanted.length; j++) {
-        if (text.startsWith(wanted[j]!, start)) {
-          out[this.#places[eq - start]![j]!] = text.slice(eq + 1, marks[i + 2]);
-          break;
-        }
-      }
+  /** A result with no value found yet. */
+  blank(): (string | undefined)[] {
+    return new Array<string | undefined>(this.names.length).fill(undefined);
+  }
+
+  /** The place of the name text[start, eq) among the wanted names, or -1. */
+  placeOf(text: string, start: number, eq: number): number {
+    const wanted = this.#names[eq - start];
+    if (wanted === undefined) return -1;
+    // First and last letters tell most names of one length apart, without a call.
+    const first = text.charCodeAt(start);
+    const last = text.charCodeAt(eq - 1);
+    for (let j = 0; j < wanted.length; j++) {
+      const w = wanted[j]!;
+      if (w.charCodeAt(0) === first && w.charCodeAt(w.length - 1) === last && text.startsWith(w, start)) return this.#places[eq - start]![j]!;
     }
-    return out;
+    return -1;
   }
 }
 
+const LF = 0x0a;
+
 export class PolicyDecoder {
   readonly #limits: PolicyLimits;
+  readonly #picker: AttributePicker | undefined;
   #pieces: Buffer[] = [];
   #pieceBytes = 0;
-  /** The text the current request's lines are marked in ("" before its first line). */
-  #text = '';
   /**
-   * Where the current request's lines lie, three numbers a line: the first
-   * `#marked` entries. Reused from request to request, and copied out at the
-   * end at its exact size: grown afresh each time, it was three quarters of
-   * what decoding a request allocated.
+   * The current request's lines are #text from #from to #to: while they come
+   * one after another in one chunk's text, that text read in place; once
+   * they do not (a line split across chunks, or not ASCII), a text of the
+   * request's own, its lines appended as they come.
    */
-  #marks: number[] = [];
-  #marked = 0;
+  #text = '';
+  #from = 0;
+  #to = 0;
+  #own = false;
+  /** The picker's values for the current request, filled as its lines arrive. */
+  #picked: (string | undefined)[] | undefined;
   #lines = 0;
   #requestBytes = 0;
   #failed: PeerError | undefined;
 
-  constructor(limits: PolicyLimits) {
+  /** `picker`: names whose values every request hands over ready cut (PolicyAttributes.pick). */
+  constructor(limits: PolicyLimits, picker?: AttributePicker) {
     this.#limits = limits;
+    this.#picker = picker;
   }
 
   /** Feeds bytes; returns the requests they complete. Throws a PeerError (1xx) on bad input. */
@@ -157,7 +185,7 @@ export class PolicyDecoder {
         if (lf === start) done = this.#endOfRequest();
         else {
           this.#countLine(lf - start); // ASCII: a char is a byte
-          this.#attribute(text, start, lf);
+          this.#attribute(text, start, lf, true);
         }
       } else {
         done = this.#bytesLine(chunk.subarray(start, lf));
@@ -205,30 +233,36 @@ export class PolicyDecoder {
     }
     const text = line.toString('utf8');
     this.#countLine(line.length);
-    return this.#attribute(text, 0, text.length);
+    return this.#attribute(text, 0, text.length, false);
   }
 
   /**
-   * The `name=value` line text[start, end), already decoded and counted, is
-   * marked where it lies; a line from another text than the request's first
-   * lines (a request split across chunks, or a line that was not ASCII) is
-   * appended to the request's own text.
+   * The `name=value` line text[start, end), already decoded and counted.
+   * `inPlace`: text[end] is its LF (a line of an ASCII chunk's text).
    */
-  #attribute(text: string, start: number, end: number): undefined {
+  #attribute(text: string, start: number, end: number, inPlace: boolean): undefined {
     const eq = text.indexOf('=', start);
     if (eq <= start || eq >= end) this.#fail('PEER_MALFORMED_LINE', `expected name=value, got "${printable(Buffer.from(text.slice(start, Math.min(end, start + 80))), 60)}"`);
-    if (this.#marked === 0) this.#text = text;
-    let at = 0;
-    if (this.#text !== text) {
-      at = this.#text.length - start;
-      this.#text += text.slice(start, end);
+    if (this.#lines === 1) {
+      this.#text = text;
+      this.#from = this.#to = start;
+      if (this.#picker) this.#picked = this.#picker.blank();
     }
-    const m = this.#marks;
-    const n = this.#marked;
-    m[n] = start + at;
-    m[n + 1] = eq + at;
-    m[n + 2] = end + at;
-    this.#marked = n + 3;
+    if (inPlace && !this.#own && text === this.#text && start === this.#to) {
+      this.#to = end + 1;
+    } else {
+      if (!this.#own) {
+        this.#text = this.#text.slice(this.#from, this.#to);
+        this.#from = 0;
+        this.#own = true;
+      }
+      this.#text += text.slice(start, end) + '\n';
+      this.#to = this.#text.length;
+    }
+    if (this.#picker) {
+      const place = this.#picker.placeOf(text, start, eq);
+      if (place >= 0) this.#picked![place] = text.slice(eq + 1, end);
+    }
     return undefined;
   }
 
@@ -242,11 +276,10 @@ export class PolicyDecoder {
 
   #endOfRequest(): PolicyAttributes {
     if (this.#lines === 0) this.#fail('PEER_EMPTY_REQUEST', 'empty line with no attributes before it');
-    const attrs = new PolicyAttributes(this.#text, this.#marks.slice(0, this.#marked));
+    const attrs = new PolicyAttributes(this.#text, this.#from, this.#to, this.#picker, this.#picked);
     this.#text = '';
-    this.#marked = 0;
-    // A request of many lines leaves no large array behind on its connection.
-    if (this.#marks.length > 3 * 128) this.#marks = [];
+    this.#own = false;
+    this.#picked = undefined;
     this.#lines = 0;
     this.#requestBytes = 0;
     return attrs;

@@ -70,8 +70,12 @@ function int(v: string | undefined): number {
   return Number.isSafeInteger(n) && n >= 0 ? n : 0;
 }
 
-/** The attributes the request mapping reads, in the order the picker returns them. */
-const ATTRS = new AttributePicker([
+/**
+ * The attributes the request mapping reads, in the order the picker returns
+ * them: give it to the decoder (PolicyDecoder) and they are cut out as the
+ * lines arrive.
+ */
+export const REQUEST_ATTRS = new AttributePicker([
   'request', 'protocol_state', 'client_address', 'client_port', 'client_name', 'reverse_client_name', 'server_port',
   'helo_name', 'sender', 'recipient', 'recipient_count', 'queue_id', 'instance', 'size', 'stress', 'sasl_username',
   'encryption_protocol', 'encryption_cipher',
@@ -79,7 +83,7 @@ const ATTRS = new AttributePicker([
 
 export function toRequest(attrs: PolicyAttributes): PolicyRequest {
   const [type, protocolState, address, port = '', clientName, reverseName, serverPort, helo, sender, recipient,
-    recipientCount, queueId, instance, size, stress, saslUser, tlsProtocol, tlsCipher] = attrs.pick(ATTRS);
+    recipientCount, queueId, instance, size, stress, saslUser, tlsProtocol, tlsCipher] = attrs.pick(REQUEST_ATTRS);
   if (type !== 'smtpd_access_policy') {
     throw new PeerError('PEER_BAD_REQUEST_TYPE', `request=${String(type).slice(0, 40)} is not smtpd_access_policy`);
   }

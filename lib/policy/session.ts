@@ -31,7 +31,7 @@ import { InternalError, PeerError, type SluiceError } from '../shield/errors.js'
 import { safeDecide } from '../engine/decide.js';
 import { PASS, scoreLine, type Engine, type Outcome, type StageEvent, type Verdict } from '../engine/types.js';
 import { PolicyDecoder, type PolicyAttributes } from './codec.js';
-import { repeatKey, toRequest, toStageEvent } from './request.js';
+import { REQUEST_ATTRS, repeatKey, toRequest, toStageEvent } from './request.js';
 import { DUNNO_REPLY, renderPrepend, renderReply } from './render.js';
 import type { RecentQuestions } from './repeats.js';
 
@@ -74,7 +74,7 @@ class PolicySession implements ConnectionHandler {
       maxLineLength: p.max_line_length,
       maxRequestSize: p.max_request_size,
       maxAttributes: p.max_attributes,
-    });
+    }, REQUEST_ATTRS);
   }
 
   get busy(): boolean {
