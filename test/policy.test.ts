@@ -40,8 +40,8 @@ t.test('request mapping', async (t) => {
   t.equal(canonicalAddress('not-an-ip'), 'unknown');
   const a = toRequest(attrsOf(rcptRequest()));
   const b = toRequest(attrsOf(rcptRequest({ client_port: '1' })));
-  t.equal(repeatKey(a), repeatKey(b), 'same instance, state and recipient is the same question');
-  t.not(repeatKey(a), repeatKey(toRequest(attrsOf(rcptRequest({ recipient: 'x@y' })))));
+  t.same(repeatKey(a), repeatKey(b), 'same instance, state and recipient is the same question');
+  t.notSame(repeatKey(a), repeatKey(toRequest(attrsOf(rcptRequest({ recipient: 'x@y' })))));
 });
 
 t.test('what a request leaves behind does not keep the request text alive', async (t) => {
@@ -72,31 +72,33 @@ t.test('what a request leaves behind does not keep the request text alive', asyn
 t.test('recent questions: a repeat inside the window counts once; the window and the cap expire the oldest', async (t) => {
   const q = new RecentQuestions(3, () => 10_000);
   const t0 = 1_000_000_000_000;
-  t.equal(q.repeated('a', t0), false, 'first asked');
-  t.equal(q.repeated('a', t0 + 9_000), true, 'asked again inside the window');
-  t.equal(q.repeated('a', t0 + 10_000), false, 'asked again once the window has passed: a new question');
-  t.equal(q.repeated('a', t0 + 15_000), true, 'and its window starts over');
-  t.equal(q.repeated('b', t0 + 15_000), false);
-  t.equal(q.repeated('c', t0 + 15_000), false);
+  t.equal(q.repeated(['a'], t0), false, 'first asked');
+  t.equal(q.repeated(['a'], t0 + 9_000), true, 'asked again inside the window');
+  t.equal(q.repeated(['a'], t0 + 10_000), false, 'asked again once the window has passed: a new question');
+  t.equal(q.repeated(['a'], t0 + 15_000), true, 'and its window starts over');
+  t.equal(q.repeated(['b'], t0 + 15_000), false);
+  t.equal(q.repeated(['c'], t0 + 15_000), false);
   t.equal(q.size, 3);
-  t.equal(q.repeated('d', t0 + 15_000), false);
+  t.equal(q.repeated(['d'], t0 + 15_000), false);
   t.equal(q.size, 3, 'the cap holds');
-  t.equal(q.repeated('a', t0 + 16_000), false, 'the oldest went first');
-  t.equal(q.repeated('d', t0 + 16_000), true);
-  t.equal(q.repeated('e', t0 + 40_000), false);
-  t.equal(q.size, 1, 'everything older than the window is gone');
+  t.equal(q.repeated(['a'], t0 + 16_000), false, 'the oldest went first');
+  t.equal(q.repeated(['d'], t0 + 16_000), true);
+  t.equal(q.repeated(['e'], t0 + 40_000), false);
+  t.equal(q.repeated(['e', 'f'], t0 + 40_000), false, 'more parts, another question');
+  t.equal(q.repeated(['e|f'], t0 + 40_000), true, 'the parts are one question, as if joined by "|"');
+  t.equal(q.size, 2, 'everything older than the window is gone: e and e|f remain');
   // The ring grows as it fills (from 1,024 up to the cap), keeping the order across a wrapped start.
   const big = new RecentQuestions(3000, () => 10_000);
-  for (let i = 0; i < 2000; i++) big.repeated(`a${i}`, t0);
-  t.equal(big.repeated('x', t0 + 10_000), false);
+  for (let i = 0; i < 2000; i++) big.repeated([`a${i}`], t0);
+  t.equal(big.repeated(['x'], t0 + 10_000), false);
   t.equal(big.size, 1, 'the first 2,000 expired');
-  for (let i = 0; i < 2999; i++) big.repeated(`b${i}`, t0 + 11_000);
+  for (let i = 0; i < 2999; i++) big.repeated([`b${i}`], t0 + 11_000);
   t.equal(big.size, 3000);
   let repeats = 0;
-  for (let i = 0; i < 2999; i++) if (big.repeated(`b${i}`, t0 + 12_000)) repeats++;
+  for (let i = 0; i < 2999; i++) if (big.repeated([`b${i}`], t0 + 12_000)) repeats++;
   t.equal(repeats, 2999, 'every one of them is still known after growing');
-  t.equal(big.repeated('y', t0 + 12_000), false);
-  t.equal(big.repeated('x', t0 + 12_000), false, 'the oldest (x) made room for y');
+  t.equal(big.repeated(['y'], t0 + 12_000), false);
+  t.equal(big.repeated(['x'], t0 + 12_000), false, 'the oldest (x) made room for y');
 });
 
 t.test('recent questions: the hashed ring answers as a plain map of keys would, through growth, expiry, the cap and probe runs', async (t) => {
@@ -133,9 +135,9 @@ t.test('recent questions: the hashed ring answers as a plain map of keys would, 
     let most = 0;
     for (let i = 0; i < steps; i++) {
       now += rand(tick) === 0 ? rand(3000) : 0;
-      const key = `${rand(keys).toString(16)}.66f0c1d2|RCPT|user${rand(3)}@example.org`;
-      const got = q.repeated(key, now);
-      const want = m.repeated(key, now);
+      const parts = [`${rand(keys).toString(16)}.66f0c1d2`, 'RCPT', `user${rand(3)}@example.org`];
+      const got = q.repeated(parts, now);
+      const want = m.repeated(parts.join('|'), now);
       if (got !== want) mismatches++;
       if (want) repeats++;
       most = Math.max(most, q.size);

@@ -116,10 +116,10 @@ export function toRequest(attrs: PolicyAttributes): PolicyRequest {
  * re-sends a request after a timeout, and asks the same RCPT once per
  * restriction list (smtpd_delay_reject=yes).
  */
-export function repeatKey(r: PolicyRequest): string {
+export function repeatKey(r: PolicyRequest): readonly string[] {
   const who = r.instance || `${r.client}:${r.clientPort ?? ''}:${r.serverPort}`;
-  // Only hashed (repeats.ts), never kept: no need to copy it flat.
-  return `${who}|${r.state}|${r.recipient}`;
+  // Its parts: only hashed (repeats.ts), never kept or joined.
+  return [who, r.state, r.recipient];
 }
 
 export function toStageEvent(r: PolicyRequest, stage: Stage, repeat: boolean): StageEvent {
