@@ -166,6 +166,8 @@ export class PolicyDecoder {
     // a byte, so the byte bounds hold). Otherwise each line is checked as
     // UTF-8 on its own.
     const text = isAscii(chunk) ? chunk.toString('latin1') : undefined;
+    // A request begun in an earlier chunk goes on in a text of its own.
+    if (this.#lines > 0) this.#ownText();
     const out: PolicyAttributes[] = [];
     let start = 0;
     for (;;) {
@@ -248,14 +250,10 @@ export class PolicyDecoder {
       this.#from = this.#to = start;
       if (this.#picker) this.#picked = this.#picker.blank();
     }
-    if (inPlace && !this.#own && text === this.#text && start === this.#to) {
+    if (inPlace && !this.#own && start === this.#to) {
       this.#to = end + 1;
     } else {
-      if (!this.#own) {
-        this.#text = this.#text.slice(this.#from, this.#to);
-        this.#from = 0;
-        this.#own = true;
-      }
+      this.#ownText();
       this.#text += text.slice(start, end) + '\n';
       this.#to = this.#text.length;
     }
@@ -264,6 +262,14 @@ export class PolicyDecoder {
       if (place >= 0) this.#picked![place] = text.slice(eq + 1, end);
     }
     return undefined;
+  }
+
+  /** From here on the current request's lines are a text of its own. */
+  #ownText(): void {
+    if (this.#own) return;
+    this.#text = this.#text.slice(this.#from, this.#to);
+    this.#from = 0;
+    this.#own = true;
   }
 
   #countLine(bytes: number): void {
