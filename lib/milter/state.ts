@@ -38,7 +38,7 @@ const ALLOWED: Readonly<Record<Phase, readonly Command['kind'][]>> = {
 export class MilterState {
   phase: Phase = 'init';
   mta: MtaKind;
-  readonly #slots: (Map<string, string> | undefined)[] = [];
+  readonly #slots: (ReadonlyMap<string, string> | undefined)[] = [];
   // Connection facts.
   client = 'unknown';
   port: number | undefined;
@@ -75,7 +75,8 @@ export class MilterState {
 
   setMacros(stage: number, macros: ReadonlyMap<string, string>): void {
     const slot = SLOT_OF[stage];
-    if (slot !== undefined) this.#slots[slot] = new Map(macros);
+    // The map is the decoded command's own (payload.ts): kept, not copied.
+    if (slot !== undefined) this.#slots[slot] = macros;
   }
 
   macro(name: string): string | undefined {
