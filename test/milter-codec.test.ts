@@ -139,6 +139,30 @@ t.test('replies', async (t) => {
   t.match(quarantine('').toString('latin1'), /q.*sluice\0$/);
   const n = optnegReply({ version: 6, actions: 0, protocol: 0x370, symlists: new Map([[0, '{daemon_name} v']]) });
   t.equal(n.toString('hex'), '000000214f' + '00000006' + '00000000' + '00000370' + '00000000' + Buffer.from('{daemon_name} v\0').toString('hex'), 'the spec example OPTNEG reply');
+  t.equal(optnegReply({ version: 6, actions: 0, protocol: 0x370, symlists: new Map([[1, 'i']]) }).subarray(21).toString('latin1'), 'i\0',
+    'same numbers, other symlists: its own reply');
+});
+
+t.test('an OPTNEG reply made once per negotiated result, each with its own numbers', async (t) => {
+  const wants = [
+    { addHeader: true, quarantine: true, body: true },
+    { addHeader: false, quarantine: false, body: false },
+  ];
+  const offers = [
+    { version: 6, actions: 0x1ff, protocol: 0x1fffff }, { version: 6, actions: 0x1ff, protocol: 0x7f },
+    { version: 6, actions: 0x0f, protocol: 0x1fffff }, { version: 4, actions: 0, protocol: 0 }, { version: 2, actions: 0x0f, protocol: 0x7f },
+  ];
+  // Twice round, so the second round is answered from what the first made.
+  for (let round = 0; round < 2; round++) {
+    for (const offer of offers) {
+      for (const w of wants) {
+        const n = negotiate(offer, w);
+        const r = optnegReply(n);
+        t.same([r.readUInt32BE(5), r.readUInt32BE(9), r.readUInt32BE(13)], [n.version, n.actions, n.protocol], `round ${round}: ${JSON.stringify({ offer, w })}`);
+        t.equal(r.length > 17, n.symlists.size > 0, 'symlists exactly when negotiated');
+      }
+    }
+  }
 });
 
 t.test('negotiation asks only for what was offered, never a no-reply flag', async (t) => {

@@ -31,6 +31,8 @@ const SYMLISTS: ReadonlyMap<number, string> = new Map([
   [C.SMFIM_EOM, 'i'],
   [C.SMFIM_EOH, 'i'],
 ]);
+/** One empty list, not a new one per connection: replies.ts keeps built replies by list. */
+const NO_SYMLISTS: ReadonlyMap<number, string> = new Map();
 
 export function negotiate(offer: { version: number; actions: number; protocol: number }, wants: Wants): Negotiated {
   if (offer.version < C.SMFI_PROT_VERSION_MIN) {
@@ -42,7 +44,7 @@ export function negotiate(offer: { version: number; actions: number; protocol: n
   let actions = 0;
   if (wants.addHeader && offeredActions & C.SMFIF_ADDHDRS) actions |= C.SMFIF_ADDHDRS;
   if (wants.quarantine && offeredActions & C.SMFIF_QUARANTINE) actions |= C.SMFIF_QUARANTINE;
-  const symlists = version >= 6 && offeredActions & C.SMFIF_SETSYMLIST ? SYMLISTS : new Map<number, string>();
+  const symlists = version >= 6 && offeredActions & C.SMFIF_SETSYMLIST ? SYMLISTS : NO_SYMLISTS;
   if (symlists.size > 0) actions |= C.SMFIF_SETSYMLIST;
 
   const offeredProtocol = offer.protocol === 0 ? 0x3f : offer.protocol;

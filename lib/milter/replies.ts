@@ -60,7 +60,29 @@ export interface Negotiated {
   readonly symlists: ReadonlyMap<number, string>;
 }
 
+/**
+ * OPTNEG replies made before, by symlists and then by the numbers: an MTA
+ * makes the same offer on every connection, so the reply is built once (six
+ * buffers and a concat) and the same buffer written each time. What
+ * negotiate() can answer is a few hundred combinations at most; the cap only
+ * guards that.
+ */
+const OPTNEG_MADE = new WeakMap<ReadonlyMap<number, string>, Map<string, Buffer>>();
+const OPTNEG_KEEP = 64;
+
 export function optnegReply(n: Negotiated): Buffer {
+  let made = OPTNEG_MADE.get(n.symlists);
+  if (made === undefined) OPTNEG_MADE.set(n.symlists, made = new Map());
+  const key = `${n.version}:${n.actions}:${n.protocol}`;
+  let reply = made.get(key);
+  if (reply === undefined) {
+    reply = buildOptneg(n);
+    if (made.size < OPTNEG_KEEP) made.set(key, reply);
+  }
+  return reply;
+}
+
+function buildOptneg(n: Negotiated): Buffer {
   const parts: Buffer[] = [];
   const head = Buffer.allocUnsafe(12);
   head.writeUInt32BE(n.version, 0);
