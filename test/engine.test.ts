@@ -114,6 +114,32 @@ t.test("a client's next session reuses its profile only while HELO, sender, name
   t.match(next({ helo: 'localhost', clientName: 'unknown', sender: 'x@other.example' }), { score: -8.7 }, 'a new config is applied at the next session');
 });
 
+t.test('a session that tells HELO and sender as it goes finds a kept profile at every stage of its next session', async (t) => {
+  const clock = { now: 1_800_000_000_000 };
+  const engine = new ReputationEngine(() => defaults(), () => clock.now);
+  const client = '198.51.100.61';
+  const walk = (session: string, helo: string, sender: string): number[] => [
+    engine.decide(ev({ client, session, stage: 'connect', helo: '', sender: '' })).score,
+    engine.decide(ev({ client, session, stage: 'helo', helo, sender: '' })).score,
+    engine.decide(ev({ client, session, stage: 'mail', helo, sender })).score,
+    engine.decide(ev({ client, session, stage: 'rcpt', helo, sender })).score,
+  ];
+  const store = engine.store;
+  const ref = store.ref.bind(store);
+  let refs = 0;
+  store.ref = (key: string) => { refs++; return ref(key); };
+  t.same(walk('s1', 'localhost', 'a@one.example'), [0, -2, -2, -2], 'non-FQDN HELO counts from HELO on');
+  t.ok(refs > 0, `the first session made its profiles (${refs} refs looked up)`);
+  refs = 0;
+  t.same(walk('s2', 'localhost', 'a@one.example'), [0, -2, -2, -2], 'the same judgement at every stage');
+  t.equal(refs, 0, 'the next session looked up no refs: a kept profile at each stage');
+  t.same(walk('s3', 'localhost', 'b@two.example'), [0, -2, -2, -2], 'another sender');
+  t.equal(refs, 1, 'only the new sender domain is looked up');
+  engine.record({ kind: 'abandoned', held: false, event: ev({ client, session: 's3', helo: 'localhost', sender: 'b@two.example' }) });
+  // ip -2, net -2 x 0.5; from HELO on also HELO -2 x 0.25 and the finding -2
+  t.same(walk('s4', 'localhost', 'b@two.example'), [-3, -5.5, -5.5, -5.5], 'what was learned since shows through every kept profile');
+});
+
 t.test('rate records carry at most 20,000 profiles; an evicted record gives its place back', async (t) => {
   const rates = new RateWindows(30_000);
   const profile = {};

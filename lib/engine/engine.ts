@@ -52,12 +52,12 @@ export interface EngineStats {
  * What a client's HELO, sender and reverse name make of it: the keys it is
  * counted and scored under, refs to their entries (store.ref()), and the HELO
  * and reverse-DNS findings. One client's sessions mostly repeat all three, so
- * the client's latest profile is kept with its rate counts (limits.ts), which
- * a session looks up anyway, and a new session that repeats them takes it as
- * it is: no key building, no heuristics, no lookups for refs whose slots are
- * already known. It goes when the counts are evicted; at most 20,000 are
- * kept (RateWindows.keep). Never changed once made (the refs inside are
- * caches of where their keys live).
+ * the client's latest profiles are kept with its rate counts (limits.ts),
+ * which a session looks up anyway, and a stage that repeats them takes the
+ * kept one as it is: no key building, no heuristics, no lookups for refs
+ * whose slots are already known. They go when the counts are evicted; at
+ * most 20,000 records keep them (RateWindows.keep). Never changed once made
+ * (the refs inside are caches of where their keys live).
  */
 interface Profile {
   readonly helo: string;
@@ -71,6 +71,18 @@ interface Profile {
   readonly refs: { readonly ip: Ref; readonly net: Ref; readonly helo: Ref; readonly domain: Ref };
   readonly findings: readonly Finding[];
   readonly points: number;
+}
+
+/**
+ * A client's latest profile for each of how far a session had got: before
+ * HELO, after HELO, after MAIL FROM (reach()). A milter session, and a policy
+ * service asked at several stages, passes through all three; with one kept
+ * profile each stage would make its own anew, three per session.
+ */
+type Profiles = [Profile | undefined, Profile | undefined, Profile | undefined];
+
+function reach(e: StageEvent): 0 | 1 | 2 {
+  return e.sender !== '' ? 2 : e.helo !== '' ? 1 : 0;
 }
 
 /**
@@ -154,24 +166,35 @@ export class ReputationEngine implements Engine {
     return { x, first };
   }
 
-  /** The client's latest profile (kept with its counts) if the event repeats it, else a new one (kept, unless a dry run). */
-  #profile(e: StageEvent, c: EngineConfig, dry: boolean, counts: Counts, a = addressKeys(e.client)): Profile {
-    const known = counts.profile as Profile | undefined;
+  /** The client's kept profile for this stage (kept with its counts) if the event repeats it, else a new one (kept, unless a dry run). */
+  #profile(e: StageEvent, c: EngineConfig, dry: boolean, counts: Counts, a?: ReturnType<typeof addressKeys>): Profile {
+    const kept = counts.profile as Profiles | undefined;
+    const at = reach(e);
+    const known = kept?.[at];
     if (known !== undefined && fits(known, e, c)) return known;
-    const keys = keysFor(e.client, e.helo, e.sender, a);
+    // Any profile of this client has its address keys and their refs.
+    const like = known ?? kept?.[2] ?? kept?.[1] ?? kept?.[0];
+    const keys = keysFor(e.client, e.helo, e.sender, a ?? like?.keys);
     const ip = clientKey(keys.ip, e.client);
     const net = keys.net || ip;
     const findings = heuristics(e.helo, e.clientName, c.lists.our_names, c.lists.our_addresses, c.weights);
     const p: Profile = {
       helo: e.helo, sender: e.sender, clientName: e.clientName, config: c, keys, ip, net,
       refs: {
-        ip: known?.refs.ip ?? this.store.ref(ip), net: known?.refs.net ?? this.store.ref(net),
-        helo: known?.helo === e.helo ? known.refs.helo : this.store.ref(keys.helo),
-        domain: known?.keys.domain === keys.domain ? known.refs.domain : this.store.ref(keys.domain),
+        ip: like?.refs.ip ?? this.store.ref(ip), net: like?.refs.net ?? this.store.ref(net),
+        helo: keptWith(kept, (k) => k.keys.helo === keys.helo)?.refs.helo ?? this.store.ref(keys.helo),
+        domain: keptWith(kept, (k) => k.keys.domain === keys.domain)?.refs.domain ?? this.store.ref(keys.domain),
       },
-      findings, points: findings.reduce((a, f) => a + f.points, 0),
+      findings, points: findings.reduce((sum, f) => sum + f.points, 0),
     };
-    if (!dry) this.#rates.keep(counts, p);
+    if (!dry) {
+      if (kept !== undefined) kept[at] = p;
+      else {
+        const made: Profiles = [undefined, undefined, undefined];
+        made[at] = p;
+        this.#rates.keep(counts, made);
+      }
+    }
     return p;
   }
 
@@ -332,6 +355,13 @@ export class ReputationEngine implements Engine {
   stats(): EngineStats {
     return { holdsActive: this.#budget.active(this.#now()), holdsRefused: this.holdsRefused, sessions: this.#sessions.size, unjudged: this.#tracker.unjudged };
   }
+}
+
+/** The first kept profile that `match` accepts. */
+function keptWith(kept: Profiles | undefined, match: (p: Profile) => boolean): Profile | undefined {
+  if (kept === undefined) return undefined;
+  for (const p of kept) if (p !== undefined && match(p)) return p;
+  return undefined;
 }
 
 /** The profile was made from this HELO, sender and name, under this config. */

@@ -23,7 +23,7 @@ export interface Counts {
   messages: number;
   recipients: number;
   live: number;
-  /** The engine's latest profile of this client (engine.ts), kept and evicted with its counts (RateWindows.keep). */
+  /** The engine's latest profiles of this client (engine.ts), kept and evicted with its counts (RateWindows.keep). */
   profile: unknown;
 }
 
@@ -38,7 +38,7 @@ export function current(c: Counts, now: number, windowMs: number): Counts {
   return c;
 }
 
-/** Records that may carry a profile at once: a few hundred bytes each, where the counts take about a hundred. */
+/** Records that may carry profiles at once: a few hundred bytes each (up to three), where the counts take about a hundred. */
 const PROFILED = 20_000;
 
 export class RateWindows {
