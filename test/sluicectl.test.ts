@@ -147,3 +147,24 @@ t.test('top ranks clients and networks by score, holds or drops, and counts them
   t.same(byDrops.rows.slice(0, 2).map((r) => r.drops), [5, 4], 'most drops first');
   t.ok(byDrops.rows.slice(5).every((r) => r.drops === 1), 'then the rest');
 });
+
+t.test('counts kept as plain numbers reach every scrape exactly, and a scrape does not add them again', async (t) => {
+  const { Metrics } = await import('../dist/metrics/metrics.js');
+  const m = new Metrics({ lruSize: () => 0, lruEvictions: () => 0, holdsActive: () => 0, openConnections: () => 0, loopLagMs: () => 0 });
+  for (let i = 0; i < 3; i++) m.connected('milter');
+  m.connected('policy');
+  for (let i = 0; i < 5; i++) m.verdict('rcpt', 'pass', 'policy');
+  m.verdict('eom', 'reject', 'milter');
+  m.abandonedAt('rcpt', true, 'milter');
+  for (let scrape = 1; scrape <= 2; scrape++) {
+    const text = await m.registry.metrics();
+    t.match(text, /^sluice_connections_total\{protocol="milter"\} 3$/m, `scrape ${scrape}`);
+    t.match(text, /^sluice_connections_total\{protocol="policy"\} 1$/m);
+    t.notMatch(text, /protocol="control"/, 'no series for a protocol with no connection');
+    t.match(text, /^sluice_verdicts_total\{stage="rcpt",verdict="pass",via="policy"\} 5$/m);
+    t.match(text, /^sluice_verdicts_total\{stage="eom",verdict="reject",via="milter"\} 1$/m);
+    t.match(text, /^sluice_abandoned_total\{stage="rcpt",held="true",via="milter"\} 1$/m);
+  }
+  m.connected('milter');
+  t.match(await m.registry.metrics(), /^sluice_connections_total\{protocol="milter"\} 4$/m, 'and one more after');
+});

@@ -251,7 +251,7 @@ export class Daemon {
       nextId: () => ++this.#nextId,
       maxWriteBuffer: 256 * 1024,
       factory: (conn) => {
-        this.metrics.connections.inc({ protocol });
+        this.metrics.connected(protocol);
         return factory(conn);
       },
     });

@@ -1,8 +1,8 @@
 // metrics.ts - counters and histograms, and the Prometheus text endpoint.
 //
 // prom-client on a registry of our own (no globals). On the hot path only
-// increments happen (verdicts and abandonments into plain numbers, handed to
-// prom-client when scraped); sizes (LRU entries, evictions, holds in progress, open
+// increments happen (verdicts, abandonments and accepted connections into
+// plain numbers, handed to prom-client when scraped); sizes (LRU entries, evictions, holds in progress, open
 // connections) and event-loop lag are read when Prometheus scrapes. The HTTP
 // endpoint is loopback only by default and absent when metrics.listen is
 // empty.
@@ -13,6 +13,8 @@ import http from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ConfigError } from '../shield/errors.js';
 import type { Endpoint } from '../config/endpoint.js';
+
+export type Protocol = 'policy' | 'milter' | 'control';
 
 export interface Sources {
   lruSize(): number;
@@ -31,6 +33,7 @@ export class Metrics {
   readonly abandoned: Counter<'stage' | 'held' | 'via'>;
   readonly exceptions: Counter<'code' | 'name'>;
   readonly connections: Counter<'protocol'>;
+  readonly #connected: Record<Protocol, number> = { policy: 0, milter: 0, control: 0 };
   readonly #verdictCounts = new Tally(['stage', 'verdict', 'via'] as const);
   readonly #abandonedCounts = new Tally(['stage', 'held', 'via'] as const);
   #server: http.Server | undefined;
@@ -44,7 +47,14 @@ export class Metrics {
     const abandoned = this.#abandonedCounts;
     this.abandoned = new Counter({ name: 'sluice_abandoned_total', help: 'Sessions abandoned by the client, by last stage and whether its reply was held', labelNames: ['stage', 'held', 'via'], registers: [r], collect() { abandoned.copyTo(this); } });
     this.exceptions = new Counter({ name: 'sluice_exceptions_total', help: 'Errors handled by the shield, by code', labelNames: ['code', 'name'], registers: [r] });
-    this.connections = new Counter({ name: 'sluice_connections_total', help: 'Connections accepted, by protocol', labelNames: ['protocol'], registers: [r] });
+    const connected = this.#connected;
+    this.connections = new Counter({
+      name: 'sluice_connections_total', help: 'Connections accepted, by protocol', labelNames: ['protocol'], registers: [r],
+      collect() {
+        this.reset();
+        for (const [protocol, n] of Object.entries(connected)) if (n > 0) this.inc({ protocol }, n);
+      },
+    });
     const gauge = (name: string, help: string, read: () => number): void => {
       new Gauge({ name, help, registers: [r], collect() { this.set(read()); } });
     };
@@ -58,6 +68,11 @@ export class Metrics {
   /** Counts one answer. */
   verdict(stage: string, verdict: string, via: string): void {
     this.#verdictCounts.add(stage, verdict, via);
+  }
+
+  /** Counts one accepted connection (a milter connection is one per SMTP session). */
+  connected(protocol: Protocol): void {
+    this.#connected[protocol]++;
   }
 
   /** Counts one abandoned session. */
