@@ -1,6 +1,6 @@
 // Tests for lib/milter codec and payload readers against real Postfix 3.7.11 frames.
 import t from 'tap';
-import { FrameDecoder, encodeFrame, type Frame } from '../dist/milter/codec.js';
+import { Frame, FrameDecoder, encodeFrame } from '../dist/milter/codec.js';
 import { decodeCommand } from '../dist/milter/payload.js';
 import { replyCodeText, replyCode, optnegReply, addHeader, insertHeader, quarantine } from '../dist/milter/replies.js';
 import { negotiate } from '../dist/milter/negotiate.js';
@@ -109,18 +109,29 @@ t.test('malformed frames give a typed 1xx error, and nothing after it', async (t
   t.equal(codeOf(() => cut.end()), 106, 'EOF inside a frame');
 
   const payloadCases: [string, Frame, number][] = [
-    ['HELO without its NUL', { cmd: C.SMFIC_HELO, payload: Buffer.from('abc') }, 112],
-    ['HELO with bytes left over', { cmd: C.SMFIC_HELO, payload: Buffer.from('abc\0xyz') }, 112],
-    ['OPTNEG too short', { cmd: C.SMFIC_OPTNEG, payload: Buffer.alloc(8) }, 112],
-    ['CONNECT with an unknown family', { cmd: C.SMFIC_CONNECT, payload: Buffer.from('host\0X') }, 112],
-    ['CONNECT without port', { cmd: C.SMFIC_CONNECT, payload: Buffer.from('host\x004') }, 112],
-    ['MAIL with no address', { cmd: C.SMFIC_MAIL, payload: Buffer.alloc(0) }, 112],
-    ['DATA with a payload', { cmd: C.SMFIC_DATA, payload: Buffer.from('x') }, 112],
-    ['unknown command Z', { cmd: 0x5a, payload: Buffer.alloc(0) }, 111],
+    ['HELO without its NUL', Frame.of(C.SMFIC_HELO, Buffer.from('abc')), 112],
+    ['HELO with bytes left over', Frame.of(C.SMFIC_HELO, Buffer.from('abc\0xyz')), 112],
+    ['OPTNEG too short', Frame.of(C.SMFIC_OPTNEG, Buffer.alloc(8)), 112],
+    ['CONNECT with an unknown family', Frame.of(C.SMFIC_CONNECT, Buffer.from('host\0X')), 112],
+    ['CONNECT without port', Frame.of(C.SMFIC_CONNECT, Buffer.from('host\x004')), 112],
+    ['MAIL with no address', Frame.of(C.SMFIC_MAIL, Buffer.alloc(0)), 112],
+    ['DATA with a payload', Frame.of(C.SMFIC_DATA, Buffer.from('x')), 112],
+    ['unknown command Z', Frame.of(0x5a, Buffer.alloc(0)), 111],
   ];
   for (const [name, f, code] of payloadCases) t.equal(codeOf(() => decodeCommand(f)), code, name);
-  t.same(decodeCommand({ cmd: C.SMFIC_CONNECT, payload: Buffer.from('host\0U') }), { kind: 'connect', hostname: 'host', family: 'U', port: 0, address: '' });
-  const odd = decodeCommand({ cmd: C.SMFIC_MACRO, payload: Buffer.from('Cj\0x\0v\0') });
+  // Frames are read where they lie in their chunk: a string must end inside
+  // its own frame, not at a NUL of the frame after it.
+  const [unended, next] = new FrameDecoder(MAX).push(Buffer.concat([encodeFrame(C.SMFIC_HELO, Buffer.from('abc')), encodeFrame(C.SMFIC_HELO, Buffer.from('x\0'))]));
+  t.equal(codeOf(() => decodeCommand(unended!)), 112, 'a string running into the next frame has no NUL of its own');
+  t.same(decodeCommand(next!), { kind: 'helo', helo: 'x' }, 'and the next frame reads alone');
+  const [macro] = new FrameDecoder(MAX).push(Buffer.concat([encodeFrame(C.SMFIC_MACRO, Buffer.from('Cj\0x')), encodeFrame(C.SMFIC_HELO, Buffer.from('y\0'))]));
+  t.equal(codeOf(() => decodeCommand(macro!)), 112, 'a macro value running into the next frame too');
+  const [short] = new FrameDecoder(MAX).push(Buffer.concat([encodeFrame(C.SMFIC_OPTNEG, Buffer.alloc(8)), encodeFrame(C.SMFIC_OPTNEG, Buffer.alloc(12))]));
+  t.equal(codeOf(() => decodeCommand(short!)), 112, 'numbers must lie inside the frame too');
+  const [empty] = new FrameDecoder(MAX).push(Buffer.concat([encodeFrame(C.SMFIC_DATA), encodeFrame(C.SMFIC_HELO, Buffer.from('y\0'))]));
+  t.same(decodeCommand(empty!), { kind: 'data' }, 'an empty payload followed by another frame is empty');
+  t.same(decodeCommand(Frame.of(C.SMFIC_CONNECT, Buffer.from('host\0U'))), { kind: 'connect', hostname: 'host', family: 'U', port: 0, address: '' });
+  const odd = decodeCommand(Frame.of(C.SMFIC_MACRO, Buffer.from('Cj\0x\0v\0')));
   t.same(odd.kind === 'macro' ? [...odd.macros] : [], [['j', 'x'], ['v', '']], 'a name without a value reads as empty');
 });
 

@@ -2,7 +2,8 @@
 //
 // Pure and incremental: push() any split of the byte stream (including inside
 // the 4-byte length) and get whole frames back. A frame inside one chunk is
-// returned as a view of that chunk, without copying; a frame that straddles
+// read where it lies in that chunk, without copying (nor a Buffer view per
+// frame: payload.ts reads between the frame's bounds); a frame that straddles
 // chunks is kept as pieces and joined once, when its last byte arrives.
 //
 // Trusts nothing: the length is checked (1 <= length <= max) as soon as its 4
@@ -15,9 +16,23 @@
 import { PeerError } from '../shield/errors.js';
 import { printable } from '../log/logger.js';
 
-export interface Frame {
-  readonly cmd: number;
-  readonly payload: Buffer;
+/** One frame: its command byte, and its payload as buf[start, end). */
+export class Frame {
+  constructor(readonly cmd: number, readonly buf: Buffer, readonly start: number, readonly end: number) {}
+
+  /** A frame of this whole payload. */
+  static of(cmd: number, payload: Buffer): Frame {
+    return new Frame(cmd, payload, 0, payload.length);
+  }
+
+  /** The payload as a Buffer of its own: a view, no bytes copied. */
+  get payload(): Buffer {
+    return this.buf.subarray(this.start, this.end);
+  }
+
+  get length(): number {
+    return this.end - this.start;
+  }
 }
 
 export class FrameDecoder {
@@ -45,7 +60,7 @@ export class FrameDecoder {
           this.#stash(data.subarray(pos), size);
           break;
         }
-        out.push({ cmd: data[pos + 4]!, payload: data.subarray(pos + 5, pos + size) });
+        out.push(new Frame(data[pos + 4]!, data, pos + 5, pos + size));
         pos += size;
         continue;
       }
@@ -63,7 +78,7 @@ export class FrameDecoder {
         this.#pieces = [];
         this.#have = 0;
         this.#need = -1;
-        out.push({ cmd: joined[4]!, payload: joined.subarray(5, size) });
+        out.push(new Frame(joined[4]!, joined, 5, size));
         data = joined;
         pos = size;
       }

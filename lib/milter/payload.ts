@@ -32,14 +32,22 @@ function bad(cmd: number, why: string, payload: Buffer): never {
   throw new PeerError('MILTER_BAD_PAYLOAD', `${C.letter(cmd)}: ${why}; payload "${printable(payload.subarray(0, 48), 60)}"`);
 }
 
-/** Reads NUL-terminated strings from a payload, refusing one that runs off the end. */
+/** Reads NUL-terminated strings from a frame's payload, refusing one that runs off its end. */
 class Reader {
-  #pos = 0;
-  constructor(readonly cmd: number, readonly buf: Buffer) {}
+  readonly cmd: number;
+  readonly buf: Buffer;
+  readonly end: number;
+  #pos: number;
+  constructor(readonly frame: Frame) {
+    this.cmd = frame.cmd;
+    this.buf = frame.buf;
+    this.end = frame.end;
+    this.#pos = frame.start;
+  }
 
   string(): string {
     const nul = this.buf.indexOf(0, this.#pos);
-    if (nul < 0) bad(this.cmd, 'string without its NUL terminator', this.buf);
+    if (nul < 0 || nul >= this.end) bad(this.cmd, 'string without its NUL terminator', this.frame.payload);
     // Decoded leniently: values are for keys and logs, and the MTA is 8-bit clean.
     const s = this.buf.toString('utf8', this.#pos, nul);
     this.#pos = nul + 1;
@@ -47,26 +55,26 @@ class Reader {
   }
 
   byte(): number {
-    if (this.#pos >= this.buf.length) bad(this.cmd, 'payload too short', this.buf);
+    if (this.#pos >= this.end) bad(this.cmd, 'payload too short', this.frame.payload);
     return this.buf[this.#pos++]!;
   }
 
   u16(): number {
-    if (this.#pos + 2 > this.buf.length) bad(this.cmd, 'payload too short', this.buf);
+    if (this.#pos + 2 > this.end) bad(this.cmd, 'payload too short', this.frame.payload);
     const v = this.buf.readUInt16BE(this.#pos);
     this.#pos += 2;
     return v;
   }
 
   u32(): number {
-    if (this.#pos + 4 > this.buf.length) bad(this.cmd, 'payload too short', this.buf);
+    if (this.#pos + 4 > this.end) bad(this.cmd, 'payload too short', this.frame.payload);
     const v = this.buf.readUInt32BE(this.#pos);
     this.#pos += 4;
     return v;
   }
 
   get left(): number {
-    return this.buf.length - this.#pos;
+    return this.end - this.#pos;
   }
 
   /** Every remaining string (an argv). */
@@ -77,16 +85,16 @@ class Reader {
   }
 
   done(): void {
-    if (this.left !== 0) bad(this.cmd, `${this.left} bytes left over`, this.buf);
+    if (this.left !== 0) bad(this.cmd, `${this.left} bytes left over`, this.frame.payload);
   }
 
   empty(): void {
-    if (this.buf.length !== 0) bad(this.cmd, 'expected no payload', this.buf);
+    if (this.frame.length !== 0) bad(this.cmd, 'expected no payload', this.frame.payload);
   }
 }
 
 export function decodeCommand(frame: Frame): Command {
-  const r = new Reader(frame.cmd, frame.payload);
+  const r = new Reader(frame);
   switch (frame.cmd) {
     case C.SMFIC_OPTNEG: {
       const version = r.u32();
