@@ -10,25 +10,23 @@
 import { scoreLine, type Stage, type Verdict } from '../engine/types.js';
 import * as R from './replies.js';
 
-export interface RenderOptions {
-  /** Header name to add at end of message, when the MTA allowed ADDHDRS; else empty. */
-  readonly header: string;
-  /** Quarantine instead of reject at end of message, when the MTA allowed it. */
-  readonly quarantine: boolean;
-}
-
-export function renderVerdict(v: Verdict, stage: Stage, opts: RenderOptions): Buffer {
+/**
+ * `header`: the header name to add at end of message, when the MTA allowed
+ * ADDHDRS, else empty; `quarantine`: quarantine instead of reject at end of
+ * message, when the MTA allowed it.
+ */
+export function renderVerdict(v: Verdict, stage: Stage, header: string, quarantine: boolean): Buffer {
   const eom = stage === 'eom';
   switch (v.kind) {
     case 'defer':
       return v.reply ? R.replyCode(v.reply.code, v.reply.enhanced, v.reply.text) : R.TEMPFAIL;
     case 'reject':
-      if (eom && opts.quarantine) return Buffer.concat([R.quarantine(`sluice ${v.rule} score ${v.score.toFixed(1)}`), R.CONTINUE]);
+      if (eom && quarantine) return Buffer.concat([R.quarantine(`sluice ${v.rule} score ${v.score.toFixed(1)}`), R.CONTINUE]);
       return v.reply ? R.replyCode(v.reply.code, v.reply.enhanced, v.reply.text) : R.REJECT;
     case 'pass':
     case 'accept': {
       const final = eom && v.kind === 'accept' ? R.ACCEPT : R.CONTINUE;
-      if (eom && opts.header !== '') return Buffer.concat([R.addHeader(opts.header, scoreLine(v)), final]);
+      if (eom && header !== '') return Buffer.concat([R.addHeader(header, scoreLine(v)), final]);
       return final;
     }
     default:

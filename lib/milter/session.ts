@@ -19,7 +19,7 @@
 
 import type { Connection, ConnectionHandler } from '../net/listener.js';
 import type { Shield } from '../shield/shield.js';
-import { PeerError, type SluiceError } from '../shield/errors.js';
+import { PeerError, type DecisionError, type SluiceError } from '../shield/errors.js';
 import { safeDecide } from '../engine/decide.js';
 import { failVerdict, type Engine, type Outcome, type Stage, type StageEvent, type Verdict } from '../engine/types.js';
 import { FrameDecoder, type Frame } from './codec.js';
@@ -214,8 +214,7 @@ class MilterSession implements ConnectionHandler {
     }
     const pending: Pending = { event };
     this.#pending = pending;
-    const verdict = safeDecide(this.#deps.engine, event, this.#deps.failMode(), (err) =>
-      this.#deps.shield.raise(this.#conn, err, 'read', [stage]));
+    const verdict = safeDecide(this.#deps.engine, event, this.#deps.failMode(), this.#decisionFailed);
     if (verdict instanceof Promise) {
       void verdict.then((v) => this.#deps.shield.guard(this.#conn, 'read', () => this.#hold(pending, v)));
       return;
@@ -223,8 +222,17 @@ class MilterSession implements ConnectionHandler {
     this.#hold(pending, verdict);
   }
 
+  /** A failing engine, reported with the stage asked about (safeDecide answers with the fail mode). */
+  readonly #decisionFailed = (err: DecisionError): void => {
+    this.#deps.shield.raise(this.#conn, err, 'read', [this.#state.lastStage]);
+  };
+
   #hold(p: Pending, verdict: Verdict): void {
     if (this.#pending !== p || this.#conn.closed) return;
+    if (verdict.delayMs <= 0) {
+      this.#respond(p.event, verdict, 0);
+      return;
+    }
     const s = this.#deps.settings();
     const plan = holdPlan(this.#state.mta, p.event.stage, s);
     const delay = Math.min(verdict.delayMs, plan.cap);
@@ -251,8 +259,8 @@ class MilterSession implements ConnectionHandler {
   #respond(event: StageEvent, verdict: Verdict, heldMs: number): void {
     this.#pending = undefined;
     const st = this.#state;
-    const opts = { header: this.#addHeader ? this.#deps.settings().header : '', quarantine: this.#quarantine };
-    if (!this.#conn.send(renderVerdict(verdict, event.stage, opts))) return;
+    const header = this.#addHeader ? this.#deps.settings().header : '';
+    if (!this.#conn.send(renderVerdict(verdict, event.stage, header, this.#quarantine))) return;
     this.#deps.answered(this.#conn, event, verdict, heldMs);
     const passed = verdict.kind === 'pass' || verdict.kind === 'accept';
     st.lastRefused = !passed;

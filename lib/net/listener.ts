@@ -117,7 +117,8 @@ class Conn implements Connection {
       this.#queued.push(data);
     } else if (this.deps.counter.open < 2) {
       // The only connection: no other reply to gather, so no turn's wait.
-      this.#write([data]);
+      this.socket.write(data);
+      this.#backpressure();
     } else {
       this.#queued = [data];
       OUTBOX.push(this);
@@ -131,14 +132,15 @@ class Conn implements Connection {
     const queued = this.#queued;
     if (queued === undefined) return;
     this.#queued = undefined;
-    if (!this.socket.destroyed) this.#write(queued);
+    if (this.socket.destroyed) return;
+    for (const data of queued) this.socket.write(data);
+    this.#backpressure();
   }
 
-  #write(replies: (Buffer | string)[]): void {
+  /** A peer that does not read its replies stops being read from. */
+  #backpressure(): void {
     const socket = this.socket;
-    for (const data of replies) socket.write(data);
     if (socket.writableLength > this.deps.maxWriteBuffer && !socket.isPaused()) {
-      // A peer that does not read its replies stops being read from.
       socket.pause();
       socket.once('drain', () => { if (!this.#closed) socket.resume(); });
     }
