@@ -3,8 +3,8 @@
 // Second layer of decoding (the first is codec.ts): each command's payload is
 // read field by field, every C string must end (NUL) inside the payload, and
 // bytes left over are an error (MILTER_BAD_PAYLOAD). An unknown command letter
-// is MILTER_UNKNOWN_COMMAND. Strings stay Buffers until the session needs
-// text; body chunks are never copied.
+// is MILTER_UNKNOWN_COMMAND. A header's strings are decoded only when read;
+// body chunks are never copied.
 
 import { PeerError } from '../shield/errors.js';
 import { printable } from '../log/logger.js';
@@ -46,12 +46,18 @@ class Reader {
   }
 
   string(): string {
-    const nul = this.buf.indexOf(0, this.#pos);
-    if (nul < 0 || nul >= this.end) bad(this.cmd, 'string without its NUL terminator', this.frame.payload);
+    const start = this.skip();
     // Decoded leniently: values are for keys and logs, and the MTA is 8-bit clean.
-    const s = this.buf.toString('utf8', this.#pos, nul);
+    return this.buf.toString('utf8', start, this.#pos - 1);
+  }
+
+  /** Passes over one string, checked as string() checks it but not decoded; returns where it starts. */
+  skip(): number {
+    const start = this.#pos;
+    const nul = this.buf.indexOf(0, start);
+    if (nul < 0 || nul >= this.end) bad(this.cmd, 'string without its NUL terminator', this.frame.payload);
     this.#pos = nul + 1;
-    return s;
+    return start;
   }
 
   byte(): number {
@@ -90,6 +96,34 @@ class Reader {
 
   empty(): void {
     if (this.frame.length !== 0) bad(this.cmd, 'expected no payload', this.frame.payload);
+  }
+}
+
+/**
+ * A header, checked like every payload but decoded only if read: sluice
+ * answers headers without looking at them, and a message has dozens. Read
+ * it while its frame's chunk is at hand (the command is not kept).
+ */
+class HeaderCommand {
+  readonly kind = 'header' as const;
+  readonly #buf: Buffer;
+  readonly #name: number;
+  readonly #value: number;
+  readonly #end: number;
+
+  constructor(buf: Buffer, name: number, value: number, end: number) {
+    this.#buf = buf;
+    this.#name = name;
+    this.#value = value;
+    this.#end = end;
+  }
+
+  get name(): string {
+    return this.#buf.toString('utf8', this.#name, this.#value - 1);
+  }
+
+  get value(): string {
+    return this.#buf.toString('utf8', this.#value, this.#end - 1);
   }
 }
 
@@ -139,10 +173,10 @@ export function decodeCommand(frame: Frame): Command {
       return { kind: frame.cmd === C.SMFIC_MAIL ? 'mail' : 'rcpt', args };
     }
     case C.SMFIC_HEADER: {
-      const name = r.string();
-      const value = r.string();
+      const name = r.skip();
+      const value = r.skip();
       r.done();
-      return { kind: 'header', name, value };
+      return new HeaderCommand(frame.buf, name, value, frame.end);
     }
     case C.SMFIC_BODY:
       return { kind: 'body', chunk: frame.payload };
