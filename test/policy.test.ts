@@ -335,6 +335,33 @@ t.test('unix socket endpoint, mode, and stale socket removal', async (t) => {
   t.equal(await c.ask(rcptRequest()), 'action=DUNNO\n\n');
 });
 
+t.test('idle timeout: counted from the last request or reply, never early, not long after', async (t) => {
+  const engine = new ScriptedEngine();
+  const h = await startDaemon(t, 'limits:\n  idle_timeout: 400ms\n', engine);
+  const port = portOf(h.daemon.endpoints.policy[0]);
+  const [silent, talker, held] = await Promise.all([0, 1, 2].map(() => PolicyClient.connect({ port })));
+  const t0 = Date.now();
+  let silentAfter = -1;
+  void silent!.closedPromise.then(() => { silentAfter = Date.now() - t0; });
+  // The talker asks every 150 ms for 1.2 s; the held one is answered after 900 ms.
+  const answered = held!.ask(rcptRequest({ recipient: 'hold-900@x' })).then((r) => ({ r, at: Date.now() - t0 }));
+  for (let i = 0; i < 8; i++) {
+    t.equal(await talker!.ask(rcptRequest()), 'action=DUNNO\n\n');
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  t.notOk(talker!.closed, 'a connection asking every 150 ms is never idle');
+  t.ok(silentAfter >= 400 && silentAfter < 1000, `the silent one closed ${silentAfter} ms after it opened (400 ms timeout)`);
+  const { r, at } = await answered;
+  t.equal(r, 'action=DUNNO\n\n', `the held reply came (${at} ms)`);
+  t.ok(at >= 900, 'after its hold');
+  await new Promise((res) => setTimeout(res, Math.max(0, at + 250 - (Date.now() - t0))));
+  t.notOk(held!.closed, 'idleness counts from the reply: still open 250 ms after it');
+  await held!.closedPromise;
+  t.ok(Date.now() - t0 - at >= 400, `closed ${Date.now() - t0 - at} ms after its reply`);
+  t.equal(h.daemon.errorCounts.get(203), 2, 'counted once each, the two idle ones (203)');
+  talker!.close();
+});
+
 t.test('connection cap: a clean refusal, logged once per transition; idle timeout spares held replies', async (t) => {
   const engine = new ScriptedEngine();
   const h = await startDaemon(t, 'limits:\n  max_connections: 3\n  idle_timeout: 400ms\n', engine);

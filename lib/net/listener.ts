@@ -2,8 +2,9 @@
 //
 // Owns the sockets: opens inet/inet6/unix endpoints (a stale unix socket is
 // removed, a live one or a path that is not a socket is refused), enforces
-// the connection cap shared by all listeners, the idle timeout and write
-// backpressure, and writes replies once per event-loop turn (OUTBOX). Every
+// the connection cap shared by all listeners, the idle timeout (a sweep, see
+// IdleSweep) and write backpressure, and writes replies once per event-loop
+// turn (OUTBOX). Every
 // socket callback runs through the shield with the connection as context.
 // What the bytes mean is the protocol handler's business: the listener only
 // hands them over.
@@ -91,13 +92,17 @@ export interface ListenerDeps {
  */
 class Conn implements Connection {
   #closed = false;
+  /** When it last read or wrote, as the idle sweep's clock had it then. */
+  activeAt: number;
   /** Replies sent this event-loop turn, not yet written (see OUTBOX). */
   #queued: (Buffer | string)[] | undefined;
   /** Made on first use: most connections never log. */
   #log: Logger | undefined;
   handler: ConnectionHandler | undefined;
 
-  constructor(readonly id: number, readonly socket: net.Socket, readonly owner: Listener, readonly deps: ListenerDeps) {}
+  constructor(readonly id: number, readonly socket: net.Socket, readonly owner: Listener, readonly deps: ListenerDeps) {
+    this.activeAt = owner.sweep.now;
+  }
 
   get label(): string {
     return `${this.deps.protocol}#${this.id}`;
@@ -113,6 +118,7 @@ class Conn implements Connection {
 
   send(data: Buffer | string): boolean {
     if (this.#closed || this.socket.destroyed) return false;
+    this.activeAt = this.owner.sweep.now;
     if (this.#queued !== undefined) {
       this.#queued.push(data);
     } else if (this.deps.counter.open < 2) {
@@ -190,6 +196,7 @@ type Tagged = net.Socket & { [CONN]: Conn };
 
 function onData(this: Tagged, chunk: Buffer): void {
   const c = this[CONN];
+  c.activeAt = c.owner.sweep.now;
   c.deps.shield.guard(c, 'read', handData, c, chunk);
 }
 
@@ -197,9 +204,45 @@ function handData(c: Conn, chunk: Buffer): void {
   c.handler!.onData(chunk);
 }
 
-function onTimeout(this: Tagged): void {
-  const c = this[CONN];
-  c.deps.shield.guard(c, 'timer', idle, c);
+/**
+ * The idle timeout, as a sweep over the connections rather than a timer per
+ * socket: node refreshes a socket's timer on every read and every write,
+ * which cost more per request than the rest of the listener. Here a read or
+ * a write only notes the sweep's clock (`now`, set at each sweep), and each
+ * sweep closes the connections idle for at least the timeout: a connection
+ * goes between idle_timeout and idle_timeout + 2 sweeps after its last
+ * activity, and a sweep comes every eighth of the timeout (at most every
+ * second, at least every 50 ms).
+ */
+class IdleSweep {
+  now = Date.now();
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly each: () => Iterable<Conn>) {}
+
+  /** Sweeps for this timeout from now on; 0 stops sweeping. */
+  set(idleMs: number): void {
+    this.stop();
+    if (!(idleMs > 0)) return;
+    const period = Math.min(1000, Math.max(50, Math.floor(idleMs / 8)));
+    this.now = Date.now();
+    this.#timer = setInterval(() => this.#sweep(idleMs, period), period);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #sweep(idleMs: number, period: number): void {
+    this.now = Date.now();
+    // activeAt is this clock as of the sweep before the activity, up to a period early.
+    const before = this.now - idleMs - period;
+    for (const c of this.each()) {
+      if (c.activeAt <= before && !c.closed) c.deps.shield.guard(c, 'timer', idle, c);
+    }
+  }
 }
 
 function idle(c: Conn): void {
@@ -235,6 +278,7 @@ export class Listener {
   readonly #servers: net.Server[] = [];
   readonly #live = new YoungMap<number, Conn>();
   readonly bound: string[] = [];
+  readonly sweep = new IdleSweep(() => this.#live.values());
 
   constructor(deps: ListenerDeps) {
     this.#deps = deps;
@@ -272,6 +316,7 @@ export class Listener {
       this.#servers.push(server);
       this.bound.push(describeBound(ep, server.address()));
     }
+    this.sweep.set(this.#deps.idleTimeout());
   }
 
   #accept(socket: net.Socket): void {
@@ -281,13 +326,11 @@ export class Listener {
       return;
     }
     const conn = new Conn(this.#deps.nextId(), socket, this, this.#deps);
-    socket.setTimeout(this.#deps.idleTimeout());
     conn.handler = this.#deps.factory(conn);
     this.#live.set(conn.id, conn);
     if (log.isLevelEnabled('debug')) conn.log.debug({ peer: `${socket.remoteAddress ?? 'local'}:${socket.remotePort ?? ''}` }, 'connection opened');
     (socket as Tagged)[CONN] = conn;
     socket.on('data', onData);
-    socket.on('timeout', onTimeout);
     socket.on('error', onError);
     socket.on('end', onEnd);
     socket.on('close', onClose);
@@ -327,11 +370,12 @@ export class Listener {
   }
 
   closeAll(): void {
+    this.sweep.stop();
     for (const conn of this.#live.values()) conn.close();
   }
 
   setIdleTimeout(ms: number): void {
-    for (const conn of this.#live.values()) conn.socket.setTimeout(ms);
+    this.sweep.set(ms);
   }
 }
 
