@@ -3,7 +3,7 @@
 import t from 'tap';
 import { writeFileSync, readdirSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import { startDaemon } from './helpers/daemon.js';
+import { startDaemon, until } from './helpers/daemon.js';
 import { sluiced, shortDir } from './helpers/spawn.js';
 import { MilterClient, mta } from './helpers/milter-client.js';
 import { portOf } from './helpers/policy-client.js';
@@ -16,7 +16,7 @@ t.test('learning survives a restart; a corrupt snapshot is set aside with a warn
   const before = rep.store.score('ip:203.0.113.7');
   t.ok(before < 0);
   await a.daemon.stop();
-  t.ok(a.logs().some((l) => l['msg'] === 'snapshot written' && l['entries'] === 3), 'snapshot written at shutdown');
+  t.ok(await until(() => a.logs().some((l) => l['msg'] === 'snapshot written' && l['entries'] === 3)), 'snapshot written at shutdown');
   const cfg = `state_dir: ${a.dir}\nlog:\n  file: ${a.dir}/second.log\n  format: json\npolicy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\n`;
   writeFileSync(path.join(a.dir, 'second.yaml'), cfg);
   const { Daemon } = await import('../dist/cli/daemon.js');
