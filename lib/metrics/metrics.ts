@@ -2,10 +2,10 @@
 //
 // prom-client on a registry of our own (no globals). On the hot path only
 // increments happen (verdicts, abandonments and accepted connections into
-// plain numbers, handed to prom-client when scraped); sizes (LRU entries, evictions, holds in progress, open
-// connections) and event-loop lag are read when Prometheus scrapes. The HTTP
-// endpoint is loopback only by default and absent when metrics.listen is
-// empty.
+// plain numbers, handed to prom-client when scraped); sizes (LRU entries,
+// evictions, holds in progress, open connections) and event-loop lag are
+// read when Prometheus scrapes. The HTTP endpoint is loopback only by
+// default and absent when metrics.listen is empty.
 //
 // Config keys: metrics.listen.
 

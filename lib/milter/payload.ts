@@ -51,7 +51,7 @@ class Reader {
     return this.buf.toString('utf8', start, this.#pos - 1);
   }
 
-  /** Passes over one string, checked as string() checks it but not decoded; returns where it starts. */
+  /** Passes over one string, whose NUL must lie inside the frame, without decoding it; returns where it starts. */
   skip(): number {
     const start = this.#pos;
     const nul = this.buf.indexOf(0, start);

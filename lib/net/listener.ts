@@ -4,8 +4,8 @@
 // removed, a live one or a path that is not a socket is refused), enforces
 // the connection cap shared by all listeners, the idle timeout (a sweep, see
 // IdleSweep) and write backpressure, and writes replies once per event-loop
-// turn (OUTBOX). Every
-// socket callback runs through the shield with the connection as context.
+// turn (OUTBOX). Every socket callback runs through the shield with the
+// connection as context.
 // What the bytes mean is the protocol handler's business: the listener only
 // hands them over.
 //
