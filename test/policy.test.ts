@@ -339,8 +339,9 @@ t.test('idle timeout: counted from the last request or reply, never early, not l
   const engine = new ScriptedEngine();
   const h = await startDaemon(t, 'limits:\n  idle_timeout: 400ms\n', engine);
   const port = portOf(h.daemon.endpoints.policy[0]);
-  const [silent, talker, held] = await Promise.all([0, 1, 2].map(() => PolicyClient.connect({ port })));
+  // Timed from before the connects: the daemon may accept before they resolve here.
   const t0 = Date.now();
+  const [silent, talker, held] = await Promise.all([0, 1, 2].map(() => PolicyClient.connect({ port })));
   let silentAfter = -1;
   void silent!.closedPromise.then(() => { silentAfter = Date.now() - t0; });
   // The talker asks every 150 ms for 1.2 s; the held one is answered after 900 ms.
