@@ -19,9 +19,13 @@ export interface Entry {
   grey: number;
 }
 
-/** Score s, as of time at, at time now. */
+/**
+ * Score s, as of time at, at time now. As e^(-ln2 t/h) rather than
+ * 0.5^(t/h): the same value to the last bit or two, and Math.exp costs a
+ * quarter of Math.pow (a decision reads four scores).
+ */
 export function decay(s: number, at: number, now: number, halfLifeMs: number): number {
   const dt = now - at;
-  return dt <= 0 || s === 0 ? s : s * Math.pow(0.5, dt / halfLifeMs);
+  return dt <= 0 || s === 0 ? s : s * Math.exp(-Math.LN2 * (dt / halfLifeMs));
 }
 
