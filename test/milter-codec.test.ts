@@ -136,6 +136,15 @@ t.test('malformed frames give a typed 1xx error, and nothing after it', async (t
   t.same(decodeCommand(Frame.of(C.SMFIC_CONNECT, Buffer.from('host\0U'))), { kind: 'connect', hostname: 'host', family: 'U', port: 0, address: '' });
   const odd = decodeCommand(Frame.of(C.SMFIC_MACRO, Buffer.from('Cj\0x\0v\0')));
   t.same(odd.kind === 'macro' ? [...odd.macros] : [], [['j', 'x'], ['v', '']], 'a name without a value reads as empty');
+  const named = decodeCommand(Frame.of(C.SMFIC_MACRO, Buffer.from('M{auth_authen}\0alice\0i\0Q1\0{i}\0Q2\0{x\0a\0{}\0b\0')));
+  if (named.kind !== 'macro') throw new Error(named.kind);
+  t.equal(named.macros.get('auth_authen'), 'alice', 'a name sent in braces is found without them');
+  t.equal(named.macros.get('{auth_authen}'), 'alice', 'and with them, as smfi_getsymval finds it');
+  t.equal(named.macros.get('i'), 'Q2', 'the last of a name sent twice (bare, then in braces) wins');
+  t.equal(named.macros.get('{x'), 'a', 'a brace that does not close is part of the name');
+  t.equal(named.macros.get('x'), undefined);
+  t.equal(named.macros.get(''), undefined, 'an empty name is not "{}"');
+  t.same([...named.macros], [['auth_authen', 'alice'], ['i', 'Q2'], ['{x', 'a'], ['{}', 'b']], 'each name once, with its last value');
 });
 
 t.test('replies', async (t) => {

@@ -21,8 +21,8 @@ t.test('a full Postfix-style transaction: negotiation, every stage, replies', as
   t.match(p.subarray(12).toString('latin1'), /\bv\b/, 'symlists ask for v');
 
   t.equal(text((await c.ask(mta.macro(C.SMFIC_CONNECT, { v: 'Postfix 3.7.11', j: 'mx' }), mta.connect('mx.example.net', '192.0.2.10', 50000)))?.final), 'c');
-  t.equal(text((await c.ask(mta.macro(C.SMFIC_HELO), mta.helo('mx.example.net')))?.final), 'c');
-  t.equal(text((await c.ask(mta.macro(C.SMFIC_MAIL, { i: 'QID1' }), mta.mail('<alice@example.net>', 'SIZE=1234')))?.final), 'c');
+  t.equal(text((await c.ask(mta.macro(C.SMFIC_HELO, { '{tls_version}': 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384' }), mta.helo('mx.example.net')))?.final), 'c');
+  t.equal(text((await c.ask(mta.macro(C.SMFIC_MAIL, { i: 'QID1', '{auth_authen}': 'alice' }), mta.mail('<alice@example.net>', 'SIZE=1234')))?.final), 'c');
   t.equal(text((await c.ask(mta.rcpt('<reject@example.org>')))?.final), 'y 554 5.7.1 sluice test reject', 'reject one recipient with our text');
   t.equal(text((await c.ask(mta.rcpt('<defer@example.org>')))?.final), 'y 450 4.7.1 sluice test defer');
   t.equal(text((await c.ask(mta.rcpt('<bob@example.org>', 'NOTIFY=NEVER')))?.final), 'c');
@@ -41,6 +41,8 @@ t.test('a full Postfix-style transaction: negotiation, every stage, replies', as
 
   const rcpt = engine.events.find((e) => e.stage === 'rcpt' && e.recipient === 'bob@example.org')!;
   t.match(rcpt, { via: 'milter', mta: 'postfix', client: '192.0.2.10', port: 50000, clientName: 'mx.example.net', helo: 'mx.example.net', sender: 'alice@example.net', queueId: 'QID1', size: 1234 });
+  t.match(rcpt, { saslUser: 'alice', tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384' } }, 'macros of earlier stages, named with braces or without');
+  t.equal(engine.events.find((e) => e.stage === 'connect')?.saslUser, '', 'none before the stage that sent it');
   const eom = engine.events.find((e) => e.stage === 'eom')!;
   t.equal(eom.recipientCount, 1, 'rejected and deferred recipients are not counted');
   t.equal(eom.size, 100, 'size at end of message is the body seen');

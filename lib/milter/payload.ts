@@ -13,7 +13,7 @@ import type { Frame } from './codec.js';
 
 export type Command =
   | { readonly kind: 'optneg'; readonly version: number; readonly actions: number; readonly protocol: number }
-  | { readonly kind: 'macro'; readonly stage: number; readonly macros: ReadonlyMap<string, string> }
+  | { readonly kind: 'macro'; readonly stage: number; readonly macros: Macros }
   | { readonly kind: 'connect'; readonly hostname: string; readonly family: string; readonly port: number; readonly address: string }
   | { readonly kind: 'helo'; readonly helo: string }
   | { readonly kind: 'mail'; readonly args: readonly string[] }
@@ -27,6 +27,41 @@ export type Command =
   | { readonly kind: 'quit' }
   | { readonly kind: 'quit_nc' }
   | { readonly kind: 'unknown'; readonly line: string };
+
+/**
+ * The macros of one MACRO frame as sent: a name keeps its braces
+ * ("{auth_authen}") and is found by either form, as smfi_getsymval finds it.
+ * Not a Map: a frame carries one to a dozen macros, most never read, and a
+ * Map would hash every name as it arrives and every name asked for.
+ */
+export class Macros {
+  constructor(readonly names: readonly string[], readonly values: readonly string[]) {}
+
+  /** The value of `name`, asked for with braces or without; the last one sent wins. */
+  get(name: string): string | undefined {
+    for (let i = this.names.length - 1; i >= 0; i--) {
+      if (isMacro(this.names[i]!, name)) return this.values[i];
+    }
+    return undefined;
+  }
+
+  /** Name (without braces) and value pairs, each name once with its last value, in order of first appearance. */
+  *[Symbol.iterator](): IterableIterator<[string, string]> {
+    const seen = new Set<string>();
+    for (const raw of this.names) {
+      const name = raw.length > 2 && raw.startsWith('{') && raw.endsWith('}') ? raw.slice(1, -1) : raw;
+      if (seen.has(name)) continue;
+      seen.add(name);
+      yield [name, this.get(name)!];
+    }
+  }
+}
+
+/** The macro name as sent (`raw`) is `name`, or `name` in braces. */
+export function isMacro(raw: string, name: string): boolean {
+  if (raw.length === name.length) return raw === name;
+  return name !== '' && raw.length === name.length + 2 && raw.charCodeAt(0) === 0x7b && raw.charCodeAt(raw.length - 1) === 0x7d && raw.startsWith(name, 1);
+}
 
 function bad(cmd: number, why: string, payload: Buffer): never {
   throw new PeerError('MILTER_BAD_PAYLOAD', `${C.letter(cmd)}: ${why}; payload "${printable(payload.subarray(0, 48), 60)}"`);
@@ -139,14 +174,14 @@ export function decodeCommand(frame: Frame): Command {
     }
     case C.SMFIC_MACRO: {
       const stage = r.byte();
-      const macros = new Map<string, string>();
+      const names: string[] = [];
+      const values: string[] = [];
       while (r.left > 0) {
-        const name = r.string();
+        names.push(r.string());
         // A broken peer may send a name without a value: read it as empty.
-        const value = r.left > 0 ? r.string() : '';
-        macros.set(name.length > 2 && name.startsWith('{') && name.endsWith('}') ? name.slice(1, -1) : name, value);
+        values.push(r.left > 0 ? r.string() : '');
       }
-      return { kind: 'macro', stage, macros };
+      return { kind: 'macro', stage, macros: new Macros(names, values) };
     }
     case C.SMFIC_CONNECT: {
       const hostname = r.string();

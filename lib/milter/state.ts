@@ -10,12 +10,14 @@
 // searches the latest stage first. A MACRO frame comes just before its
 // command, so a command clears the slots after its own: CONNECT clears from
 // HELO on, HELO from MAIL, MAIL from RCPT, RCPT from DATA; ABORT clears none.
+// A slot keeps only the macros an event reads (READ), picked out of the frame
+// once, as it arrives: each stage's event reads four.
 
 import { PeerError } from '../shield/errors.js';
 import { canonicalAddress } from '../net/address.js';
 import type { Stage, StageEvent } from '../engine/types.js';
 import * as C from './constants.js';
-import type { Command } from './payload.js';
+import type { Command, Macros } from './payload.js';
 import type { MtaKind } from './mta.js';
 
 export type Phase = 'init' | 'negotiated' | 'connected' | 'mail' | 'data';
@@ -25,6 +27,13 @@ const SLOT_OF: Readonly<Record<number, number>> = {
   [C.SMFIC_CONNECT]: 0, [C.SMFIC_HELO]: 1, [C.SMFIC_MAIL]: 2, [C.SMFIC_RCPT]: 3,
   [C.SMFIC_DATA]: 4, [C.SMFIC_EOH]: 5, [C.SMFIC_HEADER]: 5, [C.SMFIC_BODYEOB]: 6, [C.SMFIC_BODY]: 6, [C.SMFIC_UNKNOWN]: 7,
 };
+
+/** The macros a stage event reads, in the order a slot keeps their values. */
+const READ = ['i', 'auth_authen', 'tls_version', 'cipher'] as const;
+const QUEUE_ID = 0;
+const AUTH_AUTHEN = 1;
+const TLS_VERSION = 2;
+const CIPHER = 3;
 
 /** Which commands each phase allows (besides MACRO and ABORT, allowed from negotiated on). */
 const ALLOWED: Readonly<Record<Phase, readonly Command['kind'][]>> = {
@@ -38,7 +47,8 @@ const ALLOWED: Readonly<Record<Phase, readonly Command['kind'][]>> = {
 export class MilterState {
   phase: Phase = 'init';
   mta: MtaKind;
-  readonly #slots: (ReadonlyMap<string, string> | undefined)[] = [];
+  /** Per stage slot, the values of READ that its MACRO frame carried. */
+  readonly #slots: (readonly (string | undefined)[] | undefined)[] = [];
   // Connection facts.
   client = 'unknown';
   port: number | undefined;
@@ -73,15 +83,15 @@ export class MilterState {
     if (!ALLOWED[this.phase].includes(cmd.kind)) throw outOfOrder(cmd, this.phase);
   }
 
-  setMacros(stage: number, macros: ReadonlyMap<string, string>): void {
+  setMacros(stage: number, macros: Macros): void {
     const slot = SLOT_OF[stage];
-    // The map is the decoded command's own (payload.ts): kept, not copied.
-    if (slot !== undefined) this.#slots[slot] = macros;
+    if (slot !== undefined) this.#slots[slot] = READ.map((name) => macros.get(name));
   }
 
-  macro(name: string): string | undefined {
+  /** The value of READ[k] from the latest stage that sent it. */
+  #macro(k: number): string | undefined {
     for (let i = this.#slots.length - 1; i >= 0; i--) {
-      const v = this.#slots[i]?.get(name);
+      const v = this.#slots[i]?.[k];
       if (v !== undefined) return v;
     }
     return undefined;
@@ -143,7 +153,7 @@ export class MilterState {
   }
 
   event(stage: Stage, rcpt?: string): StageEvent {
-    const tlsVersion = this.macro('tls_version');
+    const tlsVersion = this.#macro(TLS_VERSION);
     const recipient = rcpt ?? (this.recipients === 1 ? this.firstRecipient : '');
     return {
       stage,
@@ -158,9 +168,9 @@ export class MilterState {
       recipient,
       recipientCount: this.recipients,
       size: stage === 'eom' && this.bodyBytes > 0 ? this.bodyBytes : this.size,
-      queueId: this.macro('i') ?? '',
-      saslUser: this.macro('auth_authen') ?? '',
-      tls: tlsVersion ? { protocol: tlsVersion, cipher: this.macro('cipher') ?? '' } : undefined,
+      queueId: this.#macro(QUEUE_ID) ?? '',
+      saslUser: this.#macro(AUTH_AUTHEN) ?? '',
+      tls: tlsVersion ? { protocol: tlsVersion, cipher: this.#macro(CIPHER) ?? '' } : undefined,
       stress: false,
       repeat: false,
     };
