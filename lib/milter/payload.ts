@@ -29,38 +29,60 @@ export type Command =
   | { readonly kind: 'unknown'; readonly line: string };
 
 /**
- * The macros of one MACRO frame as sent: a name keeps its braces
- * ("{auth_authen}") and is found by either form, as smfi_getsymval finds it.
- * Not a Map: a frame carries one to a dozen macros, most never read, and a
- * Map would hash every name as it arrives and every name asked for.
+ * The macros of one MACRO frame, read where they lie in its chunk: a name is
+ * compared byte by byte and a value decoded only when asked for (an event
+ * reads four names, of the dozen or so a message's frames carry). A name is
+ * found with braces or without, as smfi_getsymval finds it; the last one sent
+ * wins. Read them while the frame's chunk is at hand (MilterState keeps the
+ * values it reads, not this).
  */
 export class Macros {
-  constructor(readonly names: readonly string[], readonly values: readonly string[]) {}
+  readonly #buf: Buffer;
+  /** Per macro: where its name starts and ends (at its NUL), then its value (-1, -1: none sent). */
+  readonly #at: readonly number[];
 
-  /** The value of `name`, asked for with braces or without; the last one sent wins. */
+  constructor(buf: Buffer, at: readonly number[]) {
+    this.#buf = buf;
+    this.#at = at;
+  }
+
+  /** The value of `name` (ASCII), asked for with braces or without. */
   get(name: string): string | undefined {
-    for (let i = this.names.length - 1; i >= 0; i--) {
-      if (isMacro(this.names[i]!, name)) return this.values[i];
+    const at = this.#at;
+    for (let i = at.length - 4; i >= 0; i -= 4) {
+      if (this.#named(at[i]!, at[i + 1]!, name)) return this.#value(i);
     }
     return undefined;
   }
 
-  /** Name (without braces) and value pairs, each name once with its last value, in order of first appearance. */
+  /** Name (braces taken off) and value pairs, each name once with its last value, in order of first appearance. */
   *[Symbol.iterator](): IterableIterator<[string, string]> {
-    const seen = new Set<string>();
-    for (const raw of this.names) {
-      const name = raw.length > 2 && raw.startsWith('{') && raw.endsWith('}') ? raw.slice(1, -1) : raw;
-      if (seen.has(name)) continue;
-      seen.add(name);
-      yield [name, this.get(name)!];
+    const all = new Map<string, string>();
+    for (let i = 0; i < this.#at.length; i += 4) {
+      const raw = this.#buf.toString('utf8', this.#at[i], this.#at[i + 1]);
+      all.set(raw.length > 2 && raw.startsWith('{') && raw.endsWith('}') ? raw.slice(1, -1) : raw, this.#value(i));
     }
+    yield* all;
   }
-}
 
-/** The macro name as sent (`raw`) is `name`, or `name` in braces. */
-export function isMacro(raw: string, name: string): boolean {
-  if (raw.length === name.length) return raw === name;
-  return name !== '' && raw.length === name.length + 2 && raw.charCodeAt(0) === 0x7b && raw.charCodeAt(raw.length - 1) === 0x7d && raw.startsWith(name, 1);
+  /** The name buf[start, end) is `name`, or `name` in braces. */
+  #named(start: number, end: number, name: string): boolean {
+    const buf = this.#buf;
+    if (end - start === name.length + 2 && name !== '' && buf[start] === 0x7b && buf[end - 1] === 0x7d) {
+      start++;
+      end--;
+    } else if (end - start !== name.length) {
+      return false;
+    }
+    for (let j = 0; j < name.length; j++) if (buf[start + j] !== name.charCodeAt(j)) return false;
+    return true;
+  }
+
+  #value(i: number): string {
+    const start = this.#at[i + 2]!;
+    // A broken peer may send a name without a value: read it as empty.
+    return start < 0 ? '' : this.#buf.toString('utf8', start, this.#at[i + 3]);
+  }
 }
 
 function bad(cmd: number, why: string, payload: Buffer): never {
@@ -84,6 +106,11 @@ class Reader {
     const start = this.skip();
     // Decoded leniently: values are for keys and logs, and the MTA is 8-bit clean.
     return this.buf.toString('utf8', start, this.#pos - 1);
+  }
+
+  /** Where the next read starts (after skip(), one past the string's NUL). */
+  get at(): number {
+    return this.#pos;
   }
 
   /** Passes over one string, whose NUL must lie inside the frame, without decoding it; returns where it starts. */
@@ -174,14 +201,18 @@ export function decodeCommand(frame: Frame): Command {
     }
     case C.SMFIC_MACRO: {
       const stage = r.byte();
-      const names: string[] = [];
-      const values: string[] = [];
+      const at: number[] = [];
       while (r.left > 0) {
-        names.push(r.string());
-        // A broken peer may send a name without a value: read it as empty.
-        values.push(r.left > 0 ? r.string() : '');
+        const name = r.skip();
+        at.push(name, r.at - 1);
+        if (r.left > 0) {
+          const value = r.skip();
+          at.push(value, r.at - 1);
+        } else {
+          at.push(-1, -1);
+        }
       }
-      return { kind: 'macro', stage, macros: new Macros(names, values) };
+      return { kind: 'macro', stage, macros: new Macros(frame.buf, at) };
     }
     case C.SMFIC_CONNECT: {
       const hostname = r.string();
