@@ -181,7 +181,7 @@ export async function versus(
   try {
     for (const conns of [1, 10, 100]) {
       const [s, r, ratios] = await alternate(() => load(sluice.port, conns), () => load(ref.port, conns));
-      rows.push([label, String(conns), s.rps, r.rps, s.rps / r.rps, s.p50, r.p50, s.p99, r.p99, spread(ratios)]);
+      rows.push([label, conns, s.rps, r.rps, s.rps / r.rps, s.p50, r.p50, s.p99, r.p99, spread(ratios)]);
     }
     rows.push(['sluiced RSS MiB', '', sluice.rss() / 2 ** 20, ref.rss() / 2 ** 20, '', '', '', '', '', '']);
   } finally {
