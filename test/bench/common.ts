@@ -196,6 +196,11 @@ export function spread(ratios: number[]): string {
   return `${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}`;
 }
 
+/** versus()'s rows as a table, the connection counts printed as counts (not 1.00). */
+export function versusTable(rows: (string | number)[][]): string {
+  return table(rows.map((r) => (typeof r[1] === 'number' ? [r[0]!, String(r[1]), ...r.slice(2)] : r)));
+}
+
 export function table(rows: (string | number)[][]): string {
   const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)));
   const widths = cells[0]!.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));

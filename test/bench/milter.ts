@@ -8,7 +8,7 @@
 // replies - then QUIT.
 import net from 'node:net';
 import path from 'node:path';
-import { table, versus, type LoadResult } from './common.js';
+import { versus, versusTable, type LoadResult } from './common.js';
 import { FrameDecoder } from '../../dist/milter/codec.js';
 import * as C from '../../dist/milter/constants.js';
 import { mta } from '../helpers/milter-client.js';
@@ -81,5 +81,5 @@ export function benchMilter(seconds = SECONDS): Promise<(string | number)[][]> {
 }
 
 if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1]))) {
-  process.stdout.write(table(await benchMilter()) + '\n');
+  process.stdout.write(versusTable(await benchMilter()) + '\n');
 }

@@ -5,7 +5,7 @@
 // spread of the per-round ratios is printed too.
 // Requests are realistic RCPT requests (Postfix 3.7 attribute set) from
 // 1,000 client addresses, each with its own instance.
-import { closedLoop, table, versus } from './common.js';
+import { closedLoop, versus, versusTable } from './common.js';
 import { encodeRequest } from '../../dist/policy/codec.js';
 import path from 'node:path';
 
@@ -36,5 +36,5 @@ export function benchPolicy(seconds = SECONDS): Promise<(string | number)[][]> {
 
 if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1]))) {
   const rows = await benchPolicy();
-  process.stdout.write(table(rows) + '\n');
+  process.stdout.write(versusTable(rows) + '\n');
 }
