@@ -49,8 +49,17 @@ export class FrameDecoder {
   }
 
   push(chunk: Buffer): Frame[] {
-    if (this.#failed) throw this.#failed;
     const out: Frame[] = [];
+    this.pushInto(chunk, out);
+    return out;
+  }
+
+  /**
+   * push(), adding the frames to `out` (a session's queue) rather than to an
+   * array of their own. On an error, frames before it may have been added.
+   */
+  pushInto(chunk: Buffer, out: Frame[]): void {
+    if (this.#failed) throw this.#failed;
     let data = chunk;
     let pos = 0;
     while (pos < data.length) {
@@ -83,7 +92,6 @@ export class FrameDecoder {
         pos = size;
       }
     }
-    return out;
   }
 
   /** The peer closed: PEER_TRUNCATED if a frame was left unfinished. */

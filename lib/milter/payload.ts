@@ -189,6 +189,14 @@ class HeaderCommand {
   }
 }
 
+/** The commands without a payload, one object each: commands are read, never changed. */
+const DATA: Command = { kind: 'data' };
+const EOH: Command = { kind: 'eoh' };
+const EOB: Command = { kind: 'eob' };
+const ABORT: Command = { kind: 'abort' };
+const QUIT: Command = { kind: 'quit' };
+const QUIT_NC: Command = { kind: 'quit_nc' };
+
 export function decodeCommand(frame: Frame): Command {
   const r = new Reader(frame);
   switch (frame.cmd) {
@@ -248,12 +256,12 @@ export function decodeCommand(frame: Frame): Command {
       return { kind: 'body', chunk: frame.payload };
     case C.SMFIC_BODYEOB:
       // libmilter treats data here as a last body chunk; neither MTA sends any.
-      return { kind: 'eob' };
-    case C.SMFIC_DATA: r.empty(); return { kind: 'data' };
-    case C.SMFIC_EOH: r.empty(); return { kind: 'eoh' };
-    case C.SMFIC_ABORT: r.empty(); return { kind: 'abort' };
-    case C.SMFIC_QUIT: r.empty(); return { kind: 'quit' };
-    case C.SMFIC_QUIT_NC: r.empty(); return { kind: 'quit_nc' };
+      return EOB;
+    case C.SMFIC_DATA: r.empty(); return DATA;
+    case C.SMFIC_EOH: r.empty(); return EOH;
+    case C.SMFIC_ABORT: r.empty(); return ABORT;
+    case C.SMFIC_QUIT: r.empty(); return QUIT;
+    case C.SMFIC_QUIT_NC: r.empty(); return QUIT_NC;
     case C.SMFIC_UNKNOWN: {
       const line = r.string();
       r.done();

@@ -87,7 +87,7 @@ class MilterSession implements ConnectionHandler {
 
   onData(chunk: Buffer): void {
     try {
-      for (const f of this.#decoder.push(chunk)) this.#queue.push(f);
+      this.#decoder.pushInto(chunk, this.#queue);
       if (this.#queue.length > MAX_QUEUED) throw new PeerError('PEER_PIPELINED', `${this.#queue.length} milter frames sent without waiting for replies`);
       this.#drain();
     } catch (err) {
