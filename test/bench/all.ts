@@ -16,6 +16,7 @@ for (const [name, bench] of [['policy req/s', benchPolicy], ['milter tx/s', benc
     if (typeof row[1] !== 'number') { rows.push([String(row[0]), '', row[2]!, row[3]!, '', '', '']); continue; }
     rows.push([name, `${row[1]} conns`, row[2]!, row[3]!, row[4]!, '>= 0.9 x ref', row[9]!]);
     rows.push([`${name.split(' ')[0]} p99 ms`, `${row[1]} conns`, row[7]!, row[8]!, Number(row[7]) / Number(row[8]), '', '']);
+    rows.push([`${name.split(' ')[0]} CPU us`, `${row[1]} conns`, row[10]!, row[11]!, Number(row[10]) / Number(row[11]), '', '']);
   }
 }
 const engine = spawnSync(process.execPath, ['--expose-gc', '--import=tsx', path.join(ROOT, 'test', 'bench', 'engine.ts')], { cwd: ROOT, env: { ...process.env, BENCH_JSON: '1' }, encoding: 'utf8' });

@@ -57,6 +57,19 @@ export async function startServer(args: string[], key: 'port' | 'policy' | 'milt
   };
 }
 
+/** CPU time the process has used so far (user + system), in microseconds; NaN if it is gone. */
+export function cpuOf(pid: number): number {
+  try {
+    // /proc/PID/stat: utime and stime are fields 14 and 15, in clock ticks
+    // (USER_HZ, 100 on Linux); the name before them may hold spaces.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10_000;
+  } catch {
+    return NaN;
+  }
+}
+
 export function rssOf(pid: number): number {
   try {
     // /proc/PID/statm: resident pages in the second field.
@@ -74,6 +87,8 @@ export interface LoadResult {
   rps: number;
   p50: number;
   p99: number;
+  /** The server's CPU time per request or transaction, in microseconds (set by versus()). */
+  cpuUs?: number;
 }
 
 /**
@@ -158,14 +173,31 @@ export async function alternate(a: () => Promise<LoadResult>, b: () => Promise<L
     rb.push(await b());
   }
   const ratios = ra.map((x, i) => x.rps / rb[i]!.rps);
-  const median = (xs: LoadResult[]): LoadResult => [...xs].sort((x, y) => x.rps - y.rps)[Math.floor(xs.length / 2)]!;
+  const median = (xs: LoadResult[]): LoadResult => ({ ...[...xs].sort((x, y) => x.rps - y.rps)[Math.floor(xs.length / 2)]!, cpuUs: medianOf(xs.map((x) => x.cpuUs ?? NaN)) });
   return [median(ra), median(rb), ratios];
+}
+
+function medianOf(xs: number[]): number {
+  return [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+}
+
+/** Runs `load` against `server` and adds the server's CPU time per request it served. */
+async function metered(server: Server, load: () => Promise<LoadResult>): Promise<LoadResult> {
+  const before = cpuOf(server.proc.pid!);
+  const r = await load();
+  return { ...r, cpuUs: (cpuOf(server.proc.pid!) - before) / r.requests };
 }
 
 /**
  * sluiced (the `key` listener) against a reference server script, at 1, 10
  * and 100 connections; `load` drives one of them at a port for a number of
- * connections. Rows: label, conns, rate, ref rate, ratio, p50s, p99s; then RSS.
+ * connections. Rows: label, conns, rate, ref rate, ratio, p50s, p99s, round
+ * ratios, then each server's CPU time per request (the median round's of
+ * each); then RSS.
+ * The two servers share the machine's cores with the load generator, so the
+ * rate ratio is near 1 while the generator is the bottleneck and near the
+ * ratio of CPU per request while the servers are: the CPU columns show that
+ * cost whichever it was.
  */
 export async function versus(
   label: string, unit: string, refScript: string, key: 'policy' | 'milter',
@@ -177,13 +209,13 @@ export async function versus(
   // from four /24s, would rightly defer most of it) nor what it learns from
   // sessions that ask once and go.
   const sluice = await startSluiced(`policy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nlimits:\n  max_connections: 1000\n${steadyLoad()}`, key);
-  const rows: (string | number)[][] = [[key, 'conns', unit, `ref ${unit}`, 'ratio', 'p50 ms', 'ref p50', 'p99 ms', 'ref p99', 'round ratios']];
+  const rows: (string | number)[][] = [[key, 'conns', unit, `ref ${unit}`, 'ratio', 'p50 ms', 'ref p50', 'p99 ms', 'ref p99', 'round ratios', 'CPU us', 'ref CPU us']];
   try {
     for (const conns of [1, 10, 100]) {
-      const [s, r, ratios] = await alternate(() => load(sluice.port, conns), () => load(ref.port, conns));
-      rows.push([label, conns, s.rps, r.rps, s.rps / r.rps, s.p50, r.p50, s.p99, r.p99, spread(ratios)]);
+      const [s, r, ratios] = await alternate(() => metered(sluice, () => load(sluice.port, conns)), () => metered(ref, () => load(ref.port, conns)));
+      rows.push([label, conns, s.rps, r.rps, s.rps / r.rps, s.p50, r.p50, s.p99, r.p99, spread(ratios), s.cpuUs!, r.cpuUs!]);
     }
-    rows.push(['sluiced RSS MiB', '', sluice.rss() / 2 ** 20, ref.rss() / 2 ** 20, '', '', '', '', '', '']);
+    rows.push(['sluiced RSS MiB', '', sluice.rss() / 2 ** 20, ref.rss() / 2 ** 20, '', '', '', '', '', '', '', '']);
   } finally {
     await ref.stop();
     await sluice.stop();
