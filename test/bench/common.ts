@@ -58,7 +58,7 @@ export async function startServer(args: string[], key: 'port' | 'policy' | 'milt
 }
 
 /** CPU time the process has used so far (user + system), in microseconds; NaN if it is gone. */
-export function cpuOf(pid: number): number {
+function cpuOf(pid: number): number {
   try {
     // /proc/PID/stat: utime and stime are fields 14 and 15, in clock ticks
     // (USER_HZ, 100 on Linux); the name before them may hold spaces.
@@ -173,12 +173,14 @@ export async function alternate(a: () => Promise<LoadResult>, b: () => Promise<L
     rb.push(await b());
   }
   const ratios = ra.map((x, i) => x.rps / rb[i]!.rps);
-  const median = (xs: LoadResult[]): LoadResult => ({ ...[...xs].sort((x, y) => x.rps - y.rps)[Math.floor(xs.length / 2)]!, cpuUs: medianOf(xs.map((x) => x.cpuUs ?? NaN)) });
+  // The median run by rate, with the median of the runs' CPU times.
+  const median = (xs: LoadResult[]): LoadResult => ({ ...middle(xs, (x) => x.rps), cpuUs: middle(xs.map((x) => x.cpuUs ?? NaN), (c) => c) });
   return [median(ra), median(rb), ratios];
 }
 
-function medianOf(xs: number[]): number {
-  return [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+/** The middle item of `xs` ordered by `by`. */
+function middle<T>(xs: T[], by: (x: T) => number): T {
+  return [...xs].sort((x, y) => by(x) - by(y))[Math.floor(xs.length / 2)]!;
 }
 
 /** Runs `load` against `server` and adds the server's CPU time per request it served. */
@@ -192,8 +194,8 @@ async function metered(server: Server, load: () => Promise<LoadResult>): Promise
  * sluiced (the `key` listener) against a reference server script, at 1, 10
  * and 100 connections; `load` drives one of them at a port for a number of
  * connections. Rows: label, conns, rate, ref rate, ratio, p50s, p99s, round
- * ratios, then each server's CPU time per request (the median round's of
- * each); then RSS.
+ * ratios, then each server's CPU time per request (the median over its
+ * rounds); then RSS.
  * The two servers share the machine's cores with the load generator, so the
  * rate ratio is near 1 while the generator is the bottleneck and near the
  * ratio of CPU per request while the servers are: the CPU columns show that
