@@ -1,12 +1,12 @@
-// Loads ../shared/vectors (real Postfix 3.7.11 captures) for tests and benchmarks.
+// Loads test/fixtures/vectors (real Postfix 3.7.11 captures; where and how they
+// were captured: test/fixtures/vectors/README.md) for tests and benchmarks.
 import { readFileSync, readdirSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-/** ../shared beside the repository (CI lays it there too). */
-export const SHARED = path.resolve(here, '..', '..', '..', 'shared');
-export const VECTORS = path.join(SHARED, 'vectors');
+/** Inside the repository: a clone anywhere has them. */
+export const VECTORS = path.resolve(here, '..', 'fixtures', 'vectors');
 
 export function vectorsPresent(): boolean {
   return existsSync(VECTORS);
