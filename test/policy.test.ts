@@ -286,6 +286,12 @@ t.test('bad bytes close only that connection, with one warning', async (t) => {
   const warn = h.logs().find((l) => l['code'] === 104)!;
   t.equal(warn['level'], 40);
   t.match(warn['msg'], /GET \/ HTTP\/1\.0\\x0d/, 'the bad bytes are shown printable');
+  for (const l of h.logs().filter((l) => typeof l['code'] === 'number' && (l['code'] as number) < 200)) {
+    t.match(l['msg'], /^[\x20-\x7e]*$/, `${l['err']}: the warning carries no raw bytes`);
+  }
+  // A HELO name that is not UTF-8 (Postfix passes 8-bit bytes through) is answered, not dropped.
+  const helo = Buffer.from('request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.10\nhelo_name=mx\xf7\xc3(\ninstance=8bit.1\n\n', 'latin1');
+  t.equal(await good.send(helo), 'action=DUNNO\n\n', 'an 8-bit HELO name gets its answer');
 
   // EOF in the middle of a request: one PEER_TRUNCATED warning.
   const c = await PolicyClient.connect({ port });

@@ -4,8 +4,8 @@
 // on a terminal. To standard output or to log.file (reopened on SIGUSR1 for
 // logrotate). Child loggers carry trusted fields only (connection id,
 // protocol, our own client address form); text from a peer goes through
-// printable() first: truncated, control bytes escaped, never spread into
-// bindings.
+// printable() (util/printable.ts) first: truncated, escaped, never spread
+// into bindings.
 //
 // Config keys: log.level, log.format, log.file.
 
@@ -53,17 +53,4 @@ export async function createLogger(settings: LogSettings, isTTY = Boolean(proces
       await closed;
     },
   };
-}
-
-const CONTROL = /[\x00-\x1f\x7f-\x9f]/g;
-
-/**
- * Untrusted text made safe for one log line: at most `max` characters,
- * control characters shown as \xNN, and a mark when cut.
- */
-export function printable(value: string | Buffer, max = 200): string {
-  const text = typeof value === 'string' ? value : value.toString('latin1');
-  const cut = text.length > max;
-  const shown = (cut ? text.slice(0, max) : text).replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
-  return cut ? `${shown}...(${text.length} chars)` : shown;
 }

@@ -14,7 +14,7 @@
 // Config keys (through the constructor): milter.max_frame_size.
 
 import { PeerError } from '../shield/errors.js';
-import { printable } from '../log/logger.js';
+import { printable } from '../util/printable.js';
 
 /** One frame: its command byte, and its payload as buf[start, end). */
 export class Frame {

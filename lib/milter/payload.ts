@@ -7,7 +7,7 @@
 // body chunks are never copied.
 
 import { PeerError } from '../shield/errors.js';
-import { printable } from '../log/logger.js';
+import { printable } from '../util/printable.js';
 import * as C from './constants.js';
 import type { Frame } from './codec.js';
 

@@ -10,7 +10,8 @@
 //
 // Trusts nothing: every line is bounded before it is kept, the request size
 // and line count are bounded, a value is split at the FIRST "=" (SRS and BATV
-// senders contain "="), NUL bytes and invalid UTF-8 are refused. After an
+// senders contain "="), NUL bytes are refused; a line that is not UTF-8 is
+// kept byte for byte (latin1), as Postfix passes 8-bit text on. After an
 // error the decoder stays failed: nothing more is emitted for that stream.
 // Unknown attribute names are kept (and ignored by the request mapping).
 //
@@ -19,7 +20,7 @@
 
 import { isAscii, isUtf8 } from 'node:buffer';
 import { PeerError, type ErrorName } from '../shield/errors.js';
-import { printable } from '../log/logger.js';
+import { printable } from '../util/printable.js';
 
 export interface PolicyLimits {
   readonly maxLineLength: number;
@@ -229,11 +230,9 @@ export class PolicyDecoder {
   /** A line as bytes, of unknown encoding. */
   #bytesLine(line: Buffer): PolicyAttributes | undefined {
     if (line.length === 0) return this.#endOfRequest();
-    if (!isUtf8(line)) {
-      this.#countLine(line.length);
-      this.#fail('PEER_BAD_ENCODING', `invalid UTF-8 in "${printable(line, 60)}"`);
-    }
-    const text = line.toString('utf8');
+    // Postfix passes 8-bit bytes through (a HELO name, a sender without
+    // SMTPUTF8): such a line is kept byte for byte, one character a byte.
+    const text = line.toString(isUtf8(line) ? 'utf8' : 'latin1');
     this.#countLine(line.length);
     return this.#attribute(text, 0, text.length, false);
   }

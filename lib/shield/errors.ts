@@ -18,7 +18,7 @@ export const CATALOGUE = {
   PEER_REQUEST_TOO_LARGE: { code: 102, text: 'a policy request is larger than policy.max_request_size' },
   PEER_TOO_MANY_ATTRIBUTES: { code: 103, text: 'a policy request has more than policy.max_attributes attributes' },
   PEER_MALFORMED_LINE: { code: 104, text: 'a policy line has no "=" or an empty name' },
-  PEER_BAD_ENCODING: { code: 105, text: 'NUL byte or invalid UTF-8 from the peer' },
+  PEER_BAD_ENCODING: { code: 105, text: 'NUL byte in a policy request' },
   PEER_TRUNCATED: { code: 106, text: 'the peer closed the connection in the middle of a request or frame' },
   PEER_BAD_REQUEST_TYPE: { code: 107, text: 'a policy request whose "request" is not smtpd_access_policy' },
   PEER_EMPTY_REQUEST: { code: 108, text: 'a policy request with no attributes' },
