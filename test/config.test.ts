@@ -75,11 +75,49 @@ t.test('every problem at once, each with file, line and key', async (t) => {
   t.same(lines, [
     'sluice.yaml:2: log.level: Invalid option: expected one of "fatal"|"error"|"warn"|"info"|"debug"|"trace"|"silent"',
     'sluice.yaml:4: policy.timeout: "fast" is not a duration (e.g. 250ms, 30s, 5m, 1h)',
-    'sluice.yaml:5: policy.max_attributes: expected number',
+    'sluice.yaml:5: policy.max_attributes: expected a number',
     'sluice.yaml:6: bogus: unknown key',
     'sluice.yaml:8: limits.idel_timeout: unknown key',
   ]);
   t.ok(r.problems.every((p) => p.symbol === 'CONFIG_INVALID'));
+});
+
+t.test('keys that defeat each other are refused at the key to change', async (t) => {
+  // Each valid alone; together the tarpit would silently do nothing.
+  const r = fromText('policy:\n  timeout: 60s\n  hold_margin: 90s\nmilter:\n  hold_margin: 10m\n', 'sluice.yaml');
+  t.notOk(r.ok);
+  if (r.ok) return;
+  t.same(r.problems.map(formatProblem), [
+    'sluice.yaml:3: policy.hold_margin: 90s must be below policy.timeout (60s): every policy hold would be cut to nothing',
+    'sluice.yaml:5: milter.hold_margin: 600s must be below milter.sendmail_read_timeout (10s): no Sendmail stage could be held',
+    'sluice.yaml:5: milter.hold_margin: 600s must be below milter.sendmail_eom_timeout (300s): Sendmail\'s end of message could not be held',
+  ]);
+  t.ok(fromText('policy:\n  timeout: 60s\n  hold_margin: 59s\n', 'ok.yaml').ok, 'a margin below the timeout is fine');
+});
+
+t.test('every problem says what form is expected', async (t) => {
+  const cases: [string, RegExp][] = [
+    ['metrics:\n  listen: "127.0.0.1:10042"', /metrics\.listen: "127\.0\.0\.1:10042": expected inet:HOST:PORT, inet6:\[ADDR\]:PORT or unix:PATH \(did you mean "inet:127\.0\.0\.1:10042"\?\), or "" for none$/],
+    ['metrics:\n  listen: 10042', /metrics\.listen: 10042: expected a string such as "inet:127\.0\.0\.1:10040"/],
+    ['policy:\n  listen: ["[::1]:10040"]', /did you mean "inet6:\[::1\]:10040"/],
+    ['policy:\n  timeout: true', /policy\.timeout: true is not a duration \(e\.g\. 250ms/],
+    ['policy:\n  max_line_length: [1]', /\[1\] is not a size \(e\.g\. 4096/],
+    ['policy:\n  listen: "inet:127.0.0.1:1"', /policy\.listen: expected a list/],
+    ['tarpit:\n  enabled: "yes"', /tarpit\.enabled: expected true or false/],
+    ['policy:\n  socket_mode: "rw"', /expected an octal mode such as "0660"/],
+    ['policy:\n  max_attributes: 1.5', /expected a whole number/],
+  ];
+  for (const [yaml, want] of cases) {
+    const r = fromText(yaml, 'f.yaml');
+    t.notOk(r.ok, yaml);
+    if (!r.ok) {
+      t.equal(r.problems.length, 1, `${yaml}: one problem`);
+      t.match(formatProblem(r.problems[0]!), want);
+      t.notMatch(r.problems[0]!.message, /^Invalid input$/, 'never a bare "Invalid input"');
+    }
+  }
+  const mode = fromText('policy:\n  socket_mode: 660\n', 'f.yaml');
+  t.ok(mode.ok && mode.config.policy.socket_mode === 0o660, 'an unquoted 660 is the mode 0660');
 });
 
 t.test('syntax errors, non-mappings, missing files', async (t) => {

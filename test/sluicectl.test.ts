@@ -69,6 +69,9 @@ t.test('sluicectl against a running sluiced', async (t) => {
   const bad = await ctl('show', 'not an address');
   t.equal(bad.code, 64);
   t.equal(bad.err, 'sluicectl: "not an address" is not an address, CIDR, HELO name or @domain\n', 'one line');
+  const typo = await ctl('show', '10.0.0.999');
+  t.equal(typo.code, 64, 'a malformed address is a usage error (sluicectl(8)), not "nothing known"');
+  t.equal(typo.err, 'sluicectl: "10.0.0.999" is not an address, CIDR, HELO name or @domain\n');
 
   const top = await ctl('top', '-n', '3');
   t.match(top.out, /^KEY +SCORE +HOLDS +DROPS +DELIVERED\n(ip|net):/m);
@@ -112,6 +115,8 @@ t.test('sluicectl against a running sluiced', async (t) => {
   t.equal((await ctl('frobnicate')).code, 64, 'unknown command');
   const stats = JSON.parse((await ctl('--json', 'stats')).out) as Record<string, { stage?: string; held?: string; value: number }[]>;
   t.ok(stats['abandoned_total']?.some((s) => s.stage === 'rcpt' && s.held === 'true' && s.value >= 1));
+  t.ok(stats['held_seconds']?.some((s) => s.value > 0), 'held seconds summed');
+  for (const [name, rows] of Object.entries(stats)) for (const r of rows) t.match(String(r.value), /^-?\d+(\.\d{1,3})?$/, `${name}: ${r.value} printed to the millisecond at most`);
 
   // Metrics moved with the traffic.
   const after = await scrape();
@@ -121,6 +126,13 @@ t.test('sluicectl against a running sluiced', async (t) => {
   t.match(after, /sluice_holds_total [1-9]/);
   t.match(after, /sluice_reputation_entries [1-9]/);
   t.match(after, /sluice_event_loop_lag_seconds \d/);
+
+  // A reader that goes away ends sluicectl quietly (it died on EPIPE with a stack trace).
+  const piped = run(t, ['-c', `set -o pipefail; "${process.execPath}" "${path.join(ROOT, 'bin', 'sluicectl')}" --socket "${path.join(dir, 'control.sock')}" top --watch 0.2 | head -3`], { command: 'bash' });
+  const pipedExit = await piped.exited;
+  t.equal(piped.stderr(), '', 'top --watch | head: nothing on stderr');
+  t.equal(pipedExit.code, 0, 'top --watch | head: exit 0');
+  t.equal(piped.stdout().split('\n').length, 4, 'head had its three lines');
 
   d.proc.kill('SIGTERM');
   t.equal((await d.exited).code, 0);
@@ -167,4 +179,25 @@ t.test('counts kept as plain numbers reach every scrape exactly, and a scrape do
   }
   m.connected('milter');
   t.match(await m.registry.metrics(), /^sluice_connections_total\{protocol="milter"\} 4$/m, 'and one more after');
+});
+
+t.test('stats: sums of seconds to the millisecond, without float noise', async (t) => {
+  const { startDaemon } = await import('./helpers/daemon.js');
+  const h = await startDaemon(t);
+  for (const s of [0.1, 0.2, 48.001, 0.001]) h.daemon.metrics.heldSeconds.observe(s);
+  const stats = await h.daemon.stats() as Record<string, { series?: string; value: number }[]>;
+  const sum = stats['held_seconds']?.find((r) => r.series === 'held_seconds_sum');
+  t.equal(sum?.value, 48.302, 'printed as 48.302, not 48.302000000000006');
+});
+
+t.test('explain holds as the policy service would: cut to policy.timeout minus policy.hold_margin', async (t) => {
+  const { engine, clock } = engineFor('tarpit:\n  hold_per_point: 4s\n  max_hold: 60s\n');
+  const ctl = { engine, policy: () => ({ timeout: 10_000, hold_margin: 4_000 }) } as unknown as Controller;
+  const ask = async (args: Record<string, unknown>) => (await commands(ctl, () => clock.now)({ v: 1, cmd: 'explain', args })) as { verdict: { delayMs: number; reason: { trace: string[] } } };
+  const raw = engine.explain({ stage: 'rcpt', session: 'x', via: 'policy', mta: 'postfix', client: '203.0.113.50', port: 0, clientName: 'unknown', helo: '203.0.113.50', sender: '', recipient: '', recipientCount: 0, size: 0, queueId: '', saslUser: '', tls: undefined, stress: false, repeat: false });
+  t.ok(raw.delayMs > 6000, `the engine alone asks for ${raw.delayMs} ms`);
+  const v = (await ask({ client: '203.0.113.50', helo: '203.0.113.50' })).verdict;
+  t.equal(v.delayMs, 6000, 'explain says the 6 s the daemon would hold');
+  t.match(v.reason.trace.at(-1), /^hold cut to 6000 ms: policy\.timeout 10000 ms minus policy\.hold_margin 4000 ms$/);
+  t.equal((await ask({ client: '203.0.113.50', helo: '203.0.113.50', stress: true })).verdict.delayMs, 0, 'and nothing under stress=yes');
 });

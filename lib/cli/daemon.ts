@@ -32,8 +32,8 @@ import { controlHandler } from '../control/server.js';
 import { commands } from '../control/commands.js';
 import type { Outcome } from '../engine/types.js';
 import { ensureStateDir, stateDirFor } from './state-dir.js';
+import { VERSION } from './version.js';
 
-export const VERSION = '0.1.0';
 
 export interface DaemonOptions {
   readonly configFile?: string;
@@ -265,6 +265,7 @@ export class Daemon {
   async #openControl(): Promise<void> {
     const ctl = commands({
       engine: this.reputation,
+      policy: () => this.#config.policy,
       status: () => this.status(),
       stats: () => this.stats(),
       reload: () => this.reload(),
@@ -290,13 +291,13 @@ export class Daemon {
     };
   }
 
-  /** The counters, as sluicectl stats shows them. */
+  /** The counters, as sluicectl stats shows them; sums of seconds to the millisecond (no float noise). */
   async stats(): Promise<Record<string, unknown>> {
     const out: Record<string, unknown> = {};
     for (const m of await this.metrics.registry.getMetricsAsJSON()) {
       out[m.name.replace(/^sluice_/, '')] = (m.values as { labels: Record<string, string | number>; value: number; metricName?: string }[])
         .filter((v) => !v.metricName || v.metricName.endsWith('_sum') || v.metricName.endsWith('_count') || !v.metricName.includes('_bucket'))
-        .map((v) => ({ ...v.labels, ...(v.metricName && v.metricName !== m.name ? { series: v.metricName.replace(/^sluice_/, '') } : {}), value: v.value }));
+        .map((v) => ({ ...v.labels, ...(v.metricName && v.metricName !== m.name ? { series: v.metricName.replace(/^sluice_/, '') } : {}), value: Math.round(v.value * 1000) / 1000 }));
     }
     return out;
   }

@@ -11,6 +11,7 @@ import { Command, Option } from '@commander-js/extra-typings';
 import net from 'node:net';
 import path from 'node:path';
 import { stateDirFor } from './state-dir.js';
+import { VERSION } from './version.js';
 import { CONTROL_VERSION, MAX_LINE, type Response } from '../control/protocol.js';
 
 export const EXIT = { ok: 0, notFound: 1, usage: 64, unavailable: 69, failed: 70 } as const;
@@ -92,11 +93,28 @@ print['deny'] = entry;
 
 const simple: Printer = (d) => (d && typeof d === 'object' ? pairs(d as Record<string, unknown>) : String(d));
 
-export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+const toStdout = (s: string): void => { process.stdout.write(s); };
+
+/**
+ * `sluicectl top --watch | head`: once the reader has gone, sluicectl ends
+ * quietly with status 0, as a command whose output was all taken would,
+ * rather than dying on EPIPE with a stack trace.
+ */
+function quietWhenStdoutCloses(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(EXIT.ok);
+    process.stderr.write(`sluicectl: cannot write the answer: ${err.message}\n`);
+    process.exit(EXIT.failed);
+  });
+}
+
+export async function main(argv: string[], out: (s: string) => void = toStdout): Promise<number> {
+  if (out === toStdout) quietWhenStdoutCloses();
   let status: number = EXIT.ok;
   const program = new Command()
     .name('sluicectl')
     .description('talk to a running sluiced over its control socket')
+    .version(VERSION, '-V, --version', 'print the version and exit')
     .option('-s, --socket <path>', 'control socket (default: $SLUICE_SOCKET, else control.sock in the state directory)')
     .option('--json', 'print the answer as JSON, for scripts')
     .exitOverride()

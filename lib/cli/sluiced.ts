@@ -2,6 +2,7 @@
 //
 //   sluiced [--config FILE] [--foreground] [--log-level LEVEL]
 //   sluiced [--config FILE] --check-config | --print-config
+//   sluiced --version
 //
 // Without --foreground it starts a detached copy of itself, waits until that
 // copy listens (or fails), prints where, and returns. Exit statuses: 0 ok,
@@ -20,6 +21,7 @@ import { SluiceError } from '../shield/errors.js';
 import { Daemon } from './daemon.js';
 import type { EarlySignals } from './early-signals.js';
 import { ensureStateDir, stateDirFor } from './state-dir.js';
+import { VERSION } from './version.js';
 
 export const EX_OK = 0;
 export const EX_SOFTWARE = 70;
@@ -39,7 +41,8 @@ function statusOf(err: unknown): number {
 export async function main(argv: string[], early?: EarlySignals): Promise<void> {
   const program = new Command()
     .name('sluiced')
-    .description('sluice traffic-shaping daemon: Postfix policy service with a tarpit and per-client reputation')
+    .description('sluice traffic-shaping daemon for mail servers: a Postfix policy service and a milter (Postfix, Sendmail)\nthat hold, defer or reject clients at each SMTP stage from per-client reputation')
+    .version(VERSION, '-V, --version', 'print the version and exit')
     .option('-c, --config <file>', 'YAML configuration file (default: built-in defaults, loopback only)')
     .option('--check-config', 'validate the configuration, print every problem, exit 0 or 78')
     .option('--print-config', 'print the effective configuration (file merged over defaults) as YAML')

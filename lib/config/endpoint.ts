@@ -31,7 +31,8 @@ export function parseEndpoint(text: string): Endpoint | string {
     if (m[1] !== undefined && isIP(host) !== 6) return `"${text}": brackets are for IPv6 addresses`;
     return { kind: 'inet', host, port, text };
   }
-  return `"${text}": expected inet:HOST:PORT, inet6:[ADDR]:PORT or unix:PATH`;
+  const hint = /^(?:\[[^\]]+\]|[^:[\]]+):\d{1,5}$/.test(text) ? ` (did you mean "${text.startsWith('[') ? 'inet6' : 'inet'}:${text}"?)` : '';
+  return `"${text}": expected inet:HOST:PORT, inet6:[ADDR]:PORT or unix:PATH${hint}`;
 }
 
 /** How to name the endpoint in messages once it is bound (the real port for port 0). */

@@ -82,8 +82,14 @@ export function fromText(text: string, file: string): LoadResult {
   return { ok: true, file, raw: raw as RawConfig, config: deepFreeze(parsed.data) };
 }
 
+/** What a value of each type looks like, for "expected ..." messages. */
+const FORMS: Record<string, string> = {
+  int: 'a whole number', number: 'a number', string: 'a string', boolean: 'true or false',
+  array: 'a list, e.g. [a, b]', object: 'a mapping of keys',
+};
+
 function describe(issue: { code: string; message: string; expected?: unknown }): string {
-  if (issue.code === 'invalid_type' && typeof issue.expected === 'string') return `expected ${issue.expected}`;
+  if (issue.code === 'invalid_type' && typeof issue.expected === 'string') return `expected ${FORMS[issue.expected] ?? issue.expected}`;
   return issue.message;
 }
 

@@ -1,6 +1,8 @@
 // schema.ts - what a valid configuration is, and the typed result.
 //
-// Unknown keys and wrong types are errors (strict objects). Durations and
+// Unknown keys and wrong types are errors (strict objects); keys that are
+// valid alone but defeat each other (a hold margin as long as the timeout it
+// is taken from) are errors at the key to change. Durations and
 // sizes are converted to milliseconds and bytes here, so the rest of sluice
 // never parses units. Validation runs on the merged (defaults + file) raw
 // object; load.ts maps each issue's path back to a line of the file.
@@ -13,32 +15,35 @@ import { isIP } from 'node:net';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration (e.g. 250ms, 30s, 5m, 1h)` });
+/** A value given as text or a number, turned into a number by `parse`; `form` says what is expected. */
+const unit = (parse: (v: string | number) => number | undefined, form: string) => z.unknown().transform((v, ctx) => {
+  const n = typeof v === 'string' || typeof v === 'number' ? parse(v) : undefined;
+  if (n === undefined) {
+    ctx.addIssue({ code: 'custom', message: `${shown(v)} is not ${form}` });
     return z.NEVER;
   }
-  return ms;
+  return n;
 });
 
-const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const bytes = parseSize(v);
-  if (bytes === undefined || bytes === 0) {
-    ctx.addIssue({ code: 'custom', message: `"${v}" is not a size (e.g. 4096, 64KiB, 1MiB)` });
-    return z.NEVER;
-  }
-  return bytes;
-});
+const duration = unit(parseDuration, 'a duration (e.g. 250ms, 30s, 5m, 1h)');
+const size = unit((v) => parseSize(v) || undefined, 'a size (e.g. 4096, 64KiB, 1MiB)');
 
-const endpoint = z.string().transform((v, ctx): Endpoint => {
-  const ep = parseEndpoint(v);
+/** An endpoint in the admin's words; `orNone` ends the message when "" would also do. */
+function toEndpoint(v: unknown, ctx: z.RefinementCtx, orNone = ''): Endpoint {
+  const ep = typeof v === 'string' ? parseEndpoint(v) : `${shown(v)}: expected a string such as "inet:127.0.0.1:10040", "inet6:[::1]:10040" or "unix:/run/sluice/policy.sock"`;
   if (typeof ep === 'string') {
-    ctx.addIssue({ code: 'custom', message: ep });
+    ctx.addIssue({ code: 'custom', message: ep + orNone });
     return z.NEVER;
   }
   return ep;
-});
+}
+const endpoint = z.unknown().transform((v, ctx) => toEndpoint(v, ctx));
+const optionalEndpoint = z.unknown().transform((v, ctx) => (v === '' ? undefined : toEndpoint(v, ctx, ', or "" for none')));
+
+/** A value as the admin wrote it, for messages. */
+function shown(v: unknown): string {
+  return typeof v === 'string' ? `"${v}"` : JSON.stringify(v) ?? String(v);
+}
 
 const listValue = z.string().superRefine((v, ctx) => {
   const m = parseListValue(v);
@@ -47,7 +52,14 @@ const listValue = z.string().superRefine((v, ctx) => {
 const replyText = z.string().min(1).max(300).regex(/^[\x20-\x7e]+$/, 'printable ASCII only');
 
 const headerName = z.string().regex(/^([A-Za-z][A-Za-z0-9-]*)?$/, 'expected a header name such as X-Sluice, or ""');
-const mode = z.string().regex(/^0?[0-7]{3}$/, 'expected an octal mode such as "0660"').transform((v) => parseInt(v, 8));
+const mode = z.unknown().transform((v, ctx) => {
+  const text = typeof v === 'number' ? String(v) : v;
+  if (typeof text !== 'string' || !/^0?[0-7]{3}$/.test(text)) {
+    ctx.addIssue({ code: 'custom', message: `${shown(v)}: expected an octal mode such as "0660"` });
+    return z.NEVER;
+  }
+  return parseInt(text, 8);
+});
 const count = (min: number, max: number) => z.number().int().min(min).max(max);
 
 export const schema = z.strictObject({
@@ -158,7 +170,7 @@ export const schema = z.strictObject({
     socket_mode: mode,
   }),
   metrics: z.strictObject({
-    listen: z.union([z.literal('').transform(() => undefined), endpoint]),
+    listen: optionalEndpoint,
   }),
   replies: z.strictObject({
     defer: replyText,
@@ -167,6 +179,15 @@ export const schema = z.strictObject({
     greylist: replyText,
     deny: replyText,
   }),
+}).superRefine((c, ctx) => {
+  // Keys that are each valid but useless together: say so at the key to change.
+  const s = (ms: number): string => (ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
+  const below = (path: [string, string], value: number, limit: number, limitKey: string, why: string): void => {
+    if (value >= limit) ctx.addIssue({ code: 'custom', path, message: `${s(value)} must be below ${limitKey} (${s(limit)}): ${why}` });
+  };
+  below(['policy', 'hold_margin'], c.policy.hold_margin, c.policy.timeout, 'policy.timeout', 'every policy hold would be cut to nothing');
+  below(['milter', 'hold_margin'], c.milter.hold_margin, c.milter.sendmail_read_timeout, 'milter.sendmail_read_timeout', 'no Sendmail stage could be held');
+  below(['milter', 'hold_margin'], c.milter.hold_margin, c.milter.sendmail_eom_timeout, 'milter.sendmail_eom_timeout', 'Sendmail\'s end of message could not be held');
 });
 
 /** The validated, unit-converted configuration. Deep-frozen once built. */

@@ -13,11 +13,15 @@ import { LOG_LEVELS } from '../config/schema.js';
 import { parseListValue } from '../config/list-value.js';
 import { keyFromText, addressKeys } from '../reputation/keys.js';
 import type { ReputationEngine } from '../engine/engine.js';
-import { STAGES, type Stage, type StageEvent } from '../engine/types.js';
+import { STAGES, type Stage, type StageEvent, type Verdict } from '../engine/types.js';
 import { CommandError, type Request } from './protocol.js';
+import { policyHold } from '../policy/hold.js';
+import type { Config } from '../config/schema.js';
 
 export interface Controller {
   readonly engine: ReputationEngine | undefined;
+  /** The running policy settings: explain holds as the policy service would. */
+  policy(): Pick<Config['policy'], 'timeout' | 'hold_margin'>;
   status(): Record<string, unknown>;
   stats(): Promise<Record<string, unknown>>;
   reload(): Promise<boolean>;
@@ -46,6 +50,14 @@ function keepBest<T>(best: T[], n: number, row: T, order: (a: T, b: T) => number
   }
   best.splice(lo, 0, row);
   if (best.length > n) best.pop();
+}
+
+/** The verdict with the hold the policy service would really give it, and why when that is shorter. */
+function capped(v: Verdict, stress: boolean, p: Pick<Config['policy'], 'timeout' | 'hold_margin'>): Verdict {
+  const held = policyHold(v.delayMs, stress, p);
+  if (held === v.delayMs) return v;
+  const why = stress ? 'stress=yes' : `policy.timeout ${p.timeout} ms minus policy.hold_margin ${p.hold_margin} ms`;
+  return { ...v, delayMs: held, reason: { inputs: v.reason?.inputs ?? {}, trace: [...(v.reason?.trace ?? []), `hold cut to ${held} ms: ${why}`] } };
 }
 
 function str(args: Record<string, unknown> | undefined, name: string, required = true): string {
@@ -121,7 +133,7 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
           recipient: str(a, 'recipient', false), recipientCount: 0, size: 0, queueId: '', saslUser: '', tls: undefined,
           stress: a?.['stress'] === true, repeat: false,
         };
-        const v = engine().explain(event);
+        const v = capped(engine().explain(event), event.stress, ctl.policy());
         return { event: { stage, client, client_name: event.clientName, helo: event.helo, sender: event.sender, recipient: event.recipient }, verdict: v };
       }
       case 'allow':

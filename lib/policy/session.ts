@@ -34,6 +34,7 @@ import { PolicyDecoder, type PolicyAttributes } from './codec.js';
 import { REQUEST_ATTRS, repeatKey, toRequest, toStageEvent } from './request.js';
 import { DUNNO_REPLY, renderPrepend, renderReply } from './render.js';
 import type { RecentQuestions } from './repeats.js';
+import { policyHold } from './hold.js';
 
 /** Requests a client may send ahead of our reply before it is cut off (Postfix sends one). */
 const MAX_QUEUED = 4;
@@ -159,8 +160,7 @@ class PolicySession implements ConnectionHandler {
     if (verdict.kind === 'pass' && event.stage === 'data' && cfg.policy.prepend_header !== '') {
       reply = renderPrepend(cfg.policy.prepend_header, scoreLine(verdict));
     }
-    const cap = Math.max(0, cfg.policy.timeout - cfg.policy.hold_margin);
-    const delay = event.stress ? 0 : Math.min(verdict.delayMs, cap);
+    const delay = policyHold(verdict.delayMs, event.stress, cfg.policy);
     if (delay <= 0) {
       this.#reply(reply, event, verdict, 0);
       return;

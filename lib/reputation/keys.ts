@@ -6,7 +6,7 @@
 // holds them all. Address math is ipaddr.js's.
 
 import ipaddr from 'ipaddr.js';
-import { isIPv4 } from 'node:net';
+import { isIP, isIPv4 } from 'node:net';
 
 /** The keys for one client; "" where there is none (no HELO, null sender, no address). */
 export interface Keys {
@@ -51,7 +51,9 @@ export function keysFor(client: string, helo: string, sender: string, a = addres
 
 /** Parses what an admin types (an address, a CIDR, a HELO name, a domain) into the key to look up. */
 export function keyFromText(text: string): string | undefined {
-  if (ipaddr.isValid(text)) return addressKeys(text)?.ip;
+  if (isIP(text) !== 0) return addressKeys(text)?.ip;
+  // Digits and dots that are no address (10.0.0.999) are a typo, not a HELO name.
+  if (/^[\d.]+$/.test(text)) return undefined;
   if (/^[0-9a-f:.]+\/\d+$/i.test(text)) {
     try {
       const [addr, len] = ipaddr.parseCIDR(text);

@@ -1,0 +1,21 @@
+// hold.ts - how long a policy reply may be held.
+//
+// Postfix waits policy.timeout for an answer, then gives up on the request
+// and resends it on a new connection: a held reply ends policy.hold_margin
+// before that. Under stress=yes Postfix asks not to be slowed: no hold. The
+// session and `sluicectl explain` both take the hold from here, so explain
+// says what the daemon would do.
+//
+// Config keys: policy.timeout, policy.hold_margin.
+
+import type { Config } from '../config/schema.js';
+
+/** The longest hold a policy reply gets (0: none). */
+export function policyHoldCap(p: Pick<Config['policy'], 'timeout' | 'hold_margin'>): number {
+  return Math.max(0, p.timeout - p.hold_margin);
+}
+
+/** The hold the policy service grants a verdict that asks for `delayMs`. */
+export function policyHold(delayMs: number, stress: boolean, p: Pick<Config['policy'], 'timeout' | 'hold_margin'>): number {
+  return stress ? 0 : Math.min(delayMs, policyHoldCap(p));
+}
