@@ -283,7 +283,7 @@ export class Daemon {
     const mib = (n: number): number => Math.round(n / 2 ** 20);
     return {
       version: VERSION, pid: process.pid, uptime_s: Math.round((Date.now() - this.#started) / 1000), started: new Date(this.#started).toISOString(),
-      config: this.#opts.configFile ?? '(built-in defaults)', state_dir: this.#stateDir, listen: this.endpoints, control: this.controlSocket, metrics: this.#metricsUrl ?? null,
+      mode: this.#config.mode, config: this.#opts.configFile ?? '(built-in defaults)', state_dir: this.#stateDir, listen: this.endpoints, control: this.controlSocket, metrics: this.#metricsUrl ?? null,
       connections_open: this.#counter.open, holds_in_progress: rep?.stats().holdsActive ?? 0, holds_refused: rep?.stats().holdsRefused ?? 0,
       reputation_entries: rep?.store.size ?? 0, sessions: rep?.stats().sessions ?? 0,
       rss_mib: mib(mem.rss), heap_used_mib: mib(mem.heapUsed), heap_total_mib: mib(mem.heapTotal), buffers_mib: mib(mem.arrayBuffers),
@@ -308,7 +308,7 @@ export class Daemon {
       engine: this.#engine,
       config: () => this.#config,
       repeats: this.#repeats,
-      answered: (conn, event, verdict, heldMs) => this.#logVerdict(conn, event, verdict, heldMs),
+      answered: (conn, event, verdict, heldMs, observed) => this.#logVerdict(conn, event, verdict, heldMs, observed),
       abandoned: (conn, o) => this.#abandoned(o, conn.log),
     }));
     const milter = this.#listener('milter', milterHandler({
@@ -316,7 +316,8 @@ export class Daemon {
       engine: this.#engine,
       settings: () => this.#config.milter,
       failMode: () => this.#config.fail_mode,
-      answered: (conn, event, verdict, heldMs) => this.#logVerdict(conn, event, verdict, heldMs),
+      mode: () => this.#config.mode,
+      answered: (conn, event, verdict, heldMs, observed) => this.#logVerdict(conn, event, verdict, heldMs, observed),
       abandoned: (conn, o) => this.#abandoned(o, conn.log),
     }));
     this.#listeners = [policy, milter];
@@ -324,19 +325,26 @@ export class Daemon {
     await milter.open(this.#resolve(this.#config.milter.listen), this.#config.milter.socket_mode);
   }
 
-  /** One line per verdict that is not a plain pass, and per held reply, joinable with Postfix's log. */
-  #logVerdict(conn: Connection, event: StageEvent | undefined, verdict: Verdict, heldMs: number): void {
+  /**
+   * One line per verdict that is not a plain pass, and per held reply,
+   * joinable with Postfix's log. In observe mode, per verdict that would
+   * have been one, marked would_have, with the hold it would have had.
+   */
+  #logVerdict(conn: Connection, event: StageEvent | undefined, verdict: Verdict, heldMs: number, observed: boolean): void {
     if (!event) return;
     this.metrics.verdict(event.stage, verdict.kind, event.via);
     if (heldMs > 0) {
       this.metrics.holds.inc();
       this.metrics.heldSeconds.observe(heldMs / 1000);
     }
-    if (verdict.kind === 'pass' && heldMs === 0) return;
+    const plain = verdict.kind === 'pass' && heldMs === 0 && (!observed || verdict.delayMs === 0);
+    if (plain) return;
+    if (observed) this.metrics.wouldHaveBeen(event.stage, verdict.kind === 'pass' ? 'hold' : verdict.kind, event.via);
     conn.log.info({
       queue_id: event.queueId || undefined, client: event.client, stage: event.stage, verdict: verdict.kind,
       rule: verdict.rule, score: verdict.score, held_ms: heldMs, code: verdict.reply?.code,
-    }, `${event.stage} ${verdict.kind}`);
+      ...(observed ? { would_have: true, would_hold_ms: verdict.delayMs } : {}),
+    }, observed ? `${event.stage} would have been ${verdict.kind === 'pass' ? 'held' : verdict.kind} (mode observe: answered at once)` : `${event.stage} ${verdict.kind}`);
   }
 
   /**

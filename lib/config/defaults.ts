@@ -10,6 +10,9 @@ export const DEFAULTS = {
   // Where snapshots live. Empty: $STATE_DIRECTORY (systemd), else
   // /var/lib/sluice for root, else ~/.local/state/sluice.
   state_dir: '',
+  // enforce: answer as decided. observe: decide, learn, log and count as
+  // in enforce mode, but always let the MTA go on at once (a safe rollout).
+  mode: 'enforce',
   // What to answer when deciding fails: pass (fail open) or defer.
   fail_mode: 'pass',
   log: {

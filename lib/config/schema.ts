@@ -64,6 +64,7 @@ const count = (min: number, max: number) => z.number().int().min(min).max(max);
 
 export const schema = z.strictObject({
   state_dir: z.string(),
+  mode: z.enum(['enforce', 'observe']),
   fail_mode: z.enum(['pass', 'defer']),
   log: z.strictObject({
     level: z.enum(LOG_LEVELS),

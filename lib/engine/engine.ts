@@ -24,7 +24,7 @@
 // into outcomes (tracker.ts; abandonment only once an end-of-message request
 // has been seen). Time comes from the injected clock.
 //
-// Config keys: reputation.*, weights.*, thresholds.*, tarpit.*, rates.*,
+// Config keys: mode, reputation.*, weights.*, thresholds.*, tarpit.*, rates.*,
 // greylist.*, lists.*, replies.*.
 
 import type { Config } from '../config/schema.js';
@@ -36,9 +36,9 @@ import { Greylist } from './greylist.js';
 import { HoldBudget, holdFor } from './tarpit.js';
 import { heuristics, type Finding } from './heuristics.js';
 import { PolicyTracker } from './tracker.js';
-import type { Engine, Outcome, Reason, Reply, StageEvent, Verdict } from './types.js';
+import { PASS, type Engine, type Outcome, type Reason, type Reply, type StageEvent, type Verdict } from './types.js';
 
-export type EngineConfig = Pick<Config, 'reputation' | 'weights' | 'thresholds' | 'tarpit' | 'rates' | 'greylist' | 'lists' | 'replies'>;
+export type EngineConfig = Pick<Config, 'mode' | 'reputation' | 'weights' | 'thresholds' | 'tarpit' | 'rates' | 'greylist' | 'lists' | 'replies'>;
 
 export interface EngineStats {
   holdsActive: number;
@@ -133,8 +133,10 @@ export class ReputationEngine implements Engine {
       // The milter session reports its own outcomes; for policy, end of
       // message passing is the delivery, and silence is the end (tick()).
       // Silence counts from when the answer goes out, after the hold.
-      this.#tracker.seen(e, v.delayMs > 0, v.kind === 'reject' || v.kind === 'defer', this.#now() + v.delayMs);
-      if (e.stage === 'eom' && !e.repeat && (v.kind === 'pass' || v.kind === 'accept')) this.record({ kind: 'delivered', event: e });
+      // Learning follows what the MTA was told: in observe mode, a pass at once.
+      const told = this.#config().mode === 'observe' ? PASS : v;
+      this.#tracker.seen(e, told.delayMs > 0, told.kind === 'reject' || told.kind === 'defer', this.#now() + told.delayMs);
+      if (e.stage === 'eom' && !e.repeat && (told.kind === 'pass' || told.kind === 'accept')) this.record({ kind: 'delivered', event: e });
     }
     return v;
   }

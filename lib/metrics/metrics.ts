@@ -28,6 +28,7 @@ export interface Sources {
 export class Metrics {
   readonly registry = new Registry();
   readonly verdicts: Counter<'stage' | 'verdict' | 'via'>;
+  readonly wouldHave: Counter<'stage' | 'verdict' | 'via'>;
   readonly holds: Counter;
   readonly heldSeconds: Histogram;
   readonly abandoned: Counter<'stage' | 'held' | 'via'>;
@@ -35,6 +36,7 @@ export class Metrics {
   readonly connections: Counter<'protocol'>;
   readonly #connected: Record<Protocol, number> = { policy: 0, milter: 0, control: 0 };
   readonly #verdictCounts = new Tally(['stage', 'verdict', 'via'] as const);
+  readonly #wouldHaveCounts = new Tally(['stage', 'verdict', 'via'] as const);
   readonly #abandonedCounts = new Tally(['stage', 'held', 'via'] as const);
   #server: http.Server | undefined;
 
@@ -42,6 +44,8 @@ export class Metrics {
     const r = this.registry;
     const verdicts = this.#verdictCounts;
     this.verdicts = new Counter({ name: 'sluice_verdicts_total', help: 'Verdicts by SMTP stage, verdict and protocol', labelNames: ['stage', 'verdict', 'via'], registers: [r], collect() { verdicts.copyTo(this); } });
+    const wouldHave = this.#wouldHaveCounts;
+    this.wouldHave = new Counter({ name: 'sluice_would_have_total', help: 'Observe mode: verdicts decided but not enforced (the MTA was told to go on), by stage, verdict (hold for a pass that would have been held) and protocol', labelNames: ['stage', 'verdict', 'via'], registers: [r], collect() { wouldHave.copyTo(this); } });
     this.holds = new Counter({ name: 'sluice_holds_total', help: 'Replies held (tarpit)', registers: [r] });
     this.heldSeconds = new Histogram({ name: 'sluice_held_seconds', help: 'How long held replies were held', buckets: [1, 2, 4, 8, 16, 30, 60, 120, 300], registers: [r] });
     const abandoned = this.#abandonedCounts;
@@ -68,6 +72,11 @@ export class Metrics {
   /** Counts one answer. */
   verdict(stage: string, verdict: string, via: string): void {
     this.#verdictCounts.add(stage, verdict, via);
+  }
+
+  /** Counts one verdict not enforced (observe mode); `verdict` is "hold" for a pass that would have been held. */
+  wouldHaveBeen(stage: string, verdict: string, via: string): void {
+    this.#wouldHaveCounts.add(stage, verdict, via);
   }
 
   /** Counts one accepted connection (a milter connection is one per SMTP session). */

@@ -15,7 +15,10 @@
 // our answer there was a reject or a defer; a message that passes end of
 // message was delivered. Both go to engine.record().
 //
-// Config keys: milter.* (through MilterSettings), fail_mode.
+// In observe mode (mode: observe) every stage is decided and reported as
+// usual, and answered CONTINUE at once.
+//
+// Config keys: milter.* (through MilterSettings), fail_mode, mode.
 
 import type { Connection, ConnectionHandler } from '../net/listener.js';
 import type { Shield } from '../shield/shield.js';
@@ -34,6 +37,9 @@ import * as C from './constants.js';
 /** Frames a peer may send ahead of our reply before it is cut off. */
 const MAX_QUEUED = 1024;
 
+/** What the MTA is told in observe mode. */
+const OBSERVED: Verdict = Object.freeze({ kind: 'pass', delayMs: 0, rule: 'observe', score: 0 });
+
 export interface MilterSettings extends HoldSettings {
   readonly max_frame_size: number;
   readonly mta: 'auto' | MtaKind;
@@ -46,7 +52,10 @@ export interface MilterDeps {
   readonly engine: Engine;
   readonly settings: () => MilterSettings;
   readonly failMode: () => 'pass' | 'defer';
-  readonly answered: (conn: Connection, event: StageEvent, verdict: Verdict, heldMs: number) => void;
+  /** observe: decide and report, but always CONTINUE at once. */
+  readonly mode: () => 'enforce' | 'observe';
+  /** `observed`: the verdict was not enforced (mode observe). */
+  readonly answered: (conn: Connection, event: StageEvent, verdict: Verdict, heldMs: number, observed: boolean) => void;
   readonly abandoned?: (conn: Connection, outcome: Outcome) => void;
 }
 
@@ -229,7 +238,7 @@ class MilterSession implements ConnectionHandler {
 
   #hold(p: Pending, verdict: Verdict): void {
     if (this.#pending !== p || this.#conn.closed) return;
-    if (verdict.delayMs <= 0) {
+    if (verdict.delayMs <= 0 || this.#deps.mode() === 'observe') {
       this.#respond(p.event, verdict, 0);
       return;
     }
@@ -259,10 +268,14 @@ class MilterSession implements ConnectionHandler {
   #respond(event: StageEvent, verdict: Verdict, heldMs: number): void {
     this.#pending = undefined;
     const st = this.#state;
-    const header = this.#addHeader ? this.#deps.settings().header : '';
-    if (!this.#conn.send(renderVerdict(verdict, event.stage, header, this.#quarantine))) return;
-    this.#deps.answered(this.#conn, event, verdict, heldMs);
-    const passed = verdict.kind === 'pass' || verdict.kind === 'accept';
+    // In observe mode the MTA is told to go on; what follows (learning
+    // included) goes by what it was told.
+    const observe = this.#deps.mode() === 'observe';
+    const told = observe ? OBSERVED : verdict;
+    const header = this.#addHeader && !observe ? this.#deps.settings().header : '';
+    if (!this.#conn.send(renderVerdict(told, event.stage, header, this.#quarantine))) return;
+    this.#deps.answered(this.#conn, event, verdict, heldMs, observe);
+    const passed = told.kind === 'pass' || told.kind === 'accept';
     st.lastRefused = !passed;
     if (event.stage === 'rcpt' && passed) st.acceptRecipient(event.recipient);
     if (event.stage === 'eom') {

@@ -21,7 +21,10 @@
 // default_action (SMTPD_POLICY_README). A failing engine (3xx) gets the fail
 // mode as its answer instead, through safeDecide().
 //
-// Config keys: policy.timeout, policy.hold_margin, policy.defer_if_permit,
+// In observe mode (mode: observe) every request is decided and reported as
+// usual, and answered DUNNO at once.
+//
+// Config keys: mode, policy.timeout, policy.hold_margin, policy.defer_if_permit,
 // policy.prepend_header, fail_mode, and the codec limits.
 
 import type { Config } from '../config/schema.js';
@@ -45,8 +48,8 @@ export interface PolicyDeps {
   readonly config: () => Config;
   /** Shared by all connections: Postfix resends on a new connection. */
   readonly repeats: RecentQuestions;
-  /** Called once per answered request (logs, metrics). */
-  readonly answered: (conn: Connection, event: StageEvent | undefined, verdict: Verdict, heldMs: number) => void;
+  /** Called once per answered request (logs, metrics); `observed`: the verdict was not enforced (mode observe). */
+  readonly answered: (conn: Connection, event: StageEvent | undefined, verdict: Verdict, heldMs: number, observed: boolean) => void;
   /** Called once per session found abandoned when the next one began (logs, metrics). */
   readonly abandoned?: (conn: Connection, outcome: Outcome) => void;
 }
@@ -156,6 +159,11 @@ class PolicySession implements ConnectionHandler {
 
   #respond(event: StageEvent, verdict: Verdict, cfg: Config): void {
     if (this.#conn.closed) return;
+    if (cfg.mode === 'observe') {
+      // Decided, logged and counted; the MTA goes on at once.
+      this.#reply(DUNNO_REPLY, event, verdict, 0, true);
+      return;
+    }
     let reply = renderReply(verdict, { deferIfPermit: cfg.policy.defer_if_permit });
     if (verdict.kind === 'pass' && event.stage === 'data' && cfg.policy.prepend_header !== '') {
       reply = renderPrepend(cfg.policy.prepend_header, scoreLine(verdict));
@@ -184,12 +192,12 @@ class PolicySession implements ConnectionHandler {
     });
   }
 
-  #reply(text: string | Buffer, event: StageEvent | undefined, verdict: Verdict, heldMs: number): void {
+  #reply(text: string | Buffer, event: StageEvent | undefined, verdict: Verdict, heldMs: number, observed = false): void {
     // A second reply to one request would answer Postfix's next question.
     if (!this.#working) throw new InternalError('INTERNAL_INVARIANT', 'a policy reply with no request waiting for it');
     this.#working = false;
     if (!this.#conn.send(text)) return;
-    this.#deps.answered(this.#conn, event, verdict, heldMs);
+    this.#deps.answered(this.#conn, event, verdict, heldMs, observed);
     this.#next();
   }
 }
