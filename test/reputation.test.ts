@@ -128,7 +128,7 @@ t.test('a large snapshot is encoded in slices, letting the event loop run betwee
   setImmediate(spin);
   const turnsAt: number[] = [];
   const source = {
-    exportOrder: (at: number) => s.exportOrder(at),
+    exportSlots: s.exportSlots,
     exportSlot: (slot: number, at: number, fn: (key: string, values: Float64Array, off: number) => void) => { turnsAt.push(turns); return s.exportSlot(slot, at, fn); },
   };
   t.equal(await writeSnapshot(path.join(dir, 'big.snapshot'), source, [], now), 60_000);
@@ -136,7 +136,7 @@ t.test('a large snapshot is encoded in slices, letting the event loop run betwee
   t.ok(turnsAt[turnsAt.length - 1]! > turnsAt[0]!, `the event loop turned while entries were encoded (${turnsAt[turnsAt.length - 1]! - turnsAt[0]!} turns)`);
   const back = new ReputationStore({ maxEntries: 70_000, ttlMs: 10 * H, halfLifeMs: H, now: () => now });
   // 60,000 entries are about 5 MiB: the reader's 4 MiB chunks end inside one.
-  t.equal((await readSnapshot(path.join(dir, 'big.snapshot'), (k, v) => back.put(k, v)))?.count, 60_000, 'it reads back whole');
+  t.equal((await readSnapshot(path.join(dir, 'big.snapshot'), (k, v, at) => back.put(k, v, at)))?.count, 60_000, 'it reads back whole');
   for (const i of [0, 52_000, 59_999]) t.same(back.entry(`ip:10.0.${i >> 8}.${i & 255}`), s.entry(`ip:10.0.${i >> 8}.${i & 255}`), `entry ${i} exact`);
   t.same([...back.entries()].map(([k]) => k), [...s.entries()].map(([k]) => k), 'in the same order');
   // Dynamic list entries ride in the header line, which may outgrow any read of the file.
@@ -160,7 +160,7 @@ t.test('snapshots: atomic write, exact restore, corrupt and foreign files refuse
   t.equal(await writeSnapshot(file, a, lists, now), 3);
   t.same(readdirSync(dir), ['rep.snapshot'], 'no temp file left behind');
   const b = new ReputationStore({ maxEntries: 100, ttlMs: 10 * H, halfLifeMs: H, now: () => now });
-  const snap = await readSnapshot<(typeof lists)[number]>(file, (k, v) => b.put(k, v));
+  const snap = await readSnapshot<(typeof lists)[number]>(file, (k, v, at) => b.put(k, v, at));
   t.equal(snap?.count, 3);
   t.same(snap?.lists, lists);
   for (const k of ['ip:192.0.2.1', 'net:192.0.2.0/24', 'helo:x']) t.equal(b.score(k), a.score(k), `${k} restored`);
@@ -169,7 +169,7 @@ t.test('snapshots: atomic write, exact restore, corrupt and foreign files refuse
   now += 10 * H - 500; // ip and net are now past the TTL, helo (1 s younger) is not
   const c = new ReputationStore({ maxEntries: 100, ttlMs: 10 * H, halfLifeMs: H, now: () => now });
   let kept = 0;
-  await readSnapshot(file, (k, v) => { if (c.put(k, v)) kept++; });
+  await readSnapshot(file, (k, v, at) => { if (c.put(k, v, at)) kept++; });
   t.equal(kept, 1, 'entries past their TTL are not restored');
 
   t.equal(await readSnapshot(path.join(dir, 'none'), () => t.fail('nothing to take')), undefined, 'no snapshot: undefined');

@@ -176,7 +176,7 @@ export class Daemon {
     const file = this.snapshotFile;
     try {
       let n = 0;
-      const snap = await readSnapshot<ListEntry>(file, (key, values) => { if (rep.store.put(key, values)) n++; });
+      const snap = await readSnapshot<ListEntry>(file, (key, values, at) => { if (rep.store.put(key, values, at)) n++; });
       if (!snap) return;
       rep.lists.restore(snap.lists, Date.now());
       this.log.info({ file, entries: n, written: new Date(snap.written).toISOString() }, 'reputation restored');

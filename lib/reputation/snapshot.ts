@@ -8,6 +8,11 @@
 // entries, binary: `u16 key length | key (UTF-8) | 8 x float64` (score, when,
 // first seen, five counters), little-endian, then the 8-byte end marker.
 // Binary because a million entries as text cost seconds in number formatting.
+// Entries are written in the store's slot order, a slice at a time between
+// turns of the event loop: ordering a million of them by recency is a sort
+// that would hold up every reply for a tenth of a second. The reader, which
+// runs at start with nothing to hold up, puts them back least recently
+// changed first, so the LRU order survives.
 // A file that is not of this format or version, that ends early, whose count
 // does not match, or whose values are not finite is refused with a
 // SnapshotError (it is read in chunks, twice: checked whole, then taken);
@@ -17,24 +22,24 @@
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import path from 'node:path';
+import { AT, FIELDS, leastRecentFirst } from './store.js';
 
 export const FORMAT = 'sluice-snapshot';
 export const VERSION = 1;
 const END = Buffer.from('SLUICEND');
-const FIELDS = 8;
 const CHUNK = 4 << 20;
 const LITTLE_ENDIAN = endianness() === 'LE';
 
 export class SnapshotError extends Error {}
 
-/** Where entries come from: the store's slots, oldest first, and each slot's key and eight values. */
+/** Where entries come from: slots 0 to exportSlots, and each live slot's key and eight values. */
 export interface EntrySource {
-  exportOrder(now: number): Float64Array;
+  readonly exportSlots: number;
   exportSlot(slot: number, now: number, fn: (key: string, values: Float64Array, at: number) => void): boolean;
 }
 
 /** Entries encoded between two turns of the event loop (a few milliseconds' work). */
-const SLICE = 20_000;
+const SLICE = 10_000;
 
 export interface Restored<L> {
   readonly written: number;
@@ -43,41 +48,19 @@ export interface Restored<L> {
 }
 
 /**
- * Writes the snapshot. The entries are encoded a slice at a time, yielding to
- * the event loop in between: a million take about a second to encode, and
- * replies must not wait for that. An entry that changes meanwhile is written
- * as it is when its slice comes; one that has gone is left out.
+ * Writes the snapshot. The entries are encoded a slice of slots at a time,
+ * yielding to the event loop in between: a million take about a second to
+ * encode, and replies must not wait for that. An entry that changes
+ * meanwhile is written as it is when its slice comes; one that has gone is
+ * left out; one that moved to a slot already passed is left out too (it is
+ * new since the snapshot began).
  */
 export async function writeSnapshot<L>(file: string, store: EntrySource, lists: readonly L[], now: number): Promise<number> {
-  const chunks: Buffer[] = [];
-  let buf = Buffer.allocUnsafe(CHUNK);
-  let off = 0;
-  const put = (key: string, values: Float64Array, at: number): void => {
-    const klen = Buffer.byteLength(key);
-    const need = 2 + klen + FIELDS * 8;
-    if (off + need > buf.length) {
-      chunks.push(buf.subarray(0, off));
-      buf = Buffer.allocUnsafe(Math.max(CHUNK, need));
-      off = 0;
-    }
-    buf.writeUInt16LE(klen, off);
-    buf.write(key, off + 2, klen, 'utf8');
-    off += 2 + klen;
-    for (let i = 0; i < FIELDS; i++) off = buf.writeDoubleLE(values[at + i]!, off);
-  };
-  const order = store.exportOrder(now);
-  let count = 0;
-  for (let i = 0; i < order.length; i++) {
-    if (i > 0 && i % SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
-    if (store.exportSlot(order[i]!, now, put)) count++;
-  }
-  chunks.push(buf.subarray(0, off), END);
-  const head = Buffer.from(`${JSON.stringify({ format: FORMAT, version: VERSION, written: now, entries: count, lists })}\n`);
-
   const tmp = `${file}.tmp-${process.pid}`;
   const fh = await open(tmp, 'w', 0o640);
+  let count: number;
   try {
-    await fh.writev([head, ...chunks]);
+    count = await writeEntries(fh, store, lists, now);
     await fh.sync();
   } catch (err) {
     await fh.close();
@@ -91,14 +74,62 @@ export async function writeSnapshot<L>(file: string, store: EntrySource, lists: 
   return count;
 }
 
+/** Room for the largest entry: a 65,535-byte key and its values. */
+const MAX_ENTRY = 2 + 0xffff + FIELDS * 8;
+
 /**
- * Reads a snapshot, handing each entry to `take` (key, values); undefined
+ * The header, the entries and the end marker, through one reused buffer
+ * written out each time it fills: the file is never held in memory (81 MiB
+ * at a million entries, which made V8 collect the whole heap at once, a
+ * pause replies waited for). The header is written first with the count
+ * blank, padded to a fixed width, and rewritten in place at the end.
+ */
+async function writeEntries<L>(fh: FileHandle, store: EntrySource, lists: readonly L[], now: number): Promise<number> {
+  const header = (count: number): Buffer => {
+    const json = JSON.stringify({ format: FORMAT, version: VERSION, written: now, entries: count, lists });
+    // JSON allows blanks after a value: the count's width never changes the header's length.
+    return Buffer.from(`${json.replace(`"entries":${count}`, `"entries":${String(count).padEnd(16)}`)}\n`);
+  };
+  const blank = header(0);
+  await fh.write(blank, 0, blank.length, 0);
+  let pos = blank.length;
+  const buf = Buffer.allocUnsafe(CHUNK + MAX_ENTRY);
+  let off = 0;
+  const flush = async (): Promise<void> => {
+    await fh.write(buf, 0, off, pos);
+    pos += off;
+    off = 0;
+  };
+  const put = (key: string, values: Float64Array, at: number): void => {
+    const klen = buf.write(key, off + 2, 0xffff, 'utf8');
+    buf.writeUInt16LE(klen, off);
+    off += 2 + klen;
+    for (let i = 0; i < FIELDS; i++) off = buf.writeDoubleLE(values[at + i]!, off);
+  };
+  let count = 0;
+  for (let slot = 0; slot < store.exportSlots; slot++) {
+    if (slot > 0 && slot % SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
+    if (off >= CHUNK) await flush();
+    if (store.exportSlot(slot, now, put)) count++;
+  }
+  off += END.copy(buf, off);
+  await flush();
+  await fh.write(header(count), 0, blank.length, 0);
+  return count;
+}
+
+/** Takes one entry: its key, and its eight values in `values` from index `at` (valid during the call only). */
+export type Take = (key: string, values: Float64Array, at: number) => void;
+
+/**
+ * Reads a snapshot, handing each entry to `take`, least recently changed
+ * first; undefined
  * when there is none. Throws SnapshotError before taking anything if the
  * file is not whole and sound. The file is read twice in 4 MiB chunks (the
  * check, then the entries) rather than held whole: a million entries are
  * 81 MiB that would otherwise stay in memory until a full garbage collection.
  */
-export async function readSnapshot<L>(file: string, take: (key: string, values: Float64Array) => void): Promise<Restored<L> | undefined> {
+export async function readSnapshot<L>(file: string, take: Take): Promise<Restored<L> | undefined> {
   let fh: FileHandle;
   try {
     fh = await open(file, 'r');
@@ -113,7 +144,7 @@ export async function readSnapshot<L>(file: string, take: (key: string, values: 
   }
 }
 
-async function readOpen<L>(fh: FileHandle, take: (key: string, values: Float64Array) => void): Promise<Restored<L>> {
+async function readOpen<L>(fh: FileHandle, take: Take): Promise<Restored<L>> {
   let size: number;
   let first: { text: string; nl: number };
   try {
@@ -156,10 +187,14 @@ async function readOpen<L>(fh: FileHandle, take: (key: string, values: Float64Ar
     }
   });
   if (found !== expected) throw new SnapshotError(`expected ${expected} entries, found ${found}`);
-  await eachEntry(fh, nl + 1, end, (b, p, klen) => {
+  const keys: string[] = new Array<string>(found);
+  const all = new Float64Array(found * FIELDS);
+  await eachEntry(fh, nl + 1, end, (b, p, klen, n) => {
     readValues(b, p + 2 + klen);
-    take(b.toString('utf8', p + 2, p + 2 + klen), values);
+    keys[n - 1] = b.toString('utf8', p + 2, p + 2 + klen);
+    all.set(values, (n - 1) * FIELDS);
   });
+  for (const i of leastRecentFirst(found, (i) => all[i * FIELDS + AT]!)) take(keys[i]!, all, i * FIELDS);
   return { written: head.written, count: found, lists: head.lists as L[] };
 }
 

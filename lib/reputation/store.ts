@@ -43,9 +43,10 @@ export interface StoreOptions {
   readonly now: Clock;
 }
 
-const FIELDS = 8;
+/** Values per entry, and where its time of last change is among them (the snapshot's layout too). */
+export const FIELDS = 8;
 const S = 0;
-const AT = 1;
+export const AT = 1;
 const FIRST = 2;
 const COUNTER: Readonly<Record<Counter, number>> = { ok: 3, ab: 4, abh: 5, rate: 6, grey: 7 };
 
@@ -214,36 +215,12 @@ export class ReputationStore {
     return out;
   }
 
-  /**
-   * The live slots, least recently changed first - the LRU's own order, since
-   * only changes make an entry recent - worked out from the slab with one
-   * native sort: each slot becomes one number, its time of last change (ms
-   * after the oldest) above its slot number.
-   */
-  exportOrder(now: number): Float64Array {
-    const keys = this.#keyOf;
+  /** The live slots, least recently changed first: the LRU's own order, since only changes make an entry recent. */
+  exportOrder(now: number): Uint32Array {
+    const live: number[] = [];
+    for (let slot = 0; slot < this.#next; slot++) if (this.#keyOf[slot] !== undefined && this.#fresh(slot, now)) live.push(slot);
     const slab = this.#slab;
-    const used = this.#next; // slots past it were never taken
-    let oldest = Infinity;
-    let n = 0;
-    for (let slot = 0; slot < used; slot++) {
-      if (keys[slot] === undefined || !this.#fresh(slot, now)) continue;
-      n++;
-      oldest = Math.min(oldest, slab[slot * FIELDS + AT]!);
-    }
-    const scale = 2 ** Math.ceil(Math.log2(used + 1));
-    // Past 2^53 a double no longer holds whole numbers; changes further
-    // apart than that (over 99 days at a million slots) tie, by slot.
-    const latest = Math.floor(Number.MAX_SAFE_INTEGER / scale);
-    const order = new Float64Array(n);
-    let i = 0;
-    for (let slot = 0; slot < used && i < n; slot++) {
-      if (keys[slot] === undefined || !this.#fresh(slot, now)) continue;
-      order[i++] = Math.min(Math.floor(slab[slot * FIELDS + AT]! - oldest), latest) * scale + slot;
-    }
-    order.sort();
-    for (let j = 0; j < n; j++) order[j] = order[j]! % scale;
-    return order;
+    return leastRecentFirst(live.length, (i) => slab[live[i]! * FIELDS + AT]!).map((i) => live[i]!);
   }
 
   /**
@@ -263,6 +240,11 @@ export class ReputationStore {
   }
 
   /** Hands the slot's entry to fn, without copying; false when it has gone since (evicted, expired, forgotten). */
+  /** Slots 0 to this may hold an entry (exportSlot says which do): the snapshot writer walks them in order. */
+  get exportSlots(): number {
+    return this.#next;
+  }
+
   exportSlot(slot: number, now: number, fn: (key: string, values: Float64Array, at: number) => void): boolean {
     const key = this.#keyOf[slot];
     if (key === undefined || !this.#fresh(slot, now)) return false;
@@ -270,12 +252,12 @@ export class ReputationStore {
     return true;
   }
 
-  /** Puts back one entry (eight values, as exportSlot gave them); false when it is past the TTL. */
-  put(key: string, values: ArrayLike<number>): boolean {
-    const age = this.#opts.now() - values[AT]!;
+  /** Puts back one entry (eight values from `at`, as exportSlot gave them); false when it is past the TTL. */
+  put(key: string, values: ArrayLike<number>, at = 0): boolean {
+    const age = this.#opts.now() - values[at + AT]!;
     if (age >= this.#opts.ttlMs) return false;
     const slot = this.#slot();
-    for (let i = 0; i < FIELDS; i++) this.#slab[slot * FIELDS + i] = values[i]!;
+    for (let i = 0; i < FIELDS; i++) this.#slab[slot * FIELDS + i] = values[at + i]!;
     this.#keyOf[slot] = key;
     this.#lru.set(key, slot);
     return true;
@@ -290,4 +272,24 @@ export class ReputationStore {
     return n;
   }
 
+}
+
+/**
+ * 0 .. n-1 ordered by `changed(i)`, the time entry i last changed, earliest
+ * first (ties in index order), with one native sort: each index becomes one
+ * number, its time (ms after the earliest) above the index.
+ */
+export function leastRecentFirst(n: number, changed: (i: number) => number): Uint32Array {
+  let oldest = Infinity;
+  for (let i = 0; i < n; i++) oldest = Math.min(oldest, changed(i));
+  const scale = 2 ** Math.ceil(Math.log2(n + 1));
+  // Past 2^53 a double no longer holds whole numbers; changes further apart
+  // than that (over 99 days at a million entries) tie, in index order.
+  const latest = Math.floor(Number.MAX_SAFE_INTEGER / scale);
+  const keyed = new Float64Array(n);
+  for (let i = 0; i < n; i++) keyed[i] = Math.min(Math.floor(changed(i) - oldest), latest) * scale + i;
+  keyed.sort();
+  const order = new Uint32Array(n);
+  for (let j = 0; j < n; j++) order[j] = keyed[j]! % scale;
+  return order;
 }

@@ -1,7 +1,8 @@
 // npm run bench - every benchmark, one table: each figure beside its
 // reference measured in the same run (a minimal Node responder for the
 // protocols, 1k keys for the decision cost, the stated targets for memory and
-// snapshots, the same daemon without holds for bench:holds).
+// snapshots, the same daemon without holds for bench:holds, the same probes
+// without a snapshot for bench:snapshot).
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { benchPolicy } from './policy.js';
@@ -22,5 +23,8 @@ for (const [name, bench] of [['policy req/s', benchPolicy], ['milter tx/s', benc
 const engine = spawnSync(process.execPath, ['--expose-gc', '--import=tsx', path.join(ROOT, 'test', 'bench', 'engine.ts')], { cwd: ROOT, env: { ...process.env, BENCH_JSON: '1' }, encoding: 'utf8' });
 if (engine.status !== 0) throw new Error(`engine bench failed: ${engine.stderr}`);
 for (const row of JSON.parse(engine.stdout) as (string | number)[][]) rows.push([String(row[0]), `${row[1]} keys`, row[2]!, row[3]!, row[4]!, row[5]!, '']);
+const snapshot = spawnSync(process.execPath, ['--import=tsx', path.join(ROOT, 'test', 'bench', 'snapshot.ts')], { cwd: ROOT, env: { ...process.env, BENCH_JSON: '1' }, encoding: 'utf8' });
+if (snapshot.status !== 0) throw new Error(`snapshot bench failed: ${snapshot.stderr}`);
+for (const row of JSON.parse(snapshot.stdout) as (string | number)[][]) rows.push([String(row[0]), '1M keys', row[1]!, row[2]!, row[3]!, row[4]!, '']);
 for (const row of (await benchHolds()).slice(1)) rows.push([String(row[0]), '10,000 holds', row[1]!, row[2]!, row[3]!, row[4]!, '']);
 process.stdout.write(table(rows) + '\n');

@@ -122,7 +122,7 @@ global.gc?.();
 t0 = Date.now();
 const restoredEngine = new ReputationEngine(() => config, clock);
 let restored = 0;
-await readSnapshot(file, (key, values) => { if (restoredEngine.store.put(key, values)) restored++; });
+await readSnapshot(file, (key, values, at) => { if (restoredEngine.store.put(key, values, at)) restored++; });
 const readMs = Date.now() - t0;
 rows.push(['snapshot restore ms', restored, readMs, 3000, readMs / 3000, '<= 3000 ms']);
 rows.push(['snapshot MiB', written, bytes / 2 ** 20, '', '', '']);
