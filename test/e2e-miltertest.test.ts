@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { startDaemon } from './helpers/daemon.js';
-import { ScriptedEngine } from './helpers/scripted-engine.js';
+import { ScriptedRule } from './helpers/scripted-rule.js';
 import { portOf } from './helpers/policy-client.js';
 import { ROOT } from './helpers/spawn.js';
 
@@ -30,7 +30,7 @@ function miltertest(script: string, port: number): Promise<{ code: number | null
 }
 
 t.test('miltertest scripts pass against sluice', gate(), async (t) => {
-  const engine = new ScriptedEngine();
+  const engine = new ScriptedRule();
   const h = await startDaemon(t, 'milter:\n  listen: ["inet:127.0.0.1:0"]\n  header: X-Sluice\n  progress_interval: 300ms\n', engine);
   const port = portOf(h.daemon.endpoints.milter[0]);
 

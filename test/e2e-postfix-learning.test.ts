@@ -13,7 +13,7 @@ const SNIPPET = readFileSync(path.join(ROOT, 'contrib', 'postfix', 'main.cf'), '
 t.test('a dropper held at RCPT is learned, a waiter is trusted', e2eGate(t), async (t) => {
   // The real engine; short windows so the test need not wait long.
   const h = await startDaemon(t, 'rates:\n  abandon_window: 2s\ntarpit:\n  hold_per_point: 3s\n  max_hold: 12s\n');
-  const rep = h.daemon.reputation!;
+  const rep = h.daemon.engine;
   const pf = await startPostfix(t, SNIPPET, { sluice_policy: h.daemon.endpoints.policy[0]!, smtpd_delay_reject: 'yes' });
   const from = (addr: string, helo: string, extra: string[]) =>
     swaks(['--server', `127.0.0.1:${pf.port}`, '--local-interface', addr, '--helo', helo, '--from', `s@${helo}`, '--to', 'user@rig.test', ...extra]);

@@ -4,14 +4,14 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { startDaemon } from './helpers/daemon.js';
-import { ScriptedEngine } from './helpers/scripted-engine.js';
+import { ScriptedRule } from './helpers/scripted-rule.js';
 import { e2eGate, startPostfix, swaks } from './helpers/postfix.js';
 import { ROOT } from './helpers/spawn.js';
 
 const SNIPPET = readFileSync(path.join(ROOT, 'contrib', 'postfix', 'milter.cf'), 'utf8');
 
 t.test('milter verdicts at RCPT and end of message, and a 45 s hold kept alive by PROGRESS', e2eGate(t), async (t) => {
-  const engine = new ScriptedEngine();
+  const engine = new ScriptedRule();
   const h = await startDaemon(t, 'milter:\n  listen: ["inet:127.0.0.1:0"]\n', engine);
   const milter = h.daemon.endpoints.milter[0]!;
   // The snippet as shipped; this test's endpoint set with postconf -e.

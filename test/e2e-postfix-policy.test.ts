@@ -4,7 +4,7 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { startDaemon } from './helpers/daemon.js';
-import { ScriptedEngine } from './helpers/scripted-engine.js';
+import { ScriptedRule } from './helpers/scripted-rule.js';
 import { e2eGate, startPostfix, swaks } from './helpers/postfix.js';
 import { ROOT } from './helpers/spawn.js';
 
@@ -12,7 +12,7 @@ const SNIPPET = readFileSync(path.join(ROOT, 'contrib', 'postfix', 'main.cf'), '
 
 for (const delayReject of ['no', 'yes'] as const) {
   t.test(`policy service with smtpd_delay_reject = ${delayReject}`, e2eGate(t), async (t) => {
-    const engine = new ScriptedEngine();
+    const engine = new ScriptedRule();
     const h = await startDaemon(t, 'policy:\n  listen: ["inet:127.0.0.1:0"]\n', engine);
     const policy = h.daemon.endpoints.policy[0]!;
     // The snippet verbatim; this test's endpoint and delay_reject set with postconf -e.

@@ -4,12 +4,12 @@ import * as C from '../dist/milter/constants.js';
 import { MilterClient, mta, text } from './helpers/milter-client.js';
 import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
 import { startDaemon, until } from './helpers/daemon.js';
-import { ScriptedEngine } from './helpers/scripted-engine.js';
+import { ScriptedRule } from './helpers/scripted-rule.js';
 
 const MILTER = 'milter:\n  listen: ["inet:127.0.0.1:0"]\n  progress_interval: 100ms\n  hold_margin: 200ms\n  sendmail_read_timeout: 600ms\n  sendmail_eom_timeout: 2s\n';
 
 t.test('a full Postfix-style transaction: negotiation, every stage, replies', async (t) => {
-  const engine = new ScriptedEngine();
+  const engine = new ScriptedRule();
   const h = await startDaemon(t, MILTER, engine);
   const c = await MilterClient.connect(portOf(h.daemon.endpoints.milter[0]));
   t.teardown(() => c.close());
@@ -51,7 +51,7 @@ t.test('a full Postfix-style transaction: negotiation, every stage, replies', as
 });
 
 t.test('holds: PROGRESS keeps Postfix waiting; Sendmail gets none before end of message', async (t) => {
-  const engine = new ScriptedEngine();
+  const engine = new ScriptedRule();
   const h = await startDaemon(t, MILTER, engine);
   const port = portOf(h.daemon.endpoints.milter[0]);
 
@@ -91,7 +91,7 @@ t.test('holds: PROGRESS keeps Postfix waiting; Sendmail gets none before end of 
 });
 
 t.test('abandonment is learned: after a held reply, without one, and not for a finished or refused session', async (t) => {
-  const engine = new ScriptedEngine();
+  const engine = new ScriptedRule();
   const h = await startDaemon(t, MILTER, engine);
   const port = portOf(h.daemon.endpoints.milter[0]);
 
@@ -151,7 +151,7 @@ t.test('abandonment is learned: after a held reply, without one, and not for a f
 });
 
 t.test('score header, quarantine and fail mode', async (t) => {
-  const engine = new ScriptedEngine();
+  const engine = new ScriptedRule();
   const h = await startDaemon(t, MILTER.replace('  listen:', '  header: X-Sluice\n  quarantine: true\n  listen:'), engine);
   const c = await MilterClient.connect(portOf(h.daemon.endpoints.milter[0]));
   t.teardown(() => c.close());
@@ -176,7 +176,7 @@ t.test('score header, quarantine and fail mode', async (t) => {
 
 t.test('bad frames close only that connection, with one warning each', async (t) => {
   // The scripted engine: this is about framing, not reputation (the real one would hold the probe HELOs).
-  const h = await startDaemon(t, MILTER, new ScriptedEngine());
+  const h = await startDaemon(t, MILTER, new ScriptedRule());
   const port = portOf(h.daemon.endpoints.milter[0]);
   const good = await MilterClient.connect(port);
   t.teardown(() => good.close());
@@ -218,7 +218,7 @@ t.test('bad frames close only that connection, with one warning each', async (t)
 });
 
 t.test('SIGTERM drain answers held milter and policy replies at once', async (t) => {
-  const engine = new ScriptedEngine();
+  const engine = new ScriptedRule();
   const h = await startDaemon(t, MILTER, engine);
   const c = await MilterClient.connect(portOf(h.daemon.endpoints.milter[0]));
   await c.open();

@@ -13,7 +13,7 @@ import { renderReply, renderPrepend, replyText } from '../dist/policy/render.js'
 import type { Verdict } from '../dist/engine/types.js';
 import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
 import { startDaemon, until } from './helpers/daemon.js';
-import { ScriptedEngine } from './helpers/scripted-engine.js';
+import { ScriptedRule } from './helpers/scripted-rule.js';
 import { shortDir } from './helpers/spawn.js';
 
 /** A request as the decoder hands it over. */
@@ -166,7 +166,7 @@ t.test('rendering never says OK, never a bare code, never CR', async (t) => {
 });
 
 t.test('live session: pass, defer, reject, hold, fail mode, repeats', async (t) => {
-  const engine = new ScriptedEngine();
+  const engine = new ScriptedRule();
   const h = await startDaemon(t, 'policy:\n  listen: ["inet:127.0.0.1:0"]\n  defer_if_permit: false\n  timeout: 2s\n  hold_margin: 500ms\n', engine);
   const port = portOf(h.daemon.endpoints.policy[0]);
   const c = await PolicyClient.connect({ port });
@@ -223,7 +223,7 @@ t.test('live session: pass, defer, reject, hold, fail mode, repeats', async (t) 
 t.test('the next session on a connection concludes the one before it, from all its stages', async (t) => {
   const h = await startDaemon(t, 'policy:\n  listen: ["inet:127.0.0.1:0"]\nrates:\n  abandon_window: 1h\ntarpit:\n  hold_per_point: 200ms\n');
   const port = portOf(h.daemon.endpoints.policy[0]);
-  const rep = h.daemon.reputation!;
+  const rep = h.daemon.engine;
   // One smtpd process, two check_policy_service strings: RCPT asked on a, end of message on b.
   const a = await PolicyClient.connect({ port });
   const b = await PolicyClient.connect({ port });
@@ -246,7 +246,7 @@ t.test('the next session on a connection concludes the one before it, from all i
 t.test('asked at RCPT alone, sessions end unjudged, and the log says why once', async (t) => {
   const h = await startDaemon(t, 'policy:\n  listen: ["inet:127.0.0.1:0"]\nrates:\n  abandon_window: 1h\ntarpit:\n  hold_per_point: 100ms\n');
   const port = portOf(h.daemon.endpoints.policy[0]);
-  const rep = h.daemon.reputation!;
+  const rep = h.daemon.engine;
   const a = await PolicyClient.connect({ port });
   t.teardown(() => a.close());
   // Held at RCPT (no reverse DNS), then the next client on that smtpd process, then a third.
@@ -301,7 +301,7 @@ t.test('bad bytes close only that connection, with one warning', async (t) => {
 });
 
 t.test('a connection closed during a hold cancels the reply', async (t) => {
-  const engine = new ScriptedEngine();
+  const engine = new ScriptedRule();
   const h = await startDaemon(t, '', engine);
   const port = portOf(h.daemon.endpoints.policy[0]);
   const c = await PolicyClient.connect({ port });
@@ -342,7 +342,7 @@ t.test('unix socket endpoint, mode, and stale socket removal', async (t) => {
 });
 
 t.test('idle timeout: counted from the last request or reply, never early, not long after', async (t) => {
-  const engine = new ScriptedEngine();
+  const engine = new ScriptedRule();
   const h = await startDaemon(t, 'limits:\n  idle_timeout: 400ms\n', engine);
   const port = portOf(h.daemon.endpoints.policy[0]);
   // Timed from before the connects: the daemon may accept before they resolve here.
@@ -370,7 +370,7 @@ t.test('idle timeout: counted from the last request or reply, never early, not l
 });
 
 t.test('connection cap: a clean refusal, logged once per transition; idle timeout spares held replies', async (t) => {
-  const engine = new ScriptedEngine();
+  const engine = new ScriptedRule();
   const h = await startDaemon(t, 'limits:\n  max_connections: 3\n  idle_timeout: 400ms\n', engine);
   const port = portOf(h.daemon.endpoints.policy[0]);
   const open = await Promise.all([0, 1, 2].map(() => PolicyClient.connect({ port })));

@@ -39,7 +39,7 @@ t.test('foreign thrown values are wrapped; errno codes become transport errors',
 });
 
 t.test('guard hands throws and rejections to the handler with ctx, kind and args', async (t) => {
-  const shield = new Shield(() => t.fail('last resort not expected'));
+  const shield = new Shield({ lastResort: () => t.fail('last resort not expected') });
   const seen: [ShieldContext, SluiceError, EventKind, unknown[]][] = [];
   shield.register((ctx, err, kind, ...args) => seen.push([ctx, err, kind, args]));
   const ctx: ShieldContext = { label: 'conn#1' };
@@ -72,7 +72,7 @@ t.test('guard hands throws and rejections to the handler with ctx, kind and args
 
 t.test('guarded timers and a throwing handler never escape', async (t) => {
   const lines: string[] = [];
-  const shield = new Shield((l) => lines.push(l));
+  const shield = new Shield({ lastResort: (l) => lines.push(l) });
   shield.raise({ label: 'x' }, new Error('before register'), 'timer');
   t.match(lines[0], /no exception handler registered/);
   const seen: number[] = [];
@@ -85,7 +85,7 @@ t.test('guarded timers and a throwing handler never escape', async (t) => {
   t.match(lines[1], /exception handler failed/);
   let ticks = 0;
   await new Promise<void>((resolve) => {
-    const iv = shield.setInterval({ label: 'i' }, 1, () => { ticks++; if (ticks === 2) { clearInterval(iv); resolve(); } throw new Error('tick'); });
+    const iv = shield.setInterval({ label: 'i' }, 1, () => { ticks++; if (ticks === 2) { shield.clear(iv); resolve(); } throw new Error('tick'); });
   });
   t.equal(seen.filter((c) => c === 901).length, 4, 'the timer, the raise and both ticks reached the handler');
 });
@@ -154,7 +154,7 @@ t.test('a spent hold budget: 402 logged and counted when refusing starts, logged
     }
   };
   const held = ask(1); // takes the one hold
-  await until(() => h.daemon.reputation!.stats().holdsActive === 1);
+  await until(() => h.daemon.engine.stats().holdsActive === 1);
   const t0 = Date.now();
   await ask(2);
   await ask(3);

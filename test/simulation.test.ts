@@ -28,7 +28,7 @@ let seed = 42;
 const rnd = (): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed / 2 ** 31; };
 
 const { engine, clock } = engineFor();
-const start = clock.now;
+const start = clock.now();
 const agents: Agent[] = [];
 for (let i = 0; i < 30; i++) {
   const noRdns = i % 5 === 0; // some real MTAs lack reverse DNS: they get held once
@@ -110,13 +110,13 @@ for (let minute = 0; minute < 360; minute++) {
   }
   runs.sort((x, y) => x[0] - y[0]);
   for (const [offset, a, rcpts] of runs) {
-    clock.now = Math.max(clock.now, start + minute * 60_000 + offset);
+    clock.advance(Math.max(0, start + minute * 60_000 + offset - clock.now()));
     const end = session(a, rcpts);
     count(a.kind, end);
     if (end === 'rejected') a.rejected++;
-    if (a.kind === 'mta') a.retryAt = end === 'deferred' ? clock.now + 5 * 60_000 : undefined;
+    if (a.kind === 'mta') a.retryAt = end === 'deferred' ? clock.now() + 5 * 60_000 : undefined;
   }
-  clock.now = Math.max(clock.now, start + (minute + 1) * 60_000);
+  clock.advance(Math.max(0, start + (minute + 1) * 60_000 - clock.now()));
   engine.tick();
 }
 

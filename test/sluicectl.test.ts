@@ -148,7 +148,7 @@ t.test('top ranks clients and networks by score, holds or drops, and counts them
   for (let i = 1; i <= 5; i++) for (let k = 0; k < i; k++) s.add(`net:198.51.${i}.0/24`, -1, 'abh');
   s.add('helo:zombie.example', -100, 'abh');
   const ctl = { engine } as unknown as Controller;
-  const top = async (by: string, n: number) => (await commands(ctl, () => clock.now)({ v: 1, cmd: 'top', args: { by, n } })) as { total: number; rows: { key: string; score: number; holds: number; drops: number }[] };
+  const top = async (by: string, n: number) => (await commands(ctl, clock.now)({ v: 1, cmd: 'top', args: { by, n } })) as { total: number; rows: { key: string; score: number; holds: number; drops: number }[] };
   const byScore = await top('score', 3);
   t.equal(byScore.total, 35, 'every client and network counted; HELO and domain keys are not ranked');
   t.same(byScore.rows.map((r) => r.key), ['ip:192.0.2.30', 'ip:192.0.2.29', 'ip:192.0.2.28'], 'worst score first');
@@ -193,7 +193,7 @@ t.test('stats: sums of seconds to the millisecond, without float noise', async (
 t.test('explain holds as the policy service would: cut to policy.timeout minus policy.hold_margin', async (t) => {
   const { engine, clock } = engineFor('tarpit:\n  hold_per_point: 4s\n  max_hold: 60s\n');
   const ctl = { engine, policy: () => ({ timeout: 10_000, hold_margin: 4_000 }) } as unknown as Controller;
-  const ask = async (args: Record<string, unknown>) => (await commands(ctl, () => clock.now)({ v: 1, cmd: 'explain', args })) as { verdict: { delayMs: number; reason: { trace: string[] } } };
+  const ask = async (args: Record<string, unknown>) => (await commands(ctl, clock.now)({ v: 1, cmd: 'explain', args })) as { verdict: { delayMs: number; reason: { trace: string[] } } };
   const raw = engine.explain({ stage: 'rcpt', session: 'x', via: 'policy', mta: 'postfix', client: '203.0.113.50', port: 0, clientName: 'unknown', helo: '203.0.113.50', sender: '', recipient: '', recipientCount: 0, size: 0, queueId: '', saslUser: '', tls: undefined, stress: false, repeat: false });
   t.ok(raw.delayMs > 6000, `the engine alone asks for ${raw.delayMs} ms`);
   const v = (await ask({ client: '203.0.113.50', helo: '203.0.113.50' })).verdict;

@@ -10,7 +10,7 @@ import { portOf } from './helpers/policy-client.js';
 
 t.test('learning survives a restart; a corrupt snapshot is set aside with a warning', async (t) => {
   const a = await startDaemon(t);
-  const rep = a.daemon.reputation!;
+  const rep = a.daemon.engine;
   rep.record({ kind: 'abandoned', held: true, event: { stage: 'rcpt', session: 's', via: 'milter', mta: 'postfix', client: '203.0.113.7', port: 1, clientName: 'unknown', helo: 'x', sender: '', recipient: '', recipientCount: 0, size: 0, queueId: '', saslUser: '', tls: undefined, stress: false, repeat: false } });
   rep.lists.add('deny', '198.51.100.0/24', Date.now(), 3_600_000, 'test');
   const before = rep.store.score('ip:203.0.113.7');
@@ -22,15 +22,15 @@ t.test('learning survives a restart; a corrupt snapshot is set aside with a warn
   const { Daemon } = await import('../dist/cli/daemon.js');
   const b = await Daemon.start({ configFile: path.join(a.dir, 'second.yaml'), isTTY: false });
   t.teardown(() => b.stop());
-  t.equal(Math.round(b.reputation!.store.score('ip:203.0.113.7')), Math.round(before), 'score restored');
-  t.same(b.reputation!.lists.dynamic(Date.now()).map((e) => [e.kind, e.value, e.reason]), [['deny', '198.51.100.0/24', 'test']], 'dynamic list restored');
+  t.equal(Math.round(b.engine.store.score('ip:203.0.113.7')), Math.round(before), 'score restored');
+  t.same(b.engine.lists.dynamic(Date.now()).map((e) => [e.kind, e.value, e.reason]), [['deny', '198.51.100.0/24', 'test']], 'dynamic list restored');
   await b.stop();
 
   writeFileSync(path.join(a.dir, 'reputation.snapshot'), 'this is not a snapshot\n');
   writeFileSync(path.join(a.dir, 'third.yaml'), cfg.replace('second.log', 'third.log'));
   const c = await Daemon.start({ configFile: path.join(a.dir, 'third.yaml'), isTTY: false });
   t.teardown(() => c.stop());
-  t.equal(c.reputation!.store.size, 0, 'starts empty');
+  t.equal(c.engine.store.size, 0, 'starts empty');
   t.ok(readdirSync(a.dir).some((f) => f.startsWith('reputation.snapshot.corrupt-')), 'the bad file is kept aside');
   c.log.flush();
   const { readFileSync } = await import('node:fs');

@@ -1,12 +1,15 @@
 // daemon.ts - sluiced's life cycle: start, reload, drain, restart.
 //
-// Builds everything from a validated config and passes it in: the shield and
-// its handler, the logger, the engine, the protocol listeners. Signals enter
+// Builds everything from a validated config and passes it in: the clock, the
+// shield and its handler, the logger, the engine, the protocol listeners,
+// the control socket, the snapshot keeper, load shedding. Signals enter
 // through the shield like any other event: SIGHUP reloads (a broken file keeps
 // the running config and logs every problem), SIGTERM/SIGINT drain (stop
 // accepting, answer held replies now, wait for in-flight work up to
 // limits.drain_timeout, close), SIGUSR1 reopens the log file. The circuit
-// breaker restarts the listeners in place, never silently.
+// breaker restarts the listeners in place, never silently. Once a second:
+// load shedding looks at the event loop, and the engine and the policy
+// service turn silence into outcomes.
 
 import path from 'node:path';
 import { loadConfig, formatProblem, keepStartOnly, type LoadResult } from '../config/load.js';
@@ -14,32 +17,35 @@ import type { Config } from '../config/schema.js';
 import type { Endpoint } from '../config/endpoint.js';
 import { CATALOGUE, ConfigError, type SluiceError } from '../shield/errors.js';
 import { LoopLag } from '../shield/lag.js';
-import { Overload } from '../shield/overload.js';
+import { LoadShedding } from '../shield/shedding.js';
 import { Shield, type ShieldContext } from '../shield/shield.js';
 import { CircuitBreaker } from '../shield/breaker.js';
 import { createLogger, type LogHandle, type Logger } from '../log/logger.js';
-import { ConnectionCounter, Listener, type Connection, type HandlerFactory } from '../net/listener.js';
+import { ConnectionCounter, Listener, Outbox, type HandlerFactory } from '../net/listener.js';
 import { policyHandler } from '../policy/session.js';
 import { RecentQuestions } from '../policy/repeats.js';
 import { milterHandler } from '../milter/session.js';
 import { ReputationEngine } from '../engine/engine.js';
-import type { Engine, StageEvent, Verdict } from '../engine/types.js';
-import { readSnapshot, setAside, writeSnapshot, SnapshotError } from '../reputation/snapshot.js';
+import type { Rule } from '../engine/types.js';
 import type { ListEntry } from '../engine/lists.js';
-import { exceptionHandler } from './exceptions.js';
+import { SnapshotKeeper } from '../reputation/keeper.js';
 import { Metrics } from '../metrics/metrics.js';
+import { Report } from '../metrics/report.js';
 import { controlHandler } from '../control/server.js';
 import { commands } from '../control/commands.js';
-import type { Outcome } from '../engine/types.js';
+import { statusReport, statsReport } from '../control/report.js';
+import { SYSTEM_CLOCK, type Clock, type Timer } from '../util/clock.js';
+import { exceptionHandler } from './exceptions.js';
 import { ensureStateDir, stateDirFor } from './state-dir.js';
 import { VERSION } from './version.js';
-
 
 export interface DaemonOptions {
   readonly configFile?: string;
   readonly logLevel?: string;
-  /** Replaces the engine (tests wire in their own rules here). */
-  readonly engine?: Engine;
+  /** Put in front of the engine's pipeline (tests wire in their own decisions here). */
+  readonly rules?: readonly Rule[];
+  /** Where time comes from (tests: a ManualClock). */
+  readonly clock?: Clock;
   readonly isTTY?: boolean;
   /** Install SIGHUP/SIGTERM/SIGINT/SIGUSR1 handlers (the CLI does; in-process tests do not). */
   readonly signals?: boolean;
@@ -63,46 +69,59 @@ export class Daemon {
   readonly #opts: DaemonOptions;
   readonly #stateDir: string;
   readonly #logs: LogHandle;
-  readonly #shield = new Shield();
-  readonly #engine: Engine;
-  /** The reputation engine, unless a test wired in its own. */
-  readonly reputation: ReputationEngine | undefined;
-  #timers: NodeJS.Timeout[] = [];
+  readonly #clock: Clock;
+  readonly #shield: Shield;
+  readonly engine: ReputationEngine;
   readonly #lag = new LoopLag();
-  /** Holds shed while the event loop lags, and refused while the budget is spent. */
-  readonly #lagging = new Overload(this.#shield, () => this.log, 'OVERLOAD_LOOP_LAG', 'the event loop keeps up again: holding replies again');
-  readonly #budgetSpent = new Overload(this.#shield, () => this.log, 'OVERLOAD_HOLD_BUDGET', 'hold budget available again');
-  #snapshotting: Promise<void> | undefined;
+  readonly #shedding: LoadShedding;
+  readonly #keeper: SnapshotKeeper<ListEntry>;
   readonly #breaker: CircuitBreaker;
   readonly #counter: ConnectionCounter;
   readonly #repeats: RecentQuestions;
+  readonly #outbox = new Outbox();
   readonly errorCounts = new Map<number, number>();
   readonly metrics: Metrics;
-  readonly #started = Date.now();
+  readonly #report: Report;
+  readonly #started: number;
+  #tick: Timer | undefined;
   #control: Listener | undefined;
   #metricsUrl: string | undefined;
-  #listeners: Listener[] = [];
+  #policy: Listener | undefined;
+  #milter: Listener | undefined;
   #nextId = 0;
   #stopping: Promise<void> | undefined;
   #unhook: (() => void)[] = [];
+  /** The log has said why policy sessions end unjudged. */
+  #unjudgedSaid = false;
 
   private constructor(config: Config, stateDir: string, logs: LogHandle, opts: DaemonOptions) {
     this.#config = config;
     this.#stateDir = stateDir;
     this.#logs = logs;
     this.#opts = opts;
-    this.reputation = opts.engine ? undefined : new ReputationEngine(() => this.#config, Date.now);
-    this.#engine = opts.engine ?? this.reputation!;
-    this.#breaker = new CircuitBreaker(config.shield.breaker_limit, config.shield.breaker_window, Date.now);
+    this.#clock = opts.clock ?? SYSTEM_CLOCK;
+    this.#started = this.#clock.now();
+    this.#shield = new Shield({ clock: this.#clock });
+    this.engine = new ReputationEngine(() => this.#config, this.#clock.now, opts.rules);
+    this.#keeper = new SnapshotKeeper({
+      store: this.engine.store,
+      lists: (now) => this.engine.lists.dynamic(now),
+      restoreLists: (lists, now) => this.engine.lists.restore(lists, now),
+    }, path.resolve(stateDir, config.reputation.snapshot_file), this.#shield, () => this.log);
+    this.#shedding = new LoadShedding(this.#shield, () => this.log, this.#lag, this.engine, () => ({
+      maxLoopLagMs: this.#config.limits.max_loop_lag, budget: this.#config.tarpit.budget, budgetPerNetwork: this.#config.tarpit.budget_per_network,
+    }));
+    this.#breaker = new CircuitBreaker(config.shield.breaker_limit, config.shield.breaker_window, this.#clock.now);
     this.#counter = new ConnectionCounter(() => this.#config.limits.max_connections, this.#shield, () => this.log);
     this.#repeats = new RecentQuestions(config.policy.dedupe_entries, () => this.#config.policy.dedupe_window);
     this.metrics = new Metrics({
-      lruSize: () => this.reputation?.store.size ?? 0,
-      lruEvictions: () => this.reputation?.store.evictions ?? 0,
-      holdsActive: () => this.reputation?.stats().holdsActive ?? 0,
+      lruSize: () => this.engine.store.size,
+      lruEvictions: () => this.engine.store.evictions,
+      holdsActive: () => this.engine.stats().holdsActive,
       openConnections: () => this.#counter.open,
       loopLagMs: () => this.#lag.lastMs,
     });
+    this.#report = new Report(this.metrics);
     this.#shield.register(exceptionHandler({
       log: () => this.#logs.logger,
       breaker: this.#breaker,
@@ -121,7 +140,7 @@ export class Daemon {
     await ensureStateDir(stateDir);
     const logs = await createLogger(config.log, opts.isTTY);
     const d = new Daemon(config, stateDir, logs, opts);
-    await d.#restore();
+    await d.#keeper.restore();
     try {
       await d.#openListeners();
       await d.#openControl();
@@ -158,7 +177,7 @@ export class Daemon {
 
   /** Bound endpoints per protocol (real ports when 0 was asked for). */
   get endpoints(): { policy: string[]; milter: string[] } {
-    return { policy: this.#listeners[0]?.bound ?? [], milter: this.#listeners[1]?.bound ?? [] };
+    return { policy: this.#policy?.bound ?? [], milter: this.#milter?.bound ?? [] };
   }
 
   get openConnections(): number {
@@ -166,75 +185,42 @@ export class Daemon {
   }
 
   get snapshotFile(): string {
-    return path.resolve(this.#stateDir, this.#config.reputation.snapshot_file);
+    return this.#keeper.file;
   }
 
-  /** Loads the last snapshot; a corrupt or foreign one is set aside and sluice starts empty. */
-  async #restore(): Promise<void> {
-    const rep = this.reputation;
-    if (!rep) return;
-    const file = this.snapshotFile;
-    try {
-      let n = 0;
-      const snap = await readSnapshot<ListEntry>(file, (key, values, at) => { if (rep.store.put(key, values, at)) n++; });
-      if (!snap) return;
-      rep.lists.restore(snap.lists, Date.now());
-      this.log.info({ file, entries: n, written: new Date(snap.written).toISOString() }, 'reputation restored');
-    } catch (err) {
-      if (!(err instanceof SnapshotError)) throw err;
-      const aside = await setAside(file, Date.now()).catch(() => undefined);
-      this.log.warn({ code: 302, err: 'DECISION_STORE_FAILED', file, moved_to: aside }, `snapshot set aside, starting empty: ${err.message}`);
-    }
+  get controlSocket(): string {
+    return path.resolve(this.#stateDir, this.#config.control.socket);
   }
 
-  /** Writes the reputation snapshot (atomically); one at a time. */
-  snapshot(): Promise<void> {
-    const rep = this.reputation;
-    if (!rep) return Promise.resolve();
-    this.#snapshotting ??= (async () => {
-      const t0 = Date.now();
-      const file = this.snapshotFile;
-      try {
-        const n = await writeSnapshot(file, rep.store, rep.lists.dynamic(Date.now()), Date.now());
-        this.log.info({ file, entries: n, ms: Date.now() - t0 }, 'snapshot written');
-      } catch (err) {
-        this.log.error({ code: 302, err: 'DECISION_STORE_FAILED', file }, `snapshot not written: ${(err as Error).message}`);
-      } finally {
-        this.#snapshotting = undefined;
-      }
-    })();
-    return this.#snapshotting;
+  /** Writes the reputation snapshot now (atomically); one at a time. */
+  async snapshot(): Promise<void> {
+    await this.#keeper.write();
   }
 
   /**
-   * Once a second: the event loop's lag is read (for the metrics gauge, and
-   * to shed holds past limits.max_loop_lag), silent policy sessions become
-   * outcomes, and a spent hold budget is noticed. Snapshots on their own timer.
+   * Once a second: load shedding looks at the event loop and the hold
+   * budget, and silent sessions become outcomes. The snapshot has its own
+   * timer, re-timed by a reload.
+   */
+  #startTimers(): void {
+    this.#tick = this.#shield.setInterval({ label: 'timer:tick' }, 1000, () => {
+      this.#shedding.check();
+      for (const o of this.engine.tick()) this.#report.abandoned(this.log, o);
+      this.#policyTick();
+    });
+    this.#keeper.retime(this.#config.reputation.snapshot_interval);
+  }
+
+  /**
    * Policy sessions that end unjudged (no end of message seen yet) are said
    * once: with sluice asked at RCPT alone, nothing is learned from endings.
    */
-  #startTimers(): void {
-    const rep = this.reputation;
-    let refused = rep?.holdsRefused ?? 0;
-    let unjudgedSaid = false;
-    const tick = this.#shield.setInterval({ label: 'timer:tick' }, 1000, () => {
-      const lagMs = this.#lag.read();
-      if (!rep) return;
-      for (const o of rep.tick()) this.#abandoned(o, this.log);
-      const unjudged = unjudgedSaid ? 0 : rep.stats().unjudged;
-      if (unjudged > 0) {
-        unjudgedSaid = true;
-        this.log.info({ sessions: unjudged }, 'policy sessions end without an end-of-message request: abandonment is not learned until smtpd_end_of_data_restrictions asks sluice (contrib/postfix/main.cf)');
-      }
-      const limit = this.#config.limits.max_loop_lag;
-      rep.shedHolds = limit > 0 && lagMs > limit;
-      this.#lagging.set(rep.shedHolds, () => `the event loop ran ${Math.round(lagMs)} ms late (limits.max_loop_lag ${limit} ms): holding no replies`, { lag_ms: Math.round(lagMs) });
-      const t = this.#config.tarpit;
-      this.#budgetSpent.set(rep.holdsRefused > refused, () => `hold budget spent (tarpit.budget ${t.budget}, tarpit.budget_per_network ${t.budget_per_network}): answering at once`, { refused: rep.holdsRefused });
-      refused = rep.holdsRefused;
-    });
-    this.#timers.push(tick);
-    if (rep) this.#timers.push(this.#shield.setInterval({ label: 'timer:snapshot' }, this.#config.reputation.snapshot_interval, () => this.snapshot()));
+  #policyTick(): void {
+    if (this.#unjudgedSaid) return;
+    const unjudged = this.engine.stats().unjudged;
+    if (unjudged === 0) return;
+    this.#unjudgedSaid = true;
+    this.log.info({ sessions: unjudged }, 'policy sessions end without an end-of-message request: abandonment is not learned until smtpd_end_of_data_restrictions asks sluice (contrib/postfix/main.cf)');
   }
 
   #resolve(eps: readonly Endpoint[]): Endpoint[] {
@@ -249,7 +235,8 @@ export class Daemon {
       counter,
       idleTimeout: () => this.#config.limits.idle_timeout,
       nextId: () => ++this.#nextId,
-      maxWriteBuffer: 256 * 1024,
+      maxWriteBuffer: this.#config.limits.max_write_buffer,
+      outbox: this.#outbox,
       factory: (conn) => {
         this.metrics.connected(protocol);
         return factory(conn);
@@ -257,111 +244,67 @@ export class Daemon {
     });
   }
 
-  get controlSocket(): string {
-    return path.resolve(this.#stateDir, this.#config.control.socket);
-  }
-
   /** The sluicectl socket; its own small connection cap, so an overload never locks the admin out. */
   async #openControl(): Promise<void> {
     const ctl = commands({
-      engine: this.reputation,
+      engine: this.engine,
       policy: () => this.#config.policy,
       status: () => this.status(),
-      stats: () => this.stats(),
+      stats: () => statsReport(this.metrics.registry),
       reload: () => this.reload(),
-      snapshot: async () => { await this.snapshot(); return { file: this.snapshotFile, entries: this.reputation?.store.size ?? 0 }; },
+      snapshot: async () => ({ file: this.#keeper.file, entries: await this.#keeper.write() }),
       setLogLevel: (level) => { this.#logs.logger.level = level; this.log.info({ level }, 'log level set by sluicectl'); },
-    }, Date.now);
-    this.#control = this.#listener('control', controlHandler(this.#shield, ctl), new ConnectionCounter(() => 16, this.#shield, () => this.log));
+    }, this.#clock.now);
+    const cap = new ConnectionCounter(() => this.#config.control.max_connections, this.#shield, () => this.log);
+    this.#control = this.#listener('control', controlHandler(this.#shield, ctl), cap);
     const ep: Endpoint = { kind: 'unix', path: this.controlSocket, text: `unix:${this.controlSocket}` };
     await this.#control.open([ep], this.#config.control.socket_mode);
   }
 
   status(): Record<string, unknown> {
-    const rep = this.reputation;
-    const mem = process.memoryUsage();
-    const mib = (n: number): number => Math.round(n / 2 ** 20);
-    return {
-      version: VERSION, pid: process.pid, uptime_s: Math.round((Date.now() - this.#started) / 1000), started: new Date(this.#started).toISOString(),
-      mode: this.#config.mode, config: this.#opts.configFile ?? '(built-in defaults)', state_dir: this.#stateDir, listen: this.endpoints, control: this.controlSocket, metrics: this.#metricsUrl ?? null,
-      connections_open: this.#counter.open, holds_in_progress: rep?.stats().holdsActive ?? 0, holds_refused: rep?.stats().holdsRefused ?? 0,
-      reputation_entries: rep?.store.size ?? 0, sessions: rep?.stats().sessions ?? 0,
-      rss_mib: mib(mem.rss), heap_used_mib: mib(mem.heapUsed), heap_total_mib: mib(mem.heapTotal), buffers_mib: mib(mem.arrayBuffers),
-      errors: Object.fromEntries(this.errorCounts),
-    };
+    const s = this.engine.stats();
+    return statusReport({
+      version: VERSION, startedAt: this.#started, now: this.#clock.now(), mode: this.#config.mode,
+      config: this.#opts.configFile ?? '(built-in defaults)', stateDir: this.#stateDir, listen: this.endpoints, control: this.controlSocket,
+      metrics: this.#metricsUrl ?? null, connectionsOpen: this.#counter.open, holdsInProgress: s.holdsActive, holdsRefused: s.holdsRefused,
+      reputationEntries: this.engine.store.size, sessions: s.sessions, errors: this.errorCounts,
+    });
   }
 
-  /** The counters, as sluicectl stats shows them; sums of seconds to the millisecond (no float noise). */
-  async stats(): Promise<Record<string, unknown>> {
-    const out: Record<string, unknown> = {};
-    for (const m of await this.metrics.registry.getMetricsAsJSON()) {
-      out[m.name.replace(/^sluice_/, '')] = (m.values as { labels: Record<string, string | number>; value: number; metricName?: string }[])
-        .filter((v) => !v.metricName || v.metricName.endsWith('_sum') || v.metricName.endsWith('_count') || !v.metricName.includes('_bucket'))
-        .map((v) => ({ ...v.labels, ...(v.metricName && v.metricName !== m.name ? { series: v.metricName.replace(/^sluice_/, '') } : {}), value: Math.round(v.value * 1000) / 1000 }));
-    }
-    return out;
+  /** The counters, as sluicectl stats shows them. */
+  stats(): Promise<Record<string, unknown>> {
+    return statsReport(this.metrics.registry);
   }
 
   async #openListeners(): Promise<void> {
-    const policy = this.#listener('policy', policyHandler({
+    const report = this.#report;
+    this.#policy = this.#listener('policy', policyHandler({
       shield: this.#shield,
-      engine: this.#engine,
+      engine: this.engine,
       config: () => this.#config,
       repeats: this.#repeats,
-      answered: (conn, event, verdict, heldMs, observed) => this.#logVerdict(conn, event, verdict, heldMs, observed),
-      abandoned: (conn, o) => this.#abandoned(o, conn.log),
+      answered: (conn, event, verdict, heldMs, observed) => report.answered(conn.log, event, verdict, heldMs, observed),
+      abandoned: (conn, o) => report.abandoned(conn.log, o),
     }));
-    const milter = this.#listener('milter', milterHandler({
+    this.#milter = this.#listener('milter', milterHandler({
       shield: this.#shield,
-      engine: this.#engine,
+      engine: this.engine,
       settings: () => this.#config.milter,
       failMode: () => this.#config.fail_mode,
       mode: () => this.#config.mode,
-      answered: (conn, event, verdict, heldMs, observed) => this.#logVerdict(conn, event, verdict, heldMs, observed),
-      abandoned: (conn, o) => this.#abandoned(o, conn.log),
+      answered: (conn, event, verdict, heldMs, observed) => report.answered(conn.log, event, verdict, heldMs, observed),
+      abandoned: (conn, o) => report.abandoned(conn.log, o),
     }));
-    this.#listeners = [policy, milter];
-    await policy.open(this.#resolve(this.#config.policy.listen), this.#config.policy.socket_mode);
-    await milter.open(this.#resolve(this.#config.milter.listen), this.#config.milter.socket_mode);
+    await this.#policy.open(this.#resolve(this.#config.policy.listen), this.#config.policy.socket_mode);
+    await this.#milter.open(this.#resolve(this.#config.milter.listen), this.#config.milter.socket_mode);
   }
 
-  /**
-   * One line per verdict that is not a plain pass, and per held reply,
-   * joinable with Postfix's log. In observe mode, per verdict that would
-   * have been one, marked would_have, with the hold it would have had.
-   */
-  #logVerdict(conn: Connection, event: StageEvent | undefined, verdict: Verdict, heldMs: number, observed: boolean): void {
-    if (!event) return;
-    this.metrics.verdict(event.stage, verdict.kind, event.via);
-    if (heldMs > 0) {
-      this.metrics.holds.inc();
-      this.metrics.heldSeconds.observe(heldMs / 1000);
-    }
-    const plain = verdict.kind === 'pass' && heldMs === 0 && (!observed || verdict.delayMs === 0);
-    if (plain) return;
-    if (observed) this.metrics.wouldHaveBeen(event.stage, verdict.kind === 'pass' ? 'hold' : verdict.kind, event.via);
-    conn.log.info({
-      queue_id: event.queueId || undefined, client: event.client, stage: event.stage, verdict: verdict.kind,
-      rule: verdict.rule, score: verdict.score, held_ms: heldMs, code: verdict.reply?.code,
-      ...(observed ? { would_have: true, would_hold_ms: verdict.delayMs } : {}),
-    }, observed ? `${event.stage} would have been ${verdict.kind === 'pass' ? 'held' : verdict.kind} (mode observe: answered at once)` : `${event.stage} ${verdict.kind}`);
-  }
-
-  /**
-   * A count per abandoned session (milter: at close; policy: when the next
-   * session on its connection begins, or after the silence window), and a log
-   * line: at info after a held reply (the zombie signal), else at debug.
-   */
-  #abandoned(o: Outcome, log: Logger): void {
-    if (o.kind !== 'abandoned') return;
-    this.metrics.abandonedAt(o.event.stage, o.held, o.event.via);
-    const level = o.held ? 'info' : 'debug';
-    if (!log.isLevelEnabled(level)) return;
-    log[level]({ client: o.event.client, stage: o.event.stage, held: o.held, via: o.event.via, queue_id: o.event.queueId || undefined }, `abandoned at ${o.event.stage}`);
+  #protocols(): Listener[] {
+    return [this.#policy, this.#milter].filter((l) => l !== undefined);
   }
 
   #closeListeners(): void {
-    for (const l of this.#listeners) l.stopAccepting();
+    for (const l of this.#protocols()) l.stopAccepting();
   }
 
   #installSignals(): void {
@@ -396,9 +339,10 @@ export class Daemon {
     const { config: next, kept } = keepStartOnly(this.#config, withLogLevel(loaded.config, this.#opts.logLevel));
     if (kept.length > 0) this.log.warn({ keys: kept }, `read at start only, so kept as running until the next start: ${kept.join(', ')}`);
     this.#config = next;
-    this.reputation?.reloaded();
+    this.engine.reloaded();
     this.#logs.logger.level = next.log.level;
-    for (const l of this.#listeners) l.setIdleTimeout(next.limits.idle_timeout);
+    for (const l of this.#protocols()) l.setIdleTimeout(next.limits.idle_timeout);
+    if (this.#tick) this.#keeper.retime(next.reputation.snapshot_interval);
     this.log.info({ config: loaded.file }, 'configuration reloaded');
     return true;
   }
@@ -411,19 +355,21 @@ export class Daemon {
 
   async #drain(): Promise<void> {
     this.#closeListeners();
-    for (const l of this.#listeners) l.flushAll();
-    const deadline = Date.now() + this.#config.limits.drain_timeout;
-    while (this.#listeners.some((l) => l.busy > 0) && Date.now() < deadline) {
+    for (const l of this.#protocols()) l.flushAll();
+    // Decisions still in flight (a slow rule) finish on their own time: polled
+    // in real time, since an injected clock may stand still.
+    for (let waited = 0; this.#protocols().some((l) => l.busy > 0) && waited < this.#config.limits.drain_timeout; waited += 20) {
       await new Promise((r) => setTimeout(r, 20));
     }
-    for (const l of this.#listeners) l.closeAll();
+    for (const l of this.#protocols()) l.closeAll();
     this.#control?.stopAccepting();
     this.#control?.closeAll();
     this.metrics.close();
     this.#lag.stop();
-    for (const t of this.#timers) clearInterval(t);
-    this.#timers = [];
-    await this.snapshot();
+    this.#shield.clear(this.#tick);
+    this.#tick = undefined;
+    this.#keeper.stop();
+    await this.#keeper.write();
     for (const u of this.#unhook) u();
     this.#unhook = [];
     this.log.info({ errors: Object.fromEntries(this.errorCounts) }, 'sluiced stopped');
@@ -436,10 +382,10 @@ export class Daemon {
 
   /** The circuit breaker tripped: flush state, answer what is held, close and reopen the listeners. */
   async #restart(): Promise<void> {
-    await this.snapshot();
-    this.log.error({ code: 404, err: 'OVERLOAD_BREAKER', limit: this.#config.shield.breaker_limit }, 'circuit breaker tripped: restarting services');
+    await this.#keeper.write();
+    this.log.error({ code: CATALOGUE.OVERLOAD_BREAKER.code, err: 'OVERLOAD_BREAKER', limit: this.#config.shield.breaker_limit }, 'circuit breaker tripped: restarting services');
     this.#closeListeners();
-    for (const l of this.#listeners) { l.flushAll(); l.closeAll(); }
+    for (const l of this.#protocols()) { l.flushAll(); l.closeAll(); }
     try {
       await this.#openListeners();
       this.#breaker.reset();

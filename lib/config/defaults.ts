@@ -31,6 +31,9 @@ export const DEFAULTS = {
     drain_timeout: '10s',
     // While the event loop runs later than this, no reply is held (0: never shed).
     max_loop_lag: '1s',
+    // Replies waiting to be written to one connection before sluice stops
+    // reading from it (a peer that does not read its answers).
+    max_write_buffer: '256KiB',
   },
   shield: {
     // Internal (9xx) errors within breaker_window that trip a restart.
@@ -156,6 +159,9 @@ export const DEFAULTS = {
     // change lists and reload: keep the mode and group tight.
     socket: 'control.sock',
     socket_mode: '0660',
+    // sluicectl connections at once; apart from limits.max_connections, so a
+    // flood never locks the admin out.
+    max_connections: 16,
   },
   metrics: {
     // Prometheus text on http://HOST:PORT/metrics; empty: no listener.

@@ -141,9 +141,9 @@ export function deepFreeze<T>(value: T): T {
  * change them.
  */
 export const START_ONLY = [
-  'state_dir', 'log.format', 'log.file', 'shield.breaker_limit', 'shield.breaker_window',
+  'state_dir', 'log.format', 'log.file', 'limits.max_write_buffer', 'shield.breaker_limit', 'shield.breaker_window',
   'policy.listen', 'policy.socket_mode', 'policy.dedupe_entries', 'milter.listen', 'milter.socket_mode',
-  'reputation.max_entries', 'reputation.ttl', 'reputation.half_life', 'reputation.snapshot_interval',
+  'reputation.max_entries', 'reputation.ttl', 'reputation.half_life',
   'rates.max_entries', 'greylist.max_entries', 'control.socket', 'control.socket_mode', 'metrics.listen',
 ] as const;
 

@@ -76,6 +76,7 @@ export const schema = z.strictObject({
     idle_timeout: duration,
     drain_timeout: duration,
     max_loop_lag: duration,
+    max_write_buffer: size,
   }),
   shield: z.strictObject({
     breaker_limit: count(1, 1_000_000),
@@ -169,6 +170,7 @@ export const schema = z.strictObject({
   control: z.strictObject({
     socket: z.string().min(1).refine((v) => !v.includes('\0'), 'not a path'),
     socket_mode: mode,
+    max_connections: count(1, 1000),
   }),
   metrics: z.strictObject({
     listen: optionalEndpoint,

@@ -13,7 +13,7 @@
 //   5. tarpit   - at or below thresholds.hold the reply is held, longer the
 //                 worse the score, within the hold budget; never under
 //                 stress=yes, for a repeated question, while the event loop
-//                 lags (shedHolds), at CONNECT unless tarpit.at_connect, or
+//                 lags (shedHolds()), at CONNECT unless tarpit.at_connect, or
 //                 for a trusted client (one that has delivered and has a
 //                 score of 0 or more).
 // A repeated question (Postfix's retries and per-list RCPT queries) is
@@ -29,14 +29,15 @@
 
 import type { Config } from '../config/schema.js';
 import { addressKeys, keysFor, type Keys } from '../reputation/keys.js';
-import { ReputationStore, type Clock, type Ref } from '../reputation/store.js';
+import { ReputationStore, type Ref } from '../reputation/store.js';
+import type { Now } from '../util/clock.js';
 import { Lists, type ListEntry } from './lists.js';
 import { current, RateWindows, Sessions, type Counts, type Live } from './limits.js';
 import { Greylist } from './greylist.js';
 import { HoldBudget, holdFor } from './tarpit.js';
 import { heuristics, type Finding } from './heuristics.js';
 import { PolicyTracker } from './tracker.js';
-import { PASS, type Engine, type Outcome, type Reason, type Reply, type StageEvent, type Verdict } from './types.js';
+import { PASS, type Engine, type Outcome, type Reason, type Reply, type Rule, type StageEvent, type Verdict } from './types.js';
 
 export type EngineConfig = Pick<Config, 'mode' | 'reputation' | 'weights' | 'thresholds' | 'tarpit' | 'rates' | 'greylist' | 'lists' | 'replies'>;
 
@@ -100,25 +101,37 @@ export class ReputationEngine implements Engine {
   readonly store: ReputationStore;
   readonly lists = new Lists();
   readonly #config: () => EngineConfig;
-  readonly #now: Clock;
+  readonly #now: Now;
   readonly #rates: RateWindows;
   readonly #sessions = new Sessions<Context>();
   /** Made on first use: most sites never turn greylisting on. */
   #grey: Greylist | undefined;
   readonly #budget = new HoldBudget();
   readonly #tracker: PolicyTracker;
-  holdsRefused = 0;
-  /** Set by the daemon while the event loop lags (limits.max_loop_lag): no holds are granted. */
-  shedHolds = false;
+  readonly #rules: readonly Rule[];
+  #holdsRefused = 0;
+  #shedding = false;
 
-  constructor(config: () => EngineConfig, now: Clock) {
+  /** `rules`: asked first, in order; the first verdict wins (types.ts, Rule). */
+  constructor(config: () => EngineConfig, now: Now, rules: readonly Rule[] = []) {
     const c = config();
     this.#config = config;
     this.#now = now;
+    this.#rules = rules;
     this.store = new ReputationStore({ maxEntries: c.reputation.max_entries, ttlMs: c.reputation.ttl, halfLifeMs: c.reputation.half_life, now });
     this.#rates = new RateWindows(c.rates.max_entries);
     this.#tracker = new PolicyTracker(c.rates.max_entries);
     this.lists.setStatic(c.lists.allow, c.lists.deny, now());
+  }
+
+  /** While on (the event loop lags: shield/shedding.ts), no hold is granted. */
+  shedHolds(on: boolean): void {
+    this.#shedding = on;
+  }
+
+  /** Holds refused for want of budget since start. */
+  get holdsRefused(): number {
+    return this.#holdsRefused;
   }
 
   /** After a reload: the static lists come from the new config. */
@@ -127,8 +140,15 @@ export class ReputationEngine implements Engine {
     this.lists.setStatic(c.lists.allow, c.lists.deny, this.#now());
   }
 
-  decide(e: StageEvent): Verdict {
-    const v = this.#decide(e, false);
+  decide(e: StageEvent): Verdict | Promise<Verdict> {
+    for (const r of this.#rules) {
+      const v = r.decide(e);
+      if (v !== undefined) return v instanceof Promise ? v.then((ok) => this.#decided(e, ok)) : this.#decided(e, v);
+    }
+    return this.#decided(e, this.#decide(e, false));
+  }
+
+  #decided(e: StageEvent, v: Verdict): Verdict {
     if (e.via === 'policy') {
       // The milter session reports its own outcomes; for policy, end of
       // message passing is the delivery, and silence is the end (tick()).
@@ -263,7 +283,7 @@ export class ReputationEngine implements Engine {
 
     // 5. tarpit
     const why = !c.tarpit.enabled ? 'tarpit disabled' : trusted ? undefined : e.stress ? 'stress=yes' : e.repeat ? 'repeated question'
-      : this.shedHolds ? 'the event loop lags (limits.max_loop_lag)'
+      : this.#shedding ? 'the event loop lags (limits.max_loop_lag)'
       : e.stage === 'connect' && !c.tarpit.at_connect ? 'no holds at CONNECT' : undefined;
     if (!trusted && why === undefined) {
       const ms = holdFor(score, c.thresholds.hold, c.tarpit.hold_per_point, c.tarpit.max_hold, e.stage);
@@ -273,7 +293,7 @@ export class ReputationEngine implements Engine {
           trace?.push(`score <= thresholds.hold ${c.thresholds.hold}: hold ${ms} ms`);
           return done('pass', 'tarpit', score, undefined, ms);
         }
-        this.holdsRefused++;
+        this.#holdsRefused++;
         trace?.push(`hold of ${ms} ms not granted: ${g} hold budget spent`);
         return done('pass', 'tarpit-budget-spent', score);
       }
@@ -305,6 +325,7 @@ export class ReputationEngine implements Engine {
 
   /** Learns from how a session went. */
   record(o: Outcome): void {
+    for (const r of this.#rules) r.record?.(o);
     const e = o.event;
     if (o.kind === 'ended') {
       // Nothing to learn (past end of message, refused, or not judged): the session only closes.
@@ -355,7 +376,7 @@ export class ReputationEngine implements Engine {
   }
 
   stats(): EngineStats {
-    return { holdsActive: this.#budget.active(this.#now()), holdsRefused: this.holdsRefused, sessions: this.#sessions.size, unjudged: this.#tracker.unjudged };
+    return { holdsActive: this.#budget.active(this.#now()), holdsRefused: this.#holdsRefused, sessions: this.#sessions.size, unjudged: this.#tracker.unjudged };
   }
 }
 

@@ -85,6 +85,16 @@ export interface Engine {
   over?(session: string): Outcome | undefined;
 }
 
+/**
+ * A rule put in front of the engine's pipeline: it may decide an event
+ * itself (anything but undefined is the verdict), and it sees every outcome
+ * the engine learns from. Tests script their decisions this way.
+ */
+export interface Rule {
+  decide(event: StageEvent): Verdict | Promise<Verdict> | undefined;
+  record?(outcome: Outcome): void;
+}
+
 export const PASS: Verdict = Object.freeze({ kind: 'pass', delayMs: 0, rule: 'default', score: 0 });
 
 /** The fail-mode answer when deciding fails. */

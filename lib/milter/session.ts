@@ -33,6 +33,7 @@ import { negotiate } from './negotiate.js';
 import { renderVerdict } from './render.js';
 import * as R from './replies.js';
 import * as C from './constants.js';
+import { HeldReply } from '../net/hold.js';
 
 /** Frames a peer may send ahead of our reply before it is cut off. */
 const MAX_QUEUED = 1024;
@@ -65,9 +66,7 @@ export function milterHandler(deps: MilterDeps): (conn: Connection) => Connectio
 
 interface Pending {
   readonly event: StageEvent;
-  timer?: NodeJS.Timeout;
-  progress?: NodeJS.Timeout;
-  answer?: () => void;
+  hold?: HeldReply;
 }
 
 class MilterSession implements ConnectionHandler {
@@ -107,7 +106,7 @@ class MilterSession implements ConnectionHandler {
   }
 
   onClose(): void {
-    this.#stopHold();
+    this.#pending?.hold?.cancel();
     this.#pending = undefined;
     this.#queue.length = 0;
     this.#finish();
@@ -115,7 +114,7 @@ class MilterSession implements ConnectionHandler {
   }
 
   flush(): void {
-    this.#pending?.answer?.();
+    this.#pending?.hold?.flush();
   }
 
   failMode(_err: SluiceError): void {
@@ -124,7 +123,7 @@ class MilterSession implements ConnectionHandler {
       this.#conn.close();
       return;
     }
-    this.#stopHold();
+    p.hold?.cancel();
     this.#respond(p.event, failVerdict(this.#deps.failMode()), 0);
   }
 
@@ -249,20 +248,9 @@ class MilterSession implements ConnectionHandler {
       this.#respond(p.event, verdict, 0);
       return;
     }
-    const started = Date.now();
     this.#state.lastHeld = true;
-    p.answer = () => {
-      this.#stopHold();
-      this.#respond(p.event, verdict, Date.now() - started);
-    };
-    p.timer = this.#deps.shield.setTimeout(this.#conn, delay, p.answer);
-    if (plan.progress) p.progress = this.#deps.shield.setInterval(this.#conn, s.progress_interval, () => this.#conn.send(R.PROGRESS));
-  }
-
-  #stopHold(): void {
-    const p = this.#pending;
-    if (p?.timer) clearTimeout(p.timer);
-    if (p?.progress) clearInterval(p.progress);
+    const progress = plan.progress ? { every: s.progress_interval, send: () => { this.#conn.send(R.PROGRESS); } } : undefined;
+    p.hold = new HeldReply(this.#deps.shield, this.#conn, delay, (heldMs) => this.#respond(p.event, verdict, heldMs), progress);
   }
 
   #respond(event: StageEvent, verdict: Verdict, heldMs: number): void {

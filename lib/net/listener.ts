@@ -2,10 +2,11 @@
 //
 // Owns the sockets: opens inet/inet6/unix endpoints (a stale unix socket is
 // removed, a live one or a path that is not a socket is refused), enforces
-// the connection cap shared by all listeners, the idle timeout (a sweep, see
-// IdleSweep) and write backpressure, and writes replies once per event-loop
-// turn (OUTBOX). Every socket callback runs through the shield with the
-// connection as context.
+// the connection cap shared by all listeners, the idle timeout (a sweep on
+// the shield's clock, see IdleSweep) and write backpressure, and writes
+// replies once per event-loop turn (Outbox, one per daemon). Every socket
+// callback runs through the shield with the connection as context.
+// No state outside its objects: two daemons in one process share nothing.
 // What the bytes mean is the protocol handler's business: the listener only
 // hands them over.
 //
@@ -20,6 +21,7 @@ import type { Shield, ShieldContext } from '../shield/shield.js';
 import { describeBound, type Endpoint } from '../config/endpoint.js';
 import type { Logger } from '../log/logger.js';
 import { YoungMap } from '../util/young-map.js';
+import type { Clock, Timer } from '../util/clock.js';
 
 /** What a protocol does with one connection. */
 export interface ConnectionHandler {
@@ -83,6 +85,8 @@ export interface ListenerDeps {
   readonly factory: HandlerFactory;
   /** Cap on bytes waiting to be written before reading pauses. */
   readonly maxWriteBuffer: number;
+  /** Where replies wait for the end of the event-loop turn; one for all of a daemon's listeners. */
+  readonly outbox: Outbox;
 }
 
 /**
@@ -94,7 +98,7 @@ class Conn implements Connection {
   #closed = false;
   /** When it last read or wrote, as the idle sweep's clock had it then. */
   activeAt: number;
-  /** Replies sent this event-loop turn, not yet written (see OUTBOX). */
+  /** Replies sent this event-loop turn, not yet written (see Outbox). */
   #queued: (Buffer | string)[] | undefined;
   /** Made on first use: most connections never log. */
   #log: Logger | undefined;
@@ -127,8 +131,7 @@ class Conn implements Connection {
       this.#backpressure();
     } else {
       this.#queued = [data];
-      OUTBOX.push(this);
-      if (OUTBOX.length === 1) setImmediate(writeOutbox);
+      this.deps.outbox.add(this);
     }
     return true;
   }
@@ -179,12 +182,19 @@ class Conn implements Connection {
  * kernel time per request by a quarter. A reply waits at most for the rest of
  * its turn.
  */
-let OUTBOX: Conn[] = [];
+export class Outbox {
+  #due: Conn[] = [];
 
-function writeOutbox(): void {
-  const due = OUTBOX;
-  OUTBOX = [];
-  for (const c of due) c.deps.shield.guard(c, 'write', writeQueued, c);
+  add(c: Conn): void {
+    this.#due.push(c);
+    if (this.#due.length === 1) setImmediate(this.#write);
+  }
+
+  readonly #write = (): void => {
+    const due = this.#due;
+    this.#due = [];
+    for (const c of due) c.deps.shield.guard(c, 'write', writeQueued, c);
+  };
 }
 
 function writeQueued(c: Conn): void {
@@ -215,28 +225,29 @@ function handData(c: Conn, chunk: Buffer): void {
  * second, at least every 50 ms).
  */
 class IdleSweep {
-  now = Date.now();
-  #timer: NodeJS.Timeout | undefined;
+  now: number;
+  #timer: Timer | undefined;
 
-  constructor(private readonly each: () => Iterable<Conn>) {}
+  constructor(private readonly clock: Clock, private readonly each: () => Iterable<Conn>) {
+    this.now = clock.now();
+  }
 
   /** Sweeps for this timeout from now on; 0 stops sweeping. */
   set(idleMs: number): void {
     this.stop();
     if (!(idleMs > 0)) return;
     const period = Math.min(1000, Math.max(50, Math.floor(idleMs / 8)));
-    this.now = Date.now();
-    this.#timer = setInterval(() => this.#sweep(idleMs, period), period);
-    this.#timer.unref();
+    this.now = this.clock.now();
+    this.#timer = this.clock.setInterval(() => this.#sweep(idleMs, period), period).unref();
   }
 
   stop(): void {
-    if (this.#timer) clearInterval(this.#timer);
+    this.clock.clear(this.#timer);
     this.#timer = undefined;
   }
 
   #sweep(idleMs: number, period: number): void {
-    this.now = Date.now();
+    this.now = this.clock.now();
     // activeAt is this clock as of the sweep before the activity, up to a period early.
     const before = this.now - idleMs - period;
     for (const c of this.each()) {
@@ -278,10 +289,11 @@ export class Listener {
   readonly #servers: net.Server[] = [];
   readonly #live = new YoungMap<number, Conn>();
   readonly bound: string[] = [];
-  readonly sweep = new IdleSweep(() => this.#live.values());
+  readonly sweep: IdleSweep;
 
   constructor(deps: ListenerDeps) {
     this.#deps = deps;
+    this.sweep = new IdleSweep(deps.shield.clock, () => this.#live.values());
   }
 
   /** Opens every endpoint, or throws a CONFIG_LISTEN error naming the one that failed. */

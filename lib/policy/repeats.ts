@@ -22,8 +22,6 @@
 // later members of its probe run back (no tombstones, so probes stay short
 // under constant turnover).
 
-/** Seconds are counted from here, so the stored times stay small integers. */
-const EPOCH = Math.floor(Date.now() / 1000);
 const FIRST_RING = 1024;
 /** Between the parts of a question, as "|" would be in the key joined. */
 const SEPARATOR = 0x7c;
@@ -39,6 +37,8 @@ export class RecentQuestions {
   /** Ring slot + 1 for each remembered question, 0 where empty; size a power of two. */
   #index: Int32Array;
   #mask: number;
+  /** Seconds are counted from the first question, so the stored times stay small integers. */
+  #epoch: number | undefined;
 
   /**
    * `max`: policy.dedupe_entries, fixed at start; the window is read on
@@ -62,7 +62,8 @@ export class RecentQuestions {
    */
   repeated(key: readonly string[], nowMs: number): boolean {
     const windowMs = this.windowMs();
-    const now = Math.floor(nowMs / 1000) - EPOCH;
+    const seconds = Math.floor(nowMs / 1000);
+    const now = seconds - (this.#epoch ??= seconds);
     // Two hashes in one pass: FNV-1a, and a multiply-xorshift with another constant.
     let h1 = 0x811c9dc5;
     let h2 = 0x9747b28c;

@@ -38,6 +38,7 @@ import { REQUEST_ATTRS, repeatKey, toRequest, toStageEvent } from './request.js'
 import { DUNNO_REPLY, renderPrepend, renderReply } from './render.js';
 import type { RecentQuestions } from './repeats.js';
 import { policyHold } from './hold.js';
+import { HeldReply } from '../net/hold.js';
 
 /** Requests a client may send ahead of our reply before it is cut off (Postfix sends one). */
 const MAX_QUEUED = 4;
@@ -66,7 +67,7 @@ class PolicySession implements ConnectionHandler {
   #working = false;
   /** A peer error closed this connection: its one warning is spent. */
   #broken = false;
-  #hold: { timer: NodeJS.Timeout; answer: () => void } | undefined;
+  #hold: HeldReply | undefined;
   /** The SMTP session this connection served last. */
   #session = '';
 
@@ -99,7 +100,7 @@ class PolicySession implements ConnectionHandler {
   }
 
   onClose(): void {
-    if (this.#hold) clearTimeout(this.#hold.timer);
+    this.#hold?.cancel();
     this.#hold = undefined;
     this.#queue.length = 0;
     // A request cut short is worth one warning; a clean close between requests
@@ -108,10 +109,7 @@ class PolicySession implements ConnectionHandler {
   }
 
   flush(): void {
-    const hold = this.#hold;
-    if (!hold) return;
-    clearTimeout(hold.timer);
-    hold.answer();
+    this.#hold?.flush();
   }
 
   failMode(_err: SluiceError): void {
@@ -141,7 +139,7 @@ class PolicySession implements ConnectionHandler {
       this.#reply(DUNNO_REPLY, undefined, PASS, 0);
       return;
     }
-    const repeat = this.#deps.repeats.repeated(repeatKey(req), Date.now());
+    const repeat = this.#deps.repeats.repeated(repeatKey(req), this.#deps.shield.clock.now());
     const event = toStageEvent(req, req.stage, repeat);
     if (event.session !== this.#session) {
       if (this.#session !== '') this.#over(this.#session);
@@ -173,12 +171,10 @@ class PolicySession implements ConnectionHandler {
       this.#reply(reply, event, verdict, 0);
       return;
     }
-    const started = Date.now();
-    const answer = (): void => {
+    this.#hold = new HeldReply(this.#deps.shield, this.#conn, delay, (heldMs) => {
       this.#hold = undefined;
-      this.#reply(reply, event, verdict, Date.now() - started);
-    };
-    this.#hold = { timer: this.#deps.shield.setTimeout(this.#conn, delay, answer), answer };
+      this.#reply(reply, event, verdict, heldMs);
+    });
   }
 
   /** The session before this one on the connection is over. */

@@ -18,8 +18,8 @@
 
 import { LRUCache } from 'lru-cache';
 import { decay, type Entry } from './score.js';
+import type { Now } from '../util/clock.js';
 
-export type Clock = () => number;
 export type Counter = 'ok' | 'ab' | 'abh' | 'rate' | 'grey';
 
 /**
@@ -40,7 +40,7 @@ export interface StoreOptions {
   readonly maxEntries: number;
   readonly ttlMs: number;
   readonly halfLifeMs: number;
-  readonly now: Clock;
+  readonly now: Now;
 }
 
 /** Values per entry, and where its time of last change is among them (the snapshot's layout too). */

@@ -7,16 +7,16 @@
 //
 // Config keys: shield.breaker_limit, shield.breaker_window.
 
-export type Clock = () => number;
+import type { Now } from '../util/clock.js';
 
 export class CircuitBreaker {
   readonly #limit: number;
   readonly #windowMs: number;
-  readonly #now: Clock;
+  readonly #now: Now;
   #times: number[] = [];
   #tripped = false;
 
-  constructor(limit: number, windowMs: number, now: Clock) {
+  constructor(limit: number, windowMs: number, now: Now) {
     this.#limit = limit;
     this.#windowMs = windowMs;
     this.#now = now;

@@ -15,6 +15,7 @@
 // Knows no protocol.
 
 import { SluiceError, toSluiceError } from './errors.js';
+import { SYSTEM_CLOCK, type Clock, type Timer } from '../util/clock.js';
 
 export type EventKind = 'accept' | 'read' | 'write' | 'timer' | 'control' | 'signal' | 'process';
 
@@ -32,12 +33,21 @@ export type ExceptionHandler = (ctx: ShieldContext, err: SluiceError, kind: Even
 
 export const PROCESS_CONTEXT: ShieldContext = { label: 'process' };
 
+export interface ShieldOptions {
+  /** Where guarded timers take their time from (default: the system clock). */
+  readonly clock?: Clock;
+  /** Where a line goes when the handler itself fails (default: stderr). */
+  readonly lastResort?: (line: string) => void;
+}
+
 export class Shield {
   #handler: ExceptionHandler | undefined;
-  #lastResort: (line: string) => void;
+  readonly #lastResort: (line: string) => void;
+  readonly clock: Clock;
 
-  constructor(lastResort: (line: string) => void = (line) => process.stderr.write(line + '\n')) {
-    this.#lastResort = lastResort;
+  constructor(opts: ShieldOptions = {}) {
+    this.clock = opts.clock ?? SYSTEM_CLOCK;
+    this.#lastResort = opts.lastResort ?? ((line) => process.stderr.write(line + '\n'));
   }
 
   /** Installs the exception handler; a second call replaces the first. */
@@ -79,14 +89,19 @@ export class Shield {
     return (...args: A) => this.guard(ctx, kind, fn, ...args);
   }
 
-  /** setTimeout whose callback is guarded. */
-  setTimeout(ctx: ShieldContext, ms: number, fn: () => unknown): NodeJS.Timeout {
-    return setTimeout(() => this.guard(ctx, 'timer', fn), ms);
+  /** A timeout on the clock whose callback is guarded. */
+  setTimeout(ctx: ShieldContext, ms: number, fn: () => unknown): Timer {
+    return this.clock.setTimeout(() => this.guard(ctx, 'timer', fn), ms);
   }
 
-  /** setInterval whose callback is guarded. */
-  setInterval(ctx: ShieldContext, ms: number, fn: () => unknown): NodeJS.Timeout {
-    return setInterval(() => this.guard(ctx, 'timer', fn), ms);
+  /** An interval on the clock whose callback is guarded. */
+  setInterval(ctx: ShieldContext, ms: number, fn: () => unknown): Timer {
+    return this.clock.setInterval(() => this.guard(ctx, 'timer', fn), ms);
+  }
+
+  /** Cancels a timer set above. */
+  clear(timer: Timer | undefined): void {
+    this.clock.clear(timer);
   }
 
   /**

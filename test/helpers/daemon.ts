@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
 import { Daemon } from '../../dist/cli/daemon.js';
-import type { Engine } from '../../dist/engine/types.js';
+import type { Rule } from '../../dist/engine/types.js';
+import type { Clock } from '../../dist/util/clock.js';
 
 export interface Harness {
   daemon: Daemon;
@@ -15,7 +16,8 @@ export interface Harness {
   logs(): Record<string, unknown>[];
 }
 
-export async function startDaemon(t: Test, yaml = '', engine?: Engine): Promise<Harness> {
+/** `rule`: decides in front of the engine (ScriptedRule); `clock`: the daemon's time (a ManualClock). */
+export async function startDaemon(t: Test, yaml = '', rule?: Rule, clock?: Clock): Promise<Harness> {
   const dir = mkdtempSync(path.join(tmpdir(), 'sluice-test-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const logFile = path.join(dir, 'sluiced.log');
@@ -24,7 +26,7 @@ export async function startDaemon(t: Test, yaml = '', engine?: Engine): Promise<
   // Port 0 for every listener the test does not set itself: no fixed ports.
   const listeners = (yaml.includes('policy:') ? '' : 'policy:\n  listen: ["inet:127.0.0.1:0"]\n') + (yaml.includes('milter:') ? '' : 'milter:\n  listen: ["inet:127.0.0.1:0"]\n') + (yaml.includes('metrics:') ? '' : 'metrics:\n  listen: "inet:127.0.0.1:0"\n');
   writeFileSync(configFile, base + listeners + yaml);
-  const daemon = await Daemon.start({ configFile, engine, isTTY: false });
+  const daemon = await Daemon.start({ configFile, rules: rule ? [rule] : [], clock, isTTY: false });
   t.teardown(() => daemon.stop());
   return {
     daemon, dir, logFile, configFile,

@@ -1,8 +1,9 @@
-// An engine on a fake clock with the built-in defaults, overridable per test.
+// An engine on a manual clock with the built-in defaults, overridable per test.
 import { fromText } from '../../dist/config/load.js';
 import type { Config } from '../../dist/config/schema.js';
 import { ReputationEngine, type EngineConfig } from '../../dist/engine/engine.js';
-import type { StageEvent } from '../../dist/engine/types.js';
+import type { StageEvent, Verdict } from '../../dist/engine/types.js';
+import { ManualClock } from '../../dist/util/clock.js';
 
 export function defaults(yaml = ''): Config {
   const r = fromText(yaml, 'test.yaml');
@@ -10,15 +11,19 @@ export function defaults(yaml = ''): Config {
   return r.config;
 }
 
-export interface FakeClock {
-  now: number;
-  advance(ms: number): void;
+/** The engine as tests ask it: an answer at once (no rule here waits for anything). */
+export class SyncEngine extends ReputationEngine {
+  override decide(e: StageEvent): Verdict {
+    const v = super.decide(e);
+    if (v instanceof Promise) throw new Error('the engine answered later; this test expects an answer at once');
+    return v;
+  }
 }
 
-export function engineFor(yaml = ''): { engine: ReputationEngine; clock: FakeClock; config: EngineConfig } {
-  const clock: FakeClock = { now: 1_800_000_000_000, advance(ms) { this.now += ms; } };
+export function engineFor(yaml = ''): { engine: SyncEngine; clock: ManualClock; config: EngineConfig } {
+  const clock = new ManualClock();
   const config = defaults(yaml);
-  return { engine: new ReputationEngine(() => config, () => clock.now), clock, config };
+  return { engine: new SyncEngine(() => config, clock.now), clock, config };
 }
 
 let port = 40000;

@@ -1,4 +1,4 @@
-// An engine wired in by tests only: the recipient's local part says what to do.
+// A rule wired in front of the engine by tests: the recipient's local part says what to do.
 //   ACTION[.STAGE]@domain  - ACTION at STAGE (default rcpt); other stages pass
 //   hold-MS        pass after holding MS milliseconds (not again for a repeat)
 //   defer          defer 450 4.7.1
@@ -8,9 +8,9 @@
 //   reject-promise the rule's promise rejects
 //   garbage        the rule returns something that is not a verdict
 //   anything else  pass
-import type { Engine, Outcome, StageEvent, Verdict } from '../../dist/engine/types.js';
+import type { Outcome, Rule, StageEvent, Verdict } from '../../dist/engine/types.js';
 
-export class ScriptedEngine implements Engine {
+export class ScriptedRule implements Rule {
   readonly events: StageEvent[] = [];
   readonly outcomes: Outcome[] = [];
 
