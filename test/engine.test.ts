@@ -4,10 +4,8 @@ import { defaults, engineFor, ev, SyncEngine } from './helpers/engine.js';
 import { holdFor, HoldBudget } from '../dist/engine/tarpit.js';
 import { heuristics } from '../dist/engine/heuristics.js';
 import { Lists } from '../dist/engine/lists.js';
-import { PolicyTracker } from '../dist/engine/tracker.js';
 import { YoungMap } from '../dist/util/young-map.js';
 import { RateWindows } from '../dist/engine/limits.js';
-import type { ReputationEngine } from '../dist/engine/engine.js';
 import { ManualClock } from '../dist/util/clock.js';
 import type { StageEvent } from '../dist/engine/types.js';
 
@@ -265,89 +263,6 @@ t.test('HELO and reverse-DNS heuristics', async (t) => {
   t.same(names('mail.example.net', 'unknown'), ['no_reverse_dns']);
   t.same(names(''), [], 'no HELO yet: nothing to judge');
 });
-
-t.test('policy sessions: silence after a stage is abandonment there; end of message is delivery', async (t) => {
-  const { engine, clock } = engineFor('rates:\n  abandon_window: 60s\n');
-  sawEndOfMessage(engine);
-  const zombie = ev({ via: 'policy', client: '203.0.113.60', clientName: 'unknown', helo: 'pc60.example.com', session: 'z:1:25' });
-  t.ok(engine.decide(zombie).delayMs > 0);
-  engine.decide({ ...zombie, repeat: true });
-  clock.advance(30 * S);
-  t.same(engine.tick(), [], 'not yet');
-  clock.advance(31 * S);
-  t.same(engine.tick(), [], 'the window starts after the 4 s hold');
-  clock.advance(4 * S);
-  const due = engine.tick();
-  t.match(due, [{ kind: 'abandoned', held: true, event: { stage: 'rcpt', client: '203.0.113.60' } }]);
-  t.equal(engine.store.entry('ip:203.0.113.60')?.abh, 1, 'recorded once');
-  t.same(engine.tick(), []);
-  const mta = ev({ via: 'policy', client: '192.0.2.61', session: 'm:1:25' });
-  engine.decide(mta);
-  engine.decide({ ...mta, stage: 'data' });
-  engine.decide({ ...mta, stage: 'eom' });
-  engine.decide({ ...mta, stage: 'eom', repeat: true });
-  t.equal(engine.store.entry('ip:192.0.2.61')?.ok, 1, 'delivered once at end of message');
-  clock.advance(61 * S);
-  t.match(engine.tick(), [{ kind: 'ended' }]);
-  const tr = new PolicyTracker(2);
-  for (const s of ['a', 'b', 'c']) tr.seen(ev({ session: s }), false, false, 0);
-  t.equal(tr.size, 2, 'bounded');
-});
-
-t.test('a policy session known to be over is concluded at once, from all its stages, once', async (t) => {
-  const { engine } = engineFor('rates:\n  abandon_window: 60s\n');
-  sawEndOfMessage(engine);
-  const zombie = ev({ via: 'policy', client: '203.0.113.70', clientName: 'unknown', helo: 'pc70.example.com', session: 'z:2:25' });
-  engine.decide({ ...zombie, stage: 'helo' });
-  t.ok(engine.decide(zombie).delayMs > 0, 'held at RCPT');
-  t.equal(engine.stats().sessions, 1);
-  t.match(engine.over('z:2:25'), { kind: 'abandoned', held: true, event: { stage: 'rcpt' } }, 'abandoned at its last stage, held');
-  t.equal(engine.store.entry('ip:203.0.113.70')?.abh, 1);
-  t.equal(engine.stats().sessions, 0, 'its live session ends with it');
-  t.equal(engine.over('z:2:25'), undefined, 'only once');
-  t.equal(engine.over('never-seen'), undefined);
-  // Asked about on two connections (RCPT on one, end of message on another): still one session.
-  const mta = ev({ via: 'policy', client: '192.0.2.71', session: 'm:2:25' });
-  engine.decide(mta);
-  engine.decide({ ...mta, stage: 'eom' });
-  t.match(engine.over('m:2:25'), { kind: 'ended' }, 'past end of message it ended');
-  t.equal(engine.store.entry('ip:192.0.2.71')?.ab, 0, 'not counted as abandoned');
-});
-
-t.test('asked at RCPT alone (no end of message ever seen), sessions end unjudged', async (t) => {
-  const { engine, clock } = engineFor('rates:\n  abandon_window: 60s\n');
-  const held = ev({ via: 'policy', client: '203.0.113.90', clientName: 'unknown', helo: 'pc90.example.com', session: 'u:1:25' });
-  t.ok(engine.decide(held).delayMs > 0, 'held at RCPT');
-  engine.decide(ev({ via: 'policy', client: '192.0.2.91', session: 'u:2:25' }));
-  t.match(engine.over('u:1:25'), { kind: 'ended' }, 'a held RCPT then the next session: ended, not abandoned');
-  clock.advance(61 * S);
-  t.match(engine.tick(), [{ kind: 'ended' }], 'silence: ended too');
-  t.equal(engine.store.entry('ip:203.0.113.90')?.abh ?? 0, 0, 'nothing learned for the held one');
-  t.equal(engine.store.entry('ip:192.0.2.91')?.ab ?? 0, 0, 'nor the other');
-  t.equal(engine.stats().unjudged, 2, 'both counted as unjudged');
-  t.equal(engine.stats().sessions, 0, 'their live sessions ended');
-  // From the first end of message on, endings are judged.
-  sawEndOfMessage(engine);
-  engine.decide({ ...held, session: 'u:3:25' });
-  t.match(engine.over('u:3:25'), { kind: 'abandoned', held: true });
-  t.equal(engine.stats().unjudged, 2);
-});
-
-t.test('a policy session that ends after we refused it was not abandoned', async (t) => {
-  const { engine } = engineFor('rates:\n  abandon_window: 60s\nthresholds:\n  hold: -1\n  defer: -1\n  reject: -1\n');
-  sawEndOfMessage(engine);
-  const bad = ev({ via: 'policy', client: '203.0.113.95', clientName: 'unknown', helo: '203.0.113.95', session: 'r:1:25' });
-  t.equal(engine.decide(bad).kind, 'reject', 'rejected at RCPT');
-  t.match(engine.over('r:1:25'), { kind: 'ended' }, 'then quit: ended');
-  t.equal(engine.store.entry('ip:203.0.113.95')?.ab ?? 0, 0, 'not counted as abandoned');
-});
-
-/** Some session of another client was asked about at end of message: the MTA asks sluice there. */
-function sawEndOfMessage(engine: ReputationEngine): void {
-  const mta = ev({ via: 'policy', client: '192.0.2.250', helo: 'mx.eom.example', sender: 'a@eom.example', session: 'eom:1:25' });
-  engine.decide({ ...mta, stage: 'eom' });
-  engine.over('eom:1:25');
-}
 
 t.test('YoungMap: renewed as sessions come and go, it keeps the live entries in insertion order', async (t) => {
   const m = new YoungMap<string, number>();

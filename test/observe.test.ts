@@ -6,26 +6,24 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { startDaemon, until } from './helpers/daemon.js';
 import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
 import { MilterClient, mta, text } from './helpers/milter-client.js';
+import { ManualClock } from '../dist/util/clock.js';
 
 t.test('observe mode: would-have verdicts logged and counted, the MTA goes on at once', async (t) => {
-  const h = await startDaemon(t, 'mode: observe\nlists:\n  deny: ["198.51.100.66"]\ntarpit:\n  hold_per_point: 2s\n');
+  // The daemon's clock never moves: whatever is answered was answered at once.
+  const h = await startDaemon(t, 'mode: observe\nlists:\n  deny: ["198.51.100.66"]\ntarpit:\n  hold_per_point: 2s\n', undefined, new ManualClock());
   t.equal(h.daemon.status()['mode'], 'observe', 'status shows the mode');
   const p = await PolicyClient.connect({ port: portOf(h.daemon.endpoints.policy[0]) });
   t.teardown(() => p.close());
 
   // A denied client: DUNNO at once, the log line carries the reject.
-  let t0 = Date.now();
-  t.equal(await p.ask(rcptRequest({ client_address: '198.51.100.66', instance: 'o.1' })), 'action=DUNNO\n\n', 'deny-listed: action=DUNNO');
-  t.ok(Date.now() - t0 < 1000, 'answered at once');
+  t.equal(await p.ask(rcptRequest({ client_address: '198.51.100.66', instance: 'o.1' })), 'action=DUNNO\n\n', 'deny-listed: action=DUNNO, at once');
   t.ok(await until(() => h.logs().some((l) => l['client'] === '198.51.100.66')));
   const denied = h.logs().find((l) => l['client'] === '198.51.100.66')!;
   t.match(denied, { verdict: 'reject', rule: 'deny 198.51.100.66', would_have: true, held_ms: 0, code: 554, stage: 'rcpt' });
   t.match(denied['msg'], /^rcpt would have been reject/);
 
   // A client the tarpit would hold (bare IP HELO, no reverse name): not held.
-  t0 = Date.now();
-  t.equal(await p.ask(rcptRequest({ client_address: '203.0.113.9', helo_name: '203.0.113.9', client_name: 'unknown', reverse_client_name: 'unknown', instance: 'o.2' })), 'action=DUNNO\n\n');
-  t.ok(Date.now() - t0 < 1000, 'a would-be hold is answered at once');
+  t.equal(await p.ask(rcptRequest({ client_address: '203.0.113.9', helo_name: '203.0.113.9', client_name: 'unknown', reverse_client_name: 'unknown', instance: 'o.2' })), 'action=DUNNO\n\n', 'a would-be hold is answered at once');
   t.ok(await until(() => h.logs().some((l) => l['client'] === '203.0.113.9')));
   const held = h.logs().find((l) => l['client'] === '203.0.113.9')!;
   t.match(held, { verdict: 'pass', rule: 'tarpit', would_have: true, held_ms: 0 });

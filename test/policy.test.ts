@@ -10,9 +10,12 @@ import { encodeRequest, PolicyDecoder, type PolicyAttributes } from '../dist/pol
 import { RecentQuestions } from '../dist/policy/repeats.js';
 import { canonicalAddress } from '../dist/net/address.js';
 import { renderReply, renderPrepend, replyText } from '../dist/policy/render.js';
-import type { Verdict } from '../dist/engine/types.js';
+import type { StageEvent, Verdict } from '../dist/engine/types.js';
+import { PolicyOutcomes } from '../dist/policy/outcomes.js';
+import { engineFor, ev } from './helpers/engine.js';
 import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
-import { startDaemon, until } from './helpers/daemon.js';
+import { settle, startDaemon, track, until } from './helpers/daemon.js';
+import { ManualClock } from '../dist/util/clock.js';
 import { ScriptedRule } from './helpers/scripted-rule.js';
 import { shortDir } from './helpers/spawn.js';
 
@@ -148,18 +151,20 @@ t.test('recent questions: the hashed ring answers as a plain map of keys would, 
 });
 
 t.test('rendering never says OK, never a bare code, never CR', async (t) => {
-  const opts = { deferIfPermit: false };
+  const opts = { deferIfPermit: false, failMode: 'pass' } as const;
   const pass: Verdict = { kind: 'pass', delayMs: 0, rule: 'r', score: 0 };
   t.equal(String(renderReply(pass, opts)), 'action=DUNNO\n\n');
   t.equal(String(renderReply({ ...pass, kind: 'accept' }, opts)), 'action=DUNNO\n\n', 'accept is DUNNO, never OK');
   const defer: Verdict = { kind: 'defer', delayMs: 0, rule: 'r', score: 0, reply: { code: 451, enhanced: '4.7.1', text: 'slow\r\ndown' } };
   t.equal(String(renderReply(defer, opts)), 'action=451 4.7.1 slow down\n\n');
-  t.equal(String(renderReply(defer, { deferIfPermit: true })), 'action=DEFER_IF_PERMIT 4.7.1 slow down\n\n');
+  t.equal(String(renderReply(defer, { ...opts, deferIfPermit: true })), 'action=DEFER_IF_PERMIT 4.7.1 slow down\n\n');
   const reject: Verdict = { kind: 'reject', delayMs: 0, rule: 'r', score: 0, reply: { code: 554, enhanced: '4.7.1', text: '' } };
   t.equal(String(renderReply(reject, opts)), 'action=554 5.7.1 Rejected by policy\n\n', 'class digit forced to match, empty text filled');
   const wrong: Verdict = { kind: 'reject', delayMs: 0, rule: 'r', score: 0, reply: { code: 250, enhanced: 'junk', text: 'x' } };
   t.equal(String(renderReply(wrong, opts)), 'action=550 5.7.1 x\n\n');
-  t.equal(String(renderReply({ kind: 'nonsense' } as unknown as Verdict, opts)), 'action=DUNNO\n\n');
+  // An unknown verdict is the fail mode, in the policy protocol as in the milter's (milter.test.ts).
+  t.equal(String(renderReply({ kind: 'nonsense' } as unknown as Verdict, opts)), 'action=DUNNO\n\n', 'unknown verdict, fail_mode pass: DUNNO');
+  t.equal(String(renderReply({ kind: 'nonsense' } as unknown as Verdict, { ...opts, failMode: 'defer' })), 'action=451 4.3.0 Temporary policy failure, try again later\n\n', 'unknown verdict, fail_mode defer: the deferral');
   t.equal(renderPrepend('X-Sluice', 'score=1'), 'action=PREPEND X-Sluice: score=1\n\n');
   t.equal(replyText('é'.repeat(5), 'f'), 'f');
   t.equal(replyText('x'.repeat(1000), 'f').length, 300);
@@ -167,7 +172,8 @@ t.test('rendering never says OK, never a bare code, never CR', async (t) => {
 
 t.test('live session: pass, defer, reject, hold, fail mode, repeats', async (t) => {
   const engine = new ScriptedRule();
-  const h = await startDaemon(t, 'policy:\n  listen: ["inet:127.0.0.1:0"]\n  defer_if_permit: false\n  timeout: 2s\n  hold_margin: 500ms\n', engine);
+  const clock = new ManualClock();
+  const h = await startDaemon(t, 'policy:\n  listen: ["inet:127.0.0.1:0"]\n  defer_if_permit: false\n  timeout: 2s\n  hold_margin: 500ms\n', engine, clock);
   const port = portOf(h.daemon.endpoints.policy[0]);
   const c = await PolicyClient.connect({ port });
   t.teardown(() => c.close());
@@ -175,24 +181,28 @@ t.test('live session: pass, defer, reject, hold, fail mode, repeats', async (t) 
   t.equal(await c.ask(rcptRequest({ recipient: 'defer@x' })), 'action=450 4.7.1 sluice test defer\n\n');
   t.equal(await c.ask(rcptRequest({ recipient: 'reject@x' })), 'action=554 5.7.1 sluice test reject\n\n');
 
-  // A held reply does not block another connection.
+  // A held reply (on the daemon's clock) does not block another connection.
   const other = await PolicyClient.connect({ port });
   t.teardown(() => other.close());
-  const t0 = Date.now();
-  const held = c.ask(rcptRequest({ recipient: 'hold-400@x' }));
-  t.equal(await other.ask(rcptRequest()), 'action=DUNNO\n\n');
-  t.ok(Date.now() - t0 < 300, 'the other connection answered during the hold');
-  t.equal(await held, 'action=DUNNO\n\n');
-  t.ok(Date.now() - t0 >= 390, 'the held reply came after its delay');
+  const held = track(c.ask(rcptRequest({ recipient: 'hold-400@x' })));
+  t.equal(await other.ask(rcptRequest()), 'action=DUNNO\n\n', 'the other connection answered during the hold');
+  clock.advance(399);
+  await settle();
+  t.notOk(held.done, 'not answered 399 ms into a 400 ms hold');
+  clock.advance(1);
+  t.ok(await until(() => held.done), 'answered when the hold is up');
+  t.equal(held.value, 'action=DUNNO\n\n');
 
   // The hold is cut to timeout - margin (1.5 s), and dropped under stress.
-  const t1 = Date.now();
-  t.equal(await c.ask(rcptRequest({ recipient: 'hold-60000@x', instance: 'cap' })), 'action=DUNNO\n\n');
-  const capped = Date.now() - t1;
-  t.ok(capped >= 1400 && capped < 2000, `capped hold took ${capped} ms`);
-  const t2 = Date.now();
-  t.equal(await c.ask(rcptRequest({ recipient: 'hold-60000@x', stress: 'yes' })), 'action=DUNNO\n\n');
-  t.ok(Date.now() - t2 < 300, 'no hold under stress=yes');
+  const capped = track(c.ask(rcptRequest({ recipient: 'hold-60000@x', instance: 'cap' })));
+  await until(() => engine.events.some((e) => e.recipient === 'hold-60000@x'));
+  clock.advance(1499);
+  await settle();
+  t.notOk(capped.done, 'a 60 s hold still held at 1,499 ms');
+  clock.advance(1);
+  t.ok(await until(() => capped.done), 'answered at timeout - hold_margin, 1,500 ms');
+  t.equal(capped.value, 'action=DUNNO\n\n');
+  t.equal(await c.ask(rcptRequest({ recipient: 'hold-60000@x', stress: 'yes' })), 'action=DUNNO\n\n', 'no hold under stress=yes: answered with the clock standing still');
 
   // Engine failures answer with the fail mode (pass) and are logged with their code.
   t.equal(await c.ask(rcptRequest({ recipient: 'throw@x' })), 'action=DUNNO\n\n');
@@ -217,7 +227,8 @@ t.test('live session: pass, defer, reject, hold, fail mode, repeats', async (t) 
   // Non-pass verdicts and holds are logged with queue id, client, stage, rule, held ms.
   const lines = h.logs().filter((l) => l['verdict']);
   t.ok(lines.some((l) => l['verdict'] === 'reject' && l['rule'] === 'test-reject' && l['client'] === '192.0.2.10' && l['stage'] === 'rcpt'));
-  t.ok(lines.some((l) => l['rule'] === 'test-hold' && (l['held_ms'] as number) >= 390));
+  t.ok(lines.some((l) => l['rule'] === 'test-hold' && l['held_ms'] === 400), 'held 400 ms by the clock');
+  t.ok(lines.some((l) => l['rule'] === 'test-hold' && l['held_ms'] === 1500), 'and the capped one 1,500 ms');
 });
 
 t.test('the next session on a connection concludes the one before it, from all its stages', async (t) => {
@@ -302,14 +313,20 @@ t.test('bad bytes close only that connection, with one warning', async (t) => {
 
 t.test('a connection closed during a hold cancels the reply', async (t) => {
   const engine = new ScriptedRule();
-  const h = await startDaemon(t, '', engine);
+  const clock = new ManualClock();
+  const h = await startDaemon(t, '', engine, clock);
   const port = portOf(h.daemon.endpoints.policy[0]);
   const c = await PolicyClient.connect({ port });
+  const timers = clock.pending;
   void c.ask(rcptRequest({ recipient: 'hold-300@x' }));
   await until(() => engine.events.length === 1);
+  t.equal(clock.pending, timers + 1, 'the hold is one timer');
   c.close();
   await c.closedPromise;
-  await new Promise((r) => setTimeout(r, 400));
+  await until(() => h.daemon.openConnections === 0);
+  t.equal(clock.pending, timers, 'cancelled when the peer went away');
+  clock.advance(400);
+  await settle();
   t.notOk(h.logs().some((l) => l['level'] as number >= 50), 'no error when the held timer would have fired');
   t.equal(h.daemon.openConnections, 0);
 });
@@ -343,35 +360,41 @@ t.test('unix socket endpoint, mode, and stale socket removal', async (t) => {
 
 t.test('idle timeout: counted from the last request or reply, never early, not long after', async (t) => {
   const engine = new ScriptedRule();
-  const h = await startDaemon(t, 'limits:\n  idle_timeout: 400ms\n', engine);
+  const clock = new ManualClock();
+  const h = await startDaemon(t, 'limits:\n  idle_timeout: 400ms\n', engine, clock);
   const port = portOf(h.daemon.endpoints.policy[0]);
-  // Timed from before the connects: the daemon may accept before they resolve here.
-  const t0 = Date.now();
+  const t0 = clock.now();
   const [silent, talker, held] = await Promise.all([0, 1, 2].map(() => PolicyClient.connect({ port })));
-  let silentAfter = -1;
-  void silent!.closedPromise.then(() => { silentAfter = Date.now() - t0; });
-  // The talker asks every 150 ms for 1.2 s; the held one is answered after 900 ms.
-  const answered = held!.ask(rcptRequest({ recipient: 'hold-900@x' })).then((r) => ({ r, at: Date.now() - t0 }));
-  for (let i = 0; i < 8; i++) {
-    t.equal(await talker!.ask(rcptRequest()), 'action=DUNNO\n\n');
-    await new Promise((r) => setTimeout(r, 150));
+  await until(() => h.daemon.openConnections === 3);
+  const answered = track(held!.ask(rcptRequest({ recipient: 'hold-900@x' })));
+  await until(() => engine.events.some((e) => e.recipient === 'hold-900@x'));
+  // The clock moves 50 ms a step (the sweep's period at 400 ms); the talker asks every 150 ms.
+  let silentAt = -1;
+  let answeredAt = -1;
+  let heldClosedAt = -1;
+  for (let ms = 0; ms < 2000 && heldClosedAt < 0; ms += 50) {
+    if (ms % 150 === 0 && ms <= 1200) t.equal(await talker!.ask(rcptRequest()), 'action=DUNNO\n\n');
+    clock.advance(50);
+    await settle(15);
+    const at = clock.now() - t0;
+    if (silentAt < 0 && silent!.closed) silentAt = at;
+    if (answeredAt < 0 && answered.done) answeredAt = at;
+    if (heldClosedAt < 0 && held!.closed) heldClosedAt = at;
+    if (at === 1150) t.notOk(held!.closed, 'idleness counts from the reply: still open 250 ms after it');
   }
   t.notOk(talker!.closed, 'a connection asking every 150 ms is never idle');
-  t.ok(silentAfter >= 400 && silentAfter < 1000, `the silent one closed ${silentAfter} ms after it opened (400 ms timeout)`);
-  const { r, at } = await answered;
-  t.equal(r, 'action=DUNNO\n\n', `the held reply came (${at} ms)`);
-  t.ok(at >= 900, 'after its hold');
-  await new Promise((res) => setTimeout(res, Math.max(0, at + 250 - (Date.now() - t0))));
-  t.notOk(held!.closed, 'idleness counts from the reply: still open 250 ms after it');
-  await held!.closedPromise;
-  t.ok(Date.now() - t0 - at >= 400, `closed ${Date.now() - t0 - at} ms after its reply`);
+  t.ok(silentAt >= 400 && silentAt <= 550, `the silent one closed ${silentAt} ms after it opened (400 ms timeout)`);
+  t.equal(answered.value, 'action=DUNNO\n\n', 'the held reply came');
+  t.ok(answeredAt >= 900 && answeredAt <= 950, `after its hold (${answeredAt} ms)`);
+  t.ok(heldClosedAt - answeredAt >= 400 && heldClosedAt - answeredAt <= 550, `closed ${heldClosedAt - answeredAt} ms after its reply`);
   t.equal(h.daemon.errorCounts.get(203), 2, 'counted once each, the two idle ones (203)');
   talker!.close();
 });
 
 t.test('connection cap: a clean refusal, logged once per transition; idle timeout spares held replies', async (t) => {
   const engine = new ScriptedRule();
-  const h = await startDaemon(t, 'limits:\n  max_connections: 3\n  idle_timeout: 400ms\n', engine);
+  const clock = new ManualClock();
+  const h = await startDaemon(t, 'limits:\n  max_connections: 3\n  idle_timeout: 400ms\n', engine, clock);
   const port = portOf(h.daemon.endpoints.policy[0]);
   const open = await Promise.all([0, 1, 2].map(() => PolicyClient.connect({ port })));
   await until(() => h.daemon.openConnections === 3);
@@ -382,12 +405,135 @@ t.test('connection cap: a clean refusal, logged once per transition; idle timeou
   }
   t.ok(await until(() => h.logs().filter((l) => l['code'] === 401).length === 1), 'one line for the transition, not one per refusal');
   // A held reply is not idleness; the idle ones are reclaimed.
-  const held = open[0]!.ask(rcptRequest({ recipient: 'hold-900@x' }));
+  const held = track(open[0]!.ask(rcptRequest({ recipient: 'hold-900@x' })));
+  await until(() => engine.events.some((e) => e.recipient === 'hold-900@x'));
+  clock.advance(600);
   await open[1]!.closedPromise;
   t.ok(open[1]!.closed, 'an idle connection is closed after limits.idle_timeout');
-  t.equal(await held, 'action=DUNNO\n\n', 'the held one got its answer');
+  t.notOk(open[0]!.closed, 'the held one is not idle');
+  clock.advance(300);
+  t.ok(await until(() => held.done), 'the held one got its answer');
+  t.equal(held.value, 'action=DUNNO\n\n');
   t.ok(await until(() => h.logs().some((l) => l['msg'] === 'accepting connections again')));
   const again = await PolicyClient.connect({ port });
   t.equal(await again.ask(rcptRequest()), 'action=DUNNO\n\n', 'accepted again below the cap');
   for (const c of [...open, again]) c.close();
+});
+
+// How policy sessions end (outcomes.ts): inferred from what the MTA asked and was told, recorded by the engine.
+const S = 1000;
+t.test('policy sessions: silence after a stage is abandonment there; end of message is delivery', async (t) => {
+  const { engine, clock, po, ask } = policyFor('rates:\n  abandon_window: 60s\n');
+  sawEndOfMessage(ask, po);
+  const zombie = ev({ via: 'policy', client: '203.0.113.60', clientName: 'unknown', helo: 'pc60.example.com', session: 'z:1:25' });
+  t.ok(ask(zombie).delayMs > 0);
+  ask({ ...zombie, repeat: true });
+  clock.advance(30 * S);
+  t.same(po.due(clock.now(), 60 * S), [], 'not yet');
+  clock.advance(31 * S);
+  t.same(po.due(clock.now(), 60 * S), [], 'the window starts after the 4 s hold');
+  clock.advance(4 * S);
+  const due = po.due(clock.now(), 60 * S);
+  t.match(due, [{ kind: 'abandoned', held: true, event: { stage: 'rcpt', client: '203.0.113.60' } }]);
+  t.equal(engine.store.entry('ip:203.0.113.60')?.abh, 1, 'recorded once');
+  t.same(po.due(clock.now(), 60 * S), []);
+  const mta = ev({ via: 'policy', client: '192.0.2.61', session: 'm:1:25' });
+  ask(mta);
+  ask({ ...mta, stage: 'data' });
+  ask({ ...mta, stage: 'eom' });
+  ask({ ...mta, stage: 'eom', repeat: true });
+  t.equal(engine.store.entry('ip:192.0.2.61')?.ok, 1, 'delivered once at end of message');
+  clock.advance(61 * S);
+  t.match(po.due(clock.now(), 60 * S), [{ kind: 'ended' }]);
+  const few = new PolicyOutcomes(engine, 2);
+  for (const s of ['a', 'b', 'c']) few.answered(ev({ session: s }), 'pass', false, 0);
+  t.equal(few.size, 2, 'bounded');
+});
+
+t.test('a policy session known to be over is concluded at once, from all its stages, once', async (t) => {
+  const { engine, po, ask } = policyFor('rates:\n  abandon_window: 60s\n');
+  sawEndOfMessage(ask, po);
+  const zombie = ev({ via: 'policy', client: '203.0.113.70', clientName: 'unknown', helo: 'pc70.example.com', session: 'z:2:25' });
+  ask({ ...zombie, stage: 'helo' });
+  t.ok(ask(zombie).delayMs > 0, 'held at RCPT');
+  t.equal(engine.stats().sessions, 1);
+  t.match(po.over('z:2:25'), { kind: 'abandoned', held: true, event: { stage: 'rcpt' } }, 'abandoned at its last stage, held');
+  t.equal(engine.store.entry('ip:203.0.113.70')?.abh, 1);
+  t.equal(engine.stats().sessions, 0, 'its live session ends with it');
+  t.equal(po.over('z:2:25'), undefined, 'only once');
+  t.equal(po.over('never-seen'), undefined);
+  // Asked about on two connections (RCPT on one, end of message on another): still one session.
+  const mta = ev({ via: 'policy', client: '192.0.2.71', session: 'm:2:25' });
+  ask(mta);
+  ask({ ...mta, stage: 'eom' });
+  t.match(po.over('m:2:25'), { kind: 'ended' }, 'past end of message it ended');
+  t.equal(engine.store.entry('ip:192.0.2.71')?.ab, 0, 'not counted as abandoned');
+});
+
+t.test('asked at RCPT alone (no end of message ever seen), sessions end unjudged', async (t) => {
+  const { engine, clock, po, ask } = policyFor('rates:\n  abandon_window: 60s\n');
+  const held = ev({ via: 'policy', client: '203.0.113.90', clientName: 'unknown', helo: 'pc90.example.com', session: 'u:1:25' });
+  t.ok(ask(held).delayMs > 0, 'held at RCPT');
+  ask(ev({ via: 'policy', client: '192.0.2.91', session: 'u:2:25' }));
+  t.match(po.over('u:1:25'), { kind: 'ended' }, 'a held RCPT then the next session: ended, not abandoned');
+  clock.advance(61 * S);
+  t.match(po.due(clock.now(), 60 * S), [{ kind: 'ended' }], 'silence: ended too');
+  t.equal(engine.store.entry('ip:203.0.113.90')?.abh ?? 0, 0, 'nothing learned for the held one');
+  t.equal(engine.store.entry('ip:192.0.2.91')?.ab ?? 0, 0, 'nor the other');
+  t.equal(po.unjudged, 2, 'both counted as unjudged');
+  t.equal(engine.stats().sessions, 0, 'their live sessions ended');
+  // From the first end of message on, endings are judged.
+  sawEndOfMessage(ask, po);
+  ask({ ...held, session: 'u:3:25' });
+  t.match(po.over('u:3:25'), { kind: 'abandoned', held: true });
+  t.equal(po.unjudged, 2);
+});
+
+t.test('a policy session that ends after we refused it was not abandoned', async (t) => {
+  const { engine, po, ask } = policyFor('rates:\n  abandon_window: 60s\nthresholds:\n  hold: -1\n  defer: -1\n  reject: -1\n');
+  sawEndOfMessage(ask, po);
+  const bad = ev({ via: 'policy', client: '203.0.113.95', clientName: 'unknown', helo: '203.0.113.95', session: 'r:1:25' });
+  t.equal(ask(bad).kind, 'reject', 'rejected at RCPT');
+  t.match(po.over('r:1:25'), { kind: 'ended' }, 'then quit: ended');
+  t.equal(engine.store.entry('ip:203.0.113.95')?.ab ?? 0, 0, 'not counted as abandoned');
+});
+
+/** Some session of another client was asked about at end of message: the MTA asks sluice there. */
+function sawEndOfMessage(ask: (e: StageEvent) => Verdict, po: PolicyOutcomes): void {
+  const mta = ev({ via: 'policy', client: '192.0.2.250', helo: 'mx.eom.example', sender: 'a@eom.example', session: 'eom:1:25' });
+  ask({ ...mta, stage: 'eom' });
+  po.over('eom:1:25');
+}
+
+/** The engine as the policy service asks it: each answer is told to PolicyOutcomes, which records the outcomes. */
+function policyFor(yaml: string) {
+  const { engine, clock } = engineFor(yaml);
+  const po = new PolicyOutcomes(engine, 10_000);
+  const ask = (e: StageEvent): Verdict => {
+    const v = engine.decide(e);
+    po.answered(e, v.kind, v.delayMs > 0, clock.now() + v.delayMs);
+    return v;
+  };
+  return { engine, clock, po, ask };
+}
+
+t.test('a client we rejected that then quits is counted once: a reject, not an abandonment too', async (t) => {
+  const clock = new ManualClock();
+  const h = await startDaemon(t, 'rates:\n  abandon_window: 2s\nlists:\n  deny: ["203.0.113.99"]\n', undefined, clock);
+  const p = await PolicyClient.connect({ port: portOf(h.daemon.endpoints.policy[0]) });
+  t.teardown(() => p.close());
+  // Postfix asks at end of message too, so endings are judged.
+  await p.ask(rcptRequest({ client_address: '192.0.2.40', client_port: '4999', instance: 'e.1', protocol_state: 'END-OF-MESSAGE' }));
+  t.match(await p.ask(rcptRequest({ client_address: '203.0.113.99', client_port: '5000', instance: 'r.1' })), /^action=554 5\.7\.1 /, 'rejected at RCPT');
+  // It quits. The next session on the connection concludes it; another, on its own, is concluded by silence.
+  await p.ask(rcptRequest({ client_address: '192.0.2.41', client_port: '5001', instance: 'n.1' }));
+  await p.ask(rcptRequest({ client_address: '192.0.2.41', client_port: '5001', instance: 'n.1', protocol_state: 'END-OF-MESSAGE' }));
+  const q = await PolicyClient.connect({ port: portOf(h.daemon.endpoints.policy[0]) });
+  t.teardown(() => q.close());
+  t.match(await q.ask(rcptRequest({ client_address: '203.0.113.99', client_port: '5002', instance: 'r.2' })), /^action=554/);
+  clock.advance(5000);
+  const stats = await h.daemon.stats() as Record<string, { stage?: string; verdict?: string; held?: string; value: number }[]>;
+  t.equal(stats['verdicts_total']?.find((r) => r.stage === 'rcpt' && r.verdict === 'reject')?.value, 2, 'two rejects counted');
+  t.same(stats['abandoned_total'] ?? [], [], 'and no abandonment, after the next session or after the silence');
+  t.notOk(h.logs().some((l) => String(l['msg']).startsWith('abandoned')), 'nor logged');
 });

@@ -6,7 +6,8 @@ import {
 } from '../dist/shield/errors.js';
 import { Shield, type ShieldContext, type EventKind } from '../dist/shield/shield.js';
 import { CircuitBreaker } from '../dist/shield/breaker.js';
-import { startDaemon, until } from './helpers/daemon.js';
+import { settle, startDaemon, track, until } from './helpers/daemon.js';
+import { ManualClock } from '../dist/util/clock.js';
 import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
 
 t.test('catalogue codes are unique, grouped by hundreds, and named', async (t) => {
@@ -121,29 +122,38 @@ t.test('circuit breaker trips once at the limit within the window, then re-arms'
 });
 
 t.test('a lagging event loop sheds holds: 403 logged and counted once, then holds again', async (t) => {
-  const h = await startDaemon(t, 'limits:\n  max_loop_lag: 150ms\ntarpit:\n  hold_per_point: 300ms\n');
+  const clock = new ManualClock(); // holds and the once-a-second look run on it; the lag itself is real
+  const h = await startDaemon(t, 'limits:\n  max_loop_lag: 150ms\ntarpit:\n  hold_per_point: 300ms\n', undefined, clock);
   const port = portOf(h.daemon.endpoints.policy[0]);
   const c = await PolicyClient.connect({ port });
   t.teardown(() => c.close());
   // A client without reverse DNS is held 300 ms while the loop keeps up.
-  const ask = async (n: number): Promise<number> => {
-    const t0 = Date.now();
-    await c.ask(rcptRequest({ client_address: `203.0.113.${n}`, client_port: String(30000 + n), instance: `lag${n}`, client_name: 'unknown', reverse_client_name: 'unknown' }));
-    return Date.now() - t0;
+  const ask = (n: number) => track(c.ask(rcptRequest({ client_address: `203.0.113.${n}`, client_port: String(30000 + n), instance: `lag${n}`, client_name: 'unknown', reverse_client_name: 'unknown' })));
+  const heldTill = async (a: ReturnType<typeof ask>, ms: number): Promise<boolean> => {
+    await settle();
+    if (a.done) return false;
+    clock.advance(ms);
+    return until(() => a.done);
   };
-  t.ok(await ask(1) >= 280, 'held before');
-  const busy = Date.now() + 400;
-  while (Date.now() < busy); // the loop stalls for 400 ms
+  t.ok(await heldTill(ask(1), 300), 'held before');
+  clock.advance(1000); // a look at a loop that kept up
+  const busy = performance.now() + 400;
+  while (performance.now() < busy); // the loop stalls for 400 ms
+  await settle(); // the lag monitor notes it when the loop runs again
+  clock.advance(1000); // the next look sees it
   t.ok(await until(() => h.logs().some((l) => l['code'] === 403), 3000), 'one 403 warning');
-  t.ok(await ask(2) < 200, 'not held while the loop lags');
+  const second = ask(2);
+  t.ok(await until(() => second.done), 'not held while the loop lags: answered with the clock standing still');
+  clock.advance(1000);
   t.ok(await until(() => h.logs().some((l) => /keeps up again/.test(String(l['msg']))), 3000), 'the end is logged');
-  t.ok(await ask(3) >= 280, 'held again');
+  t.ok(await heldTill(ask(3), 300), 'held again');
   t.equal(h.logs().filter((l) => l['code'] === 403).length, 1, 'logged once');
   t.equal(h.daemon.errorCounts.get(403), 1, 'counted once');
 });
 
 t.test('a spent hold budget: 402 logged and counted when refusing starts, logged when it ends', async (t) => {
-  const h = await startDaemon(t, 'tarpit:\n  hold_per_point: 1500ms\n  budget: 1\n');
+  const clock = new ManualClock();
+  const h = await startDaemon(t, 'tarpit:\n  hold_per_point: 1500ms\n  budget: 1\n', undefined, clock);
   const port = portOf(h.daemon.endpoints.policy[0]);
   const ask = async (n: number): Promise<string> => {
     const c = await PolicyClient.connect({ port });
@@ -153,14 +163,17 @@ t.test('a spent hold budget: 402 logged and counted when refusing starts, logged
       c.close();
     }
   };
-  const held = ask(1); // takes the one hold
+  const held = track(ask(1)); // takes the one hold
   await until(() => h.daemon.engine.stats().holdsActive === 1);
-  const t0 = Date.now();
   await ask(2);
   await ask(3);
-  t.ok(Date.now() - t0 < 1000, 'refused holds answer at once');
+  t.pass('refused holds answer at once: with the clock standing still');
+  clock.advance(1000);
   t.ok(await until(() => h.logs().some((l) => l['code'] === 402), 3000), 'a 402 warning');
-  await held;
+  t.notOk(held.done, 'the granted hold still runs');
+  clock.advance(500);
+  t.ok(await until(() => held.done), 'and ends at 1,500 ms');
+  clock.advance(1000);
   t.ok(await until(() => h.logs().some((l) => l['msg'] === 'hold budget available again'), 4000), 'the end is logged');
   t.equal(h.logs().filter((l) => l['code'] === 402).length, 1, 'logged once for two refusals');
   t.equal(h.daemon.errorCounts.get(402), 1, 'counted once');

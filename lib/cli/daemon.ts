@@ -24,6 +24,7 @@ import { createLogger, type LogHandle, type Logger } from '../log/logger.js';
 import { ConnectionCounter, Listener, Outbox, type HandlerFactory } from '../net/listener.js';
 import { policyHandler } from '../policy/session.js';
 import { RecentQuestions } from '../policy/repeats.js';
+import { PolicyOutcomes } from '../policy/outcomes.js';
 import { milterHandler } from '../milter/session.js';
 import { ReputationEngine } from '../engine/engine.js';
 import type { Rule } from '../engine/types.js';
@@ -78,6 +79,7 @@ export class Daemon {
   readonly #breaker: CircuitBreaker;
   readonly #counter: ConnectionCounter;
   readonly #repeats: RecentQuestions;
+  readonly #outcomes: PolicyOutcomes;
   readonly #outbox = new Outbox();
   readonly errorCounts = new Map<number, number>();
   readonly metrics: Metrics;
@@ -114,6 +116,7 @@ export class Daemon {
     this.#breaker = new CircuitBreaker(config.shield.breaker_limit, config.shield.breaker_window, this.#clock.now);
     this.#counter = new ConnectionCounter(() => this.#config.limits.max_connections, this.#shield, () => this.log);
     this.#repeats = new RecentQuestions(config.policy.dedupe_entries, () => this.#config.policy.dedupe_window);
+    this.#outcomes = new PolicyOutcomes(this.engine, config.rates.max_entries);
     this.metrics = new Metrics({
       lruSize: () => this.engine.store.size,
       lruEvictions: () => this.engine.store.evictions,
@@ -205,7 +208,8 @@ export class Daemon {
   #startTimers(): void {
     this.#tick = this.#shield.setInterval({ label: 'timer:tick' }, 1000, () => {
       this.#shedding.check();
-      for (const o of this.engine.tick()) this.#report.abandoned(this.log, o);
+      this.engine.tick();
+      for (const o of this.#outcomes.due(this.#clock.now(), this.#config.rates.abandon_window)) this.#report.abandoned(this.log, o);
       this.#policyTick();
     });
     this.#keeper.retime(this.#config.reputation.snapshot_interval);
@@ -217,7 +221,7 @@ export class Daemon {
    */
   #policyTick(): void {
     if (this.#unjudgedSaid) return;
-    const unjudged = this.engine.stats().unjudged;
+    const unjudged = this.#outcomes.unjudged;
     if (unjudged === 0) return;
     this.#unjudgedSaid = true;
     this.log.info({ sessions: unjudged }, 'policy sessions end without an end-of-message request: abandonment is not learned until smtpd_end_of_data_restrictions asks sluice (contrib/postfix/main.cf)');
@@ -283,6 +287,7 @@ export class Daemon {
       engine: this.engine,
       config: () => this.#config,
       repeats: this.#repeats,
+      outcomes: this.#outcomes,
       answered: (conn, event, verdict, heldMs, observed) => report.answered(conn.log, event, verdict, heldMs, observed),
       abandoned: (conn, o) => report.abandoned(conn.log, o),
     }));

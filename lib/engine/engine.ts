@@ -19,12 +19,13 @@
 // A repeated question (Postfix's retries and per-list RCPT queries) is
 // answered the same way but counted nowhere. explain() runs the same
 // pipeline as a dry run: it records nothing and grants no hold.
-// Learning: record() moves scores by weights.*; tick() turns policy sessions
-// that went silent (and that no later session on their connection closed)
-// into outcomes (tracker.ts; abandonment only once an end-of-message request
-// has been seen). Time comes from the injected clock.
+// Learning: record() moves scores by weights.*, from the outcomes the
+// protocols report (delivered; abandoned at stage S, held or not; ended).
+// The engine knows no protocol: how a protocol tells an outcome is its own
+// business (policy/outcomes.ts infers them, the milter session sees them).
+// Time comes from the injected clock.
 //
-// Config keys: mode, reputation.*, weights.*, thresholds.*, tarpit.*, rates.*,
+// Config keys: reputation.*, weights.*, thresholds.*, tarpit.*, rates.*,
 // greylist.*, lists.*, replies.*.
 
 import type { Config } from '../config/schema.js';
@@ -36,17 +37,14 @@ import { current, RateWindows, Sessions, type Counts, type Live } from './limits
 import { Greylist } from './greylist.js';
 import { HoldBudget, holdFor } from './tarpit.js';
 import { heuristics, type Finding } from './heuristics.js';
-import { PolicyTracker } from './tracker.js';
-import { PASS, type Engine, type Outcome, type Reason, type Reply, type Rule, type StageEvent, type Verdict } from './types.js';
+import { type Engine, type Outcome, type Reason, type Reply, type Rule, type StageEvent, type Verdict } from './types.js';
 
-export type EngineConfig = Pick<Config, 'mode' | 'reputation' | 'weights' | 'thresholds' | 'tarpit' | 'rates' | 'greylist' | 'lists' | 'replies'>;
+export type EngineConfig = Pick<Config, 'reputation' | 'weights' | 'thresholds' | 'tarpit' | 'rates' | 'greylist' | 'lists' | 'replies'>;
 
 export interface EngineStats {
   holdsActive: number;
   holdsRefused: number;
   sessions: number;
-  /** Policy sessions that ended before any end-of-message request was seen, so were not judged (tracker.ts). */
-  unjudged: number;
 }
 
 /**
@@ -107,7 +105,6 @@ export class ReputationEngine implements Engine {
   /** Made on first use: most sites never turn greylisting on. */
   #grey: Greylist | undefined;
   readonly #budget = new HoldBudget();
-  readonly #tracker: PolicyTracker;
   readonly #rules: readonly Rule[];
   #holdsRefused = 0;
   #shedding = false;
@@ -120,7 +117,6 @@ export class ReputationEngine implements Engine {
     this.#rules = rules;
     this.store = new ReputationStore({ maxEntries: c.reputation.max_entries, ttlMs: c.reputation.ttl, halfLifeMs: c.reputation.half_life, now });
     this.#rates = new RateWindows(c.rates.max_entries);
-    this.#tracker = new PolicyTracker(c.rates.max_entries);
     this.lists.setStatic(c.lists.allow, c.lists.deny, now());
   }
 
@@ -143,22 +139,9 @@ export class ReputationEngine implements Engine {
   decide(e: StageEvent): Verdict | Promise<Verdict> {
     for (const r of this.#rules) {
       const v = r.decide(e);
-      if (v !== undefined) return v instanceof Promise ? v.then((ok) => this.#decided(e, ok)) : this.#decided(e, v);
+      if (v !== undefined) return v;
     }
-    return this.#decided(e, this.#decide(e, false));
-  }
-
-  #decided(e: StageEvent, v: Verdict): Verdict {
-    if (e.via === 'policy') {
-      // The milter session reports its own outcomes; for policy, end of
-      // message passing is the delivery, and silence is the end (tick()).
-      // Silence counts from when the answer goes out, after the hold.
-      // Learning follows what the MTA was told: in observe mode, a pass at once.
-      const told = this.#config().mode === 'observe' ? PASS : v;
-      this.#tracker.seen(e, told.delayMs > 0, told.kind === 'reject' || told.kind === 'defer', this.#now() + told.delayMs);
-      if (e.stage === 'eom' && !e.repeat && (told.kind === 'pass' || told.kind === 'accept')) this.record({ kind: 'delivered', event: e });
-    }
-    return v;
+    return this.#decide(e, false);
   }
 
   /** The same pipeline as a dry run: records nothing, grants no hold lease. */
@@ -355,28 +338,14 @@ export class ReputationEngine implements Engine {
     }
   }
 
-  /**
-   * The protocol knows this policy session is over (the next one began on its
-   * connection): its outcome is recorded now rather than after the silence.
-   */
-  over(session: string): Outcome | undefined {
-    const o = this.#tracker.over(session);
-    if (o) this.record(o);
-    return o;
-  }
-
-  /** Periodic work: policy sessions that went silent become outcomes; stale sessions end. */
-  tick(): Outcome[] {
+  /** Periodic work: live sessions silent far longer than rates.abandon_window end (their outcome never came). */
+  tick(): void {
     const c = this.#config();
-    const now = this.#now();
-    const due = this.#tracker.due(now, c.rates.abandon_window);
-    for (const o of due) this.record(o);
-    this.#sessions.sweep(now, c.rates.abandon_window * 10);
-    return due;
+    this.#sessions.sweep(this.#now(), c.rates.abandon_window * 10);
   }
 
   stats(): EngineStats {
-    return { holdsActive: this.#budget.active(this.#now()), holdsRefused: this.#holdsRefused, sessions: this.#sessions.size, unjudged: this.#tracker.unjudged };
+    return { holdsActive: this.#budget.active(this.#now()), holdsRefused: this.#holdsRefused, sessions: this.#sessions.size };
   }
 }
 

@@ -77,12 +77,6 @@ export type Outcome =
 export interface Engine {
   decide(event: StageEvent): Verdict | Promise<Verdict>;
   record(outcome: Outcome): void;
-  /**
-   * The protocol knows the session is over but not how it went (a policy
-   * connection carries successive sessions and may see only some of their
-   * stages): the engine, which saw them all, records and returns the outcome.
-   */
-  over?(session: string): Outcome | undefined;
 }
 
 /**

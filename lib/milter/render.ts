@@ -7,15 +7,16 @@
 // message may get the score header first. All frames of one answer are
 // joined into one buffer: one write.
 
-import { scoreLine, type Stage, type Verdict } from '../engine/types.js';
+import { failVerdict, scoreLine, type Stage, type Verdict } from '../engine/types.js';
 import * as R from './replies.js';
 
 /**
  * `header`: the header name to add at end of message, when the MTA allowed
  * ADDHDRS, else empty; `quarantine`: quarantine instead of reject at end of
- * message, when the MTA allowed it.
+ * message, when the MTA allowed it; `failMode`: what an unknown verdict
+ * renders as (fail_mode), in both protocols.
  */
-export function renderVerdict(v: Verdict, stage: Stage, header: string, quarantine: boolean): Buffer {
+export function renderVerdict(v: Verdict, stage: Stage, header: string, quarantine: boolean, failMode: 'pass' | 'defer'): Buffer {
   const eom = stage === 'eom';
   switch (v.kind) {
     case 'defer':
@@ -30,6 +31,7 @@ export function renderVerdict(v: Verdict, stage: Stage, header: string, quaranti
       return final;
     }
     default:
-      return R.TEMPFAIL;
+      // Cannot come through the typed seam (safeDecide checks every verdict).
+      return renderVerdict(failVerdict(failMode), stage, '', false, failMode);
   }
 }

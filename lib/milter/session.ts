@@ -261,7 +261,7 @@ class MilterSession implements ConnectionHandler {
     const observe = this.#deps.mode() === 'observe';
     const told = observe ? OBSERVED : verdict;
     const header = this.#addHeader && !observe ? this.#deps.settings().header : '';
-    if (!this.#conn.send(renderVerdict(told, event.stage, header, this.#quarantine))) return;
+    if (!this.#conn.send(renderVerdict(told, event.stage, header, this.#quarantine, this.#deps.failMode()))) return;
     this.#deps.answered(this.#conn, event, verdict, heldMs, observe);
     const passed = told.kind === 'pass' || told.kind === 'accept';
     st.lastRefused = !passed;

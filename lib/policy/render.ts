@@ -10,12 +10,14 @@
 // PREPEND continues like DUNNO and adds a header; it is not allowed at
 // END-OF-MESSAGE, so callers only ask for it at earlier stages.
 
-import type { Reply, Verdict } from '../engine/types.js';
+import { failVerdict, type Reply, type Verdict } from '../engine/types.js';
 
 const MAX_TEXT = 300;
 
 export interface RenderOptions {
   readonly deferIfPermit: boolean;
+  /** What an unknown verdict renders as (fail_mode), in both protocols. */
+  readonly failMode: 'pass' | 'defer';
 }
 
 /** Printable ASCII only, one line, bounded; never empty. */
@@ -51,19 +53,19 @@ export function renderAction(v: Verdict, opts: RenderOptions): string {
     case 'accept':
       return 'DUNNO';
     default:
-      // An unknown kind cannot reach here through the typed seam; if it does,
-      // the safest answer is to say nothing about the mail.
-      return 'DUNNO';
+      // An unknown kind cannot reach here through the typed seam (safeDecide
+      // checks every verdict); if it does, it is the configured fail mode.
+      return renderAction(failVerdict(opts.failMode), opts);
   }
 }
 
 /** The reply to nearly every request, encoded once. */
 export const DUNNO_REPLY = Buffer.from('action=DUNNO\n\n', 'latin1');
 
-/** The whole reply; pass and accept come back as the shared DUNNO buffer. */
+/** The whole reply; DUNNO comes back as the shared buffer. */
 export function renderReply(v: Verdict, opts: RenderOptions): string | Buffer {
-  if (v.kind === 'pass' || v.kind === 'accept') return DUNNO_REPLY;
-  return `action=${renderAction(v, opts)}\n\n`;
+  const action = v.kind === 'pass' || v.kind === 'accept' ? 'DUNNO' : renderAction(v, opts);
+  return action === 'DUNNO' ? DUNNO_REPLY : `action=${action}\n\n`;
 }
 
 /** `action=PREPEND Name: value\n\n` for a passed message. */

@@ -11,10 +11,10 @@
 //
 // Sessions follow each other on a connection: an smtpd process serves one
 // SMTP client at a time, so a request from another session means the one
-// before it is over: the engine concludes its outcome then and there (from
-// all its stages: with several check_policy_service strings, a connection
-// sees only some). Only a connection's last session waits for
-// rates.abandon_window of silence.
+// before it is over: its outcome is concluded then and there (outcomes.ts,
+// from all its stages: with several check_policy_service strings, a
+// connection sees only some) and told to the engine. Only a connection's last
+// session waits for rates.abandon_window of silence.
 //
 // Bad bytes (1xx) and internal trouble (9xx) close the connection with no
 // reply: Postfix retries on a new connection, then applies its
@@ -32,12 +32,13 @@ import type { Connection, ConnectionHandler } from '../net/listener.js';
 import type { Shield } from '../shield/shield.js';
 import { InternalError, PeerError, type SluiceError } from '../shield/errors.js';
 import { safeDecide } from '../engine/decide.js';
-import { PASS, scoreLine, type Engine, type Outcome, type StageEvent, type Verdict } from '../engine/types.js';
+import { PASS, scoreLine, type Engine, type Outcome, type StageEvent, type Verdict, type VerdictKind } from '../engine/types.js';
 import { PolicyDecoder, type PolicyAttributes } from './codec.js';
 import { REQUEST_ATTRS, repeatKey, toRequest, toStageEvent } from './request.js';
 import { DUNNO_REPLY, renderPrepend, renderReply } from './render.js';
 import type { RecentQuestions } from './repeats.js';
 import { policyHold } from './hold.js';
+import type { PolicyOutcomes } from './outcomes.js';
 import { HeldReply } from '../net/hold.js';
 
 /** Requests a client may send ahead of our reply before it is cut off (Postfix sends one). */
@@ -49,6 +50,8 @@ export interface PolicyDeps {
   readonly config: () => Config;
   /** Shared by all connections: Postfix resends on a new connection. */
   readonly repeats: RecentQuestions;
+  /** Shared by all connections: how sessions ended, told to the engine. */
+  readonly outcomes: PolicyOutcomes;
   /** Called once per answered request (logs, metrics); `observed`: the verdict was not enforced (mode observe). */
   readonly answered: (conn: Connection, event: StageEvent | undefined, verdict: Verdict, heldMs: number, observed: boolean) => void;
   /** Called once per session found abandoned when the next one began (logs, metrics). */
@@ -158,15 +161,18 @@ class PolicySession implements ConnectionHandler {
   #respond(event: StageEvent, verdict: Verdict, cfg: Config): void {
     if (this.#conn.closed) return;
     if (cfg.mode === 'observe') {
-      // Decided, logged and counted; the MTA goes on at once.
+      // Decided, logged and counted; the MTA goes on at once, and what is
+      // learned follows what it was told.
+      this.#told(event, 'pass', 0);
       this.#reply(DUNNO_REPLY, event, verdict, 0, true);
       return;
     }
-    let reply = renderReply(verdict, { deferIfPermit: cfg.policy.defer_if_permit });
+    let reply = renderReply(verdict, { deferIfPermit: cfg.policy.defer_if_permit, failMode: cfg.fail_mode });
     if (verdict.kind === 'pass' && event.stage === 'data' && cfg.policy.prepend_header !== '') {
       reply = renderPrepend(cfg.policy.prepend_header, scoreLine(verdict));
     }
     const delay = policyHold(verdict.delayMs, event.stress, cfg.policy);
+    this.#told(event, verdict.kind, delay);
     if (delay <= 0) {
       this.#reply(reply, event, verdict, 0);
       return;
@@ -177,13 +183,21 @@ class PolicySession implements ConnectionHandler {
     });
   }
 
-  /** The session before this one on the connection is over. */
+  /**
+   * What the MTA is told (after a hold of delayMs) is how the session stands
+   * now; silence counts from when the answer goes out. A failure here is
+   * logged and counted; the request is still answered.
+   */
+  #told(event: StageEvent, told: VerdictKind, delayMs: number): void {
+    const { outcomes, shield } = this.#deps;
+    shield.guard({ label: this.#conn.label }, 'read', () => outcomes.answered(event, told, delayMs > 0, shield.clock.now() + delayMs));
+  }
+
+  /** The session before this one on the connection is over: its outcome now. */
   #over(session: string): void {
-    const { engine, shield, abandoned } = this.#deps;
-    if (!engine.over) return;
-    // A failure here is logged and counted; this request is still answered.
+    const { outcomes, shield, abandoned } = this.#deps;
     shield.guard({ label: this.#conn.label }, 'read', () => {
-      const outcome = engine.over!(session);
+      const outcome = outcomes.over(session);
       if (outcome?.kind === 'abandoned') abandoned?.(this.#conn, outcome);
     });
   }

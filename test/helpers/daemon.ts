@@ -38,6 +38,18 @@ export async function startDaemon(t: Test, yaml = '', rule?: Rule, clock?: Clock
   };
 }
 
+/** A promise's outcome, readable while it is still pending (for holds on a ManualClock). */
+export function track<T>(p: Promise<T>): { done: boolean; value: T | undefined } {
+  const s: { done: boolean; value: T | undefined } = { done: false, value: undefined };
+  void p.then((v) => { s.done = true; s.value = v; });
+  return s;
+}
+
+/** Lets sockets and the event loop run: an answer that is due arrives within this (not a timing bound). */
+export function settle(ms = 30): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
 /** Waits for a condition that becomes true asynchronously (log writes); no fixed sleeps. */
 export async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
   const end = Date.now() + ms;
