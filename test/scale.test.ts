@@ -12,7 +12,8 @@ import { holdingConfig, holdMilter, holdPolicy, idle, metric, normalPolicy, open
 import { rssOf } from './bench/common.js';
 import { encodeRequest } from '../dist/policy/codec.js';
 import * as C from '../dist/milter/constants.js';
-import { ConnectionCounter, Listener, Outbox, type Connection } from '../dist/net/listener.js';
+import { ConnectionCounter, Listener, type Connection } from '../dist/net/listener.js';
+import { Outbox } from '../dist/net/outbox.js';
 import { Shield } from '../dist/shield/shield.js';
 import { parseEndpoint } from '../dist/config/endpoint.js';
 import net from 'node:net';
@@ -130,7 +131,7 @@ for (const others of [0, 1]) t.test(`backpressure${others ? ' with another conne
   let chunks = 0;
   let server: Connection | undefined;
   const listener = new Listener({
-    protocol: 'policy', shield, log, counter: new ConnectionCounter(() => 10, shield, () => log), idleTimeout: () => 60_000, outbox: new Outbox(),
+    protocol: 'policy', shield, log, counter: new ConnectionCounter(() => 10, shield, () => log), idleTimeout: () => 60_000, outbox: new Outbox(shield),
     nextId: () => 1, maxWriteBuffer: 256 * 1024,
     factory: (conn) => {
       const onData = (chunk: Buffer): void => {
@@ -185,7 +186,7 @@ t.test('replies: written at once on the only connection, at the end of the turn 
   /** Per request line: whether the reply had reached the socket when send() returned. */
   const atOnce: boolean[] = [];
   const listener = new Listener({
-    protocol: 'policy', shield, log, counter: new ConnectionCounter(() => 10, shield, () => log), idleTimeout: () => 60_000, outbox: new Outbox(),
+    protocol: 'policy', shield, log, counter: new ConnectionCounter(() => 10, shield, () => log), idleTimeout: () => 60_000, outbox: new Outbox(shield),
     nextId: () => 1, maxWriteBuffer: 256 * 1024,
     factory: (conn) => ({
       busy: false, onClose() {}, flush() {}, failMode() {},

@@ -10,6 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { LineCounter, parseDocument, isMap, isScalar, type Document } from 'yaml';
 import { DEFAULTS, type RawConfig } from './defaults.js';
 import { schema, type Config } from './schema.js';
+import { ConfigError } from '../shield/errors.js';
 
 export interface ConfigProblem {
   readonly file: string;
@@ -163,4 +164,16 @@ export function keepStartOnly(running: Config, next: Config): { config: Config; 
     else config[section]![name] = at(running, key);
   }
   return { config: deepFreeze(config as unknown as Config), kept };
+}
+
+/** Problems from loading, as one ConfigError whose message has every line. */
+export function configFailure(result: Extract<LoadResult, { ok: false }>): ConfigError {
+  const symbol = result.problems[0]?.symbol ?? 'CONFIG_INVALID';
+  return new ConfigError(symbol, result.problems.map(formatProblem).join('\n'));
+}
+
+/** The config with log.level overridden (sluiced --log-level), kept across reloads. */
+export function withLogLevel(config: Config, level: string | undefined): Config {
+  if (level === undefined) return config;
+  return Object.freeze({ ...config, log: Object.freeze({ ...config.log, level: level as Config['log']['level'] }) });
 }

@@ -22,7 +22,7 @@
 
 import type { Connection, ConnectionHandler } from '../net/listener.js';
 import type { Shield } from '../shield/shield.js';
-import { PeerError, type DecisionError, type SluiceError } from '../shield/errors.js';
+import type { DecisionError, SluiceError } from '../shield/errors.js';
 import { safeDecide } from '../engine/decide.js';
 import { failVerdict, type Engine, type Outcome, type Stage, type StageEvent, type Verdict } from '../engine/types.js';
 import { FrameDecoder, type Frame } from './codec.js';
@@ -34,9 +34,8 @@ import { renderVerdict } from './render.js';
 import * as R from './replies.js';
 import * as C from './constants.js';
 import { HeldReply } from '../net/hold.js';
+import { Inbox } from '../net/inbox.js';
 
-/** Frames a peer may send ahead of our reply before it is cut off. */
-const MAX_QUEUED = 1024;
 
 /** What the MTA is told in observe mode. */
 const OBSERVED: Verdict = Object.freeze({ kind: 'pass', delayMs: 0, rule: 'observe', score: 0 });
@@ -74,12 +73,12 @@ class MilterSession implements ConnectionHandler {
   readonly #deps: MilterDeps;
   readonly #decoder: FrameDecoder;
   readonly #state: MilterState;
-  readonly #queue: Frame[] = [];
+  /** Frames a peer may send ahead of our reply before it is cut off. */
+  readonly #inbox = new Inbox<Frame>(1024, 'milter frames');
   #pending: Pending | undefined;
   #addHeader = false;
   #quarantine = false;
   #ended = false;
-  #broken = false;
 
   constructor(conn: Connection, deps: MilterDeps) {
     this.#conn = conn;
@@ -94,23 +93,15 @@ class MilterSession implements ConnectionHandler {
   }
 
   onData(chunk: Buffer): void {
-    try {
-      this.#decoder.pushInto(chunk, this.#queue);
-      if (this.#queue.length > MAX_QUEUED) throw new PeerError('PEER_PIPELINED', `${this.#queue.length} milter frames sent without waiting for replies`);
-      this.#drain();
-    } catch (err) {
-      // A peer error closes the connection; it has had its one warning.
-      this.#broken = true;
-      throw err;
-    }
+    this.#inbox.take((into) => this.#decoder.pushInto(chunk, into));
+    this.#drain();
   }
 
   onClose(): void {
     this.#pending?.hold?.cancel();
     this.#pending = undefined;
-    this.#queue.length = 0;
     this.#finish();
-    if (!this.#broken) this.#decoder.end();
+    this.#inbox.close(() => this.#decoder.end());
   }
 
   flush(): void {
@@ -128,16 +119,13 @@ class MilterSession implements ConnectionHandler {
   }
 
   #drain(): void {
-    try {
+    this.#inbox.guard(() => {
       while (!this.#pending && !this.#conn.closed) {
-        const frame = this.#queue.shift();
+        const frame = this.#inbox.items.shift();
         if (!frame) return;
         this.#command(decodeCommand(frame));
       }
-    } catch (err) {
-      this.#broken = true;
-      throw err;
-    }
+    });
   }
 
   #command(cmd: Command): void {

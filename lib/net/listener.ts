@@ -2,9 +2,9 @@
 //
 // Owns the sockets: opens inet/inet6/unix endpoints (a stale unix socket is
 // removed, a live one or a path that is not a socket is refused), enforces
-// the connection cap shared by all listeners, the idle timeout (a sweep on
-// the shield's clock, see IdleSweep) and write backpressure, and writes
-// replies once per event-loop turn (Outbox, one per daemon). Every socket
+// the connection cap shared by all listeners, the idle timeout (idle.ts) and
+// write backpressure, and writes replies once per event-loop turn
+// (outbox.ts). A unix: path is made ready by unix-path.ts. Every socket
 // callback runs through the shield with the connection as context.
 // No state outside its objects: two daemons in one process share nothing.
 // What the bytes mean is the protocol handler's business: the listener only
@@ -13,15 +13,16 @@
 // Config keys: limits.max_connections, limits.idle_timeout, policy.socket_mode.
 
 import net from 'node:net';
-import { lstat, unlink, chmod, stat, access, constants } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { asTransportError, ConfigError, TransportError, type SluiceError } from '../shield/errors.js';
+import { chmod } from 'node:fs/promises';
+import { asTransportError, ConfigError, type SluiceError } from '../shield/errors.js';
 import { Overload } from '../shield/overload.js';
 import type { Shield, ShieldContext } from '../shield/shield.js';
 import { describeBound, type Endpoint } from '../config/endpoint.js';
 import type { Logger } from '../log/logger.js';
 import { YoungMap } from '../util/young-map.js';
-import type { Clock, Timer } from '../util/clock.js';
+import { IdleSweep } from './idle.js';
+import type { Outbox } from './outbox.js';
+import { explainListen, prepareUnixPath } from './unix-path.js';
 
 /** What a protocol does with one connection. */
 export interface ConnectionHandler {
@@ -120,6 +121,10 @@ class Conn implements Connection {
     return this.#closed;
   }
 
+  get busy(): boolean {
+    return this.handler!.busy;
+  }
+
   send(data: Buffer | string): boolean {
     if (this.#closed || this.socket.destroyed) return false;
     this.activeAt = this.owner.sweep.now;
@@ -173,34 +178,6 @@ class Conn implements Connection {
   }
 }
 
-/**
- * Connections with replies waiting: send() queues, and once per event-loop
- * turn - after every read the poll phase delivered - each connection's
- * replies are written. The peer (Postfix, or a load generator) is then woken
- * once for a turn's replies instead of once per reply, and each wake-up costs
- * both sides kernel time: at 100 policy connections on loopback this cut our
- * kernel time per request by a quarter. A reply waits at most for the rest of
- * its turn.
- */
-export class Outbox {
-  #due: Conn[] = [];
-
-  add(c: Conn): void {
-    this.#due.push(c);
-    if (this.#due.length === 1) setImmediate(this.#write);
-  }
-
-  readonly #write = (): void => {
-    const due = this.#due;
-    this.#due = [];
-    for (const c of due) c.deps.shield.guard(c, 'write', writeQueued, c);
-  };
-}
-
-function writeQueued(c: Conn): void {
-  c.writeQueued();
-}
-
 const CONN = Symbol('sluice.connection');
 type Tagged = net.Socket & { [CONN]: Conn };
 
@@ -212,53 +189,6 @@ function onData(this: Tagged, chunk: Buffer): void {
 
 function handData(c: Conn, chunk: Buffer): void {
   c.handler!.onData(chunk);
-}
-
-/**
- * The idle timeout, as a sweep over the connections rather than a timer per
- * socket: node refreshes a socket's timer on every read and every write,
- * which cost more per request than the rest of the listener. Here a read or
- * a write only notes the sweep's clock (`now`, set at each sweep), and each
- * sweep closes the connections idle for at least the timeout: a connection
- * goes between idle_timeout and idle_timeout + 2 sweeps after its last
- * activity, and a sweep comes every eighth of the timeout (at most every
- * second, at least every 50 ms).
- */
-class IdleSweep {
-  now: number;
-  #timer: Timer | undefined;
-
-  constructor(private readonly clock: Clock, private readonly each: () => Iterable<Conn>) {
-    this.now = clock.now();
-  }
-
-  /** Sweeps for this timeout from now on; 0 stops sweeping. */
-  set(idleMs: number): void {
-    this.stop();
-    if (!(idleMs > 0)) return;
-    const period = Math.min(1000, Math.max(50, Math.floor(idleMs / 8)));
-    this.now = this.clock.now();
-    this.#timer = this.clock.setInterval(() => this.#sweep(idleMs, period), period).unref();
-  }
-
-  stop(): void {
-    this.clock.clear(this.#timer);
-    this.#timer = undefined;
-  }
-
-  #sweep(idleMs: number, period: number): void {
-    this.now = this.clock.now();
-    // activeAt is this clock as of the sweep before the activity, up to a period early.
-    const before = this.now - idleMs - period;
-    for (const c of this.each()) {
-      if (c.activeAt <= before && !c.closed) c.deps.shield.guard(c, 'timer', idle, c);
-    }
-  }
-}
-
-function idle(c: Conn): void {
-  if (c.handler!.busy) return; // a held reply is not idleness
-  throw new TransportError('TRANSPORT_IDLE_TIMEOUT', 'idle timeout');
 }
 
 function onError(this: Tagged, err: Error): void {
@@ -289,11 +219,11 @@ export class Listener {
   readonly #servers: net.Server[] = [];
   readonly #live = new YoungMap<number, Conn>();
   readonly bound: string[] = [];
-  readonly sweep: IdleSweep;
+  readonly sweep: IdleSweep<Conn>;
 
   constructor(deps: ListenerDeps) {
     this.#deps = deps;
-    this.sweep = new IdleSweep(deps.shield.clock, () => this.#live.values());
+    this.sweep = new IdleSweep(deps.shield, () => this.#live.values());
   }
 
   /** Opens every endpoint, or throws a CONFIG_LISTEN error naming the one that failed. */
@@ -388,50 +318,5 @@ export class Listener {
 
   setIdleTimeout(ms: number): void {
     this.sweep.set(ms);
-  }
-}
-
-/**
- * Checks the socket's directory (libuv reports a missing one as "address in
- * use") and removes a stale socket left by a process that died.
- */
-async function prepareUnixPath(path: string, text: string): Promise<void> {
-  // sun_path holds 108 bytes with its NUL; a longer path is silently cut.
-  if (Buffer.byteLength(path) > 107) throw new ConfigError('CONFIG_LISTEN', `${text}: socket path is ${Buffer.byteLength(path)} bytes; at most 107 fit`);
-  const dir = dirname(path);
-  try {
-    if (!(await stat(dir)).isDirectory()) throw new ConfigError('CONFIG_LISTEN', `${text}: ${dir} is not a directory`);
-    await access(dir, constants.W_OK);
-  } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'does not exist' : code === 'ENOTDIR' ? 'is not a directory' : code === 'EACCES' ? 'is not writable' : (err as Error).message;
-    throw new ConfigError('CONFIG_LISTEN', `${text}: directory ${dir} ${why}`);
-  }
-  let st;
-  try {
-    st = await lstat(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw new ConfigError('CONFIG_LISTEN', `${text}: ${(err as Error).message}`);
-  }
-  if (!st.isSocket()) throw new ConfigError('CONFIG_LISTEN', `${text}: ${path} exists and is not a socket; refusing to replace it`);
-  const live = await new Promise<boolean>((resolve) => {
-    const probe = net.connect(path);
-    probe.once('connect', () => { probe.destroy(); resolve(true); });
-    probe.once('error', () => resolve(false));
-  });
-  if (live) throw new ConfigError('CONFIG_LISTEN', `${text}: another process is listening on ${path}`);
-  await unlink(path);
-}
-
-function explainListen(err: NodeJS.ErrnoException): string {
-  switch (err.code) {
-    case 'EADDRINUSE': return 'address already in use';
-    case 'EACCES': return 'permission denied';
-    case 'EADDRNOTAVAIL': return 'address not available on this host';
-    case 'ENOENT': return 'directory does not exist';
-    case 'ENOTFOUND': return 'host name not found';
-    default: return err.message;
   }
 }

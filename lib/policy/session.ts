@@ -30,7 +30,7 @@
 import type { Config } from '../config/schema.js';
 import type { Connection, ConnectionHandler } from '../net/listener.js';
 import type { Shield } from '../shield/shield.js';
-import { InternalError, PeerError, type SluiceError } from '../shield/errors.js';
+import { InternalError, type SluiceError } from '../shield/errors.js';
 import { safeDecide } from '../engine/decide.js';
 import { PASS, scoreLine, type Engine, type Outcome, type StageEvent, type Verdict, type VerdictKind } from '../engine/types.js';
 import { PolicyDecoder, type PolicyAttributes } from './codec.js';
@@ -40,9 +40,8 @@ import type { RecentQuestions } from './repeats.js';
 import { policyHold } from './hold.js';
 import type { PolicyOutcomes } from './outcomes.js';
 import { HeldReply } from '../net/hold.js';
+import { Inbox } from '../net/inbox.js';
 
-/** Requests a client may send ahead of our reply before it is cut off (Postfix sends one). */
-const MAX_QUEUED = 4;
 
 export interface PolicyDeps {
   readonly shield: Shield;
@@ -66,10 +65,9 @@ class PolicySession implements ConnectionHandler {
   readonly #conn: Connection;
   readonly #deps: PolicyDeps;
   readonly #decoder: PolicyDecoder;
-  readonly #queue: PolicyAttributes[] = [];
+  /** Requests a client may send ahead of our reply before it is cut off: Postfix sends one. */
+  readonly #inbox = new Inbox<PolicyAttributes>(4, 'requests');
   #working = false;
-  /** A peer error closed this connection: its one warning is spent. */
-  #broken = false;
   #hold: HeldReply | undefined;
   /** The SMTP session this connection served last. */
   #session = '';
@@ -90,25 +88,16 @@ class PolicySession implements ConnectionHandler {
   }
 
   onData(chunk: Buffer): void {
-    try {
-      for (const attrs of this.#decoder.push(chunk)) this.#queue.push(attrs);
-      if (this.#queue.length > MAX_QUEUED) {
-        throw new PeerError('PEER_PIPELINED', `${this.#queue.length} requests sent without waiting for replies`);
-      }
-    } catch (err) {
-      this.#broken = true;
-      throw err;
-    }
+    this.#inbox.take((into) => { for (const attrs of this.#decoder.push(chunk)) into.push(attrs); });
     this.#next();
   }
 
   onClose(): void {
     this.#hold?.cancel();
     this.#hold = undefined;
-    this.#queue.length = 0;
     // A request cut short is worth one warning; a clean close between requests
     // is normal; after an error the connection has had its one warning.
-    if (!this.#broken) this.#decoder.end();
+    this.#inbox.close(() => this.#decoder.end());
   }
 
   flush(): void {
@@ -122,7 +111,7 @@ class PolicySession implements ConnectionHandler {
 
   #next(): void {
     if (this.#working || this.#conn.closed) return;
-    const attrs = this.#queue.shift();
+    const attrs = this.#inbox.items.shift();
     if (!attrs) return;
     this.#working = true;
     this.#deps.shield.guard(this.#conn, 'read', () => this.#handle(attrs));
@@ -130,13 +119,7 @@ class PolicySession implements ConnectionHandler {
 
   #handle(attrs: PolicyAttributes): void {
     const cfg = this.#deps.config();
-    let req;
-    try {
-      req = toRequest(attrs);
-    } catch (err) {
-      this.#broken = true;
-      throw err;
-    }
+    const req = this.#inbox.guard(() => toRequest(attrs));
     if (!req.stage) {
       // VRFY, ETRN and anything newer: not a stage sluice shapes.
       this.#reply(DUNNO_REPLY, undefined, PASS, 0);

@@ -1,0 +1,42 @@
+// inbox.ts - what a peer sent ahead of our replies, and whether it broke.
+//
+// Both protocols are lock-step: the MTA waits for each reply before the next
+// question. A peer that sends more than `cap` ahead is not an MTA (or is a
+// broken one) and is cut off with PEER_PIPELINED. Bad input from a peer is
+// worth one warning: once a peer error has closed the connection, the close
+// that follows says nothing more (no second "truncated" warning). Knows no
+// protocol: the session decodes into `items` and reads them off in order.
+
+import { PeerError } from '../shield/errors.js';
+
+export class Inbox<T> {
+  readonly items: T[] = [];
+  #broken = false;
+
+  /** `cap`: items a peer may send ahead; `what`: their name in the error ("requests"). */
+  constructor(private readonly cap: number, private readonly what: string) {}
+
+  /** Runs `decode` into the items; a throw, or too many items, marks the peer broken and goes on up. */
+  take(decode: (into: T[]) => void): void {
+    this.guard(() => {
+      decode(this.items);
+      if (this.items.length > this.cap) throw new PeerError('PEER_PIPELINED', `${this.items.length} ${this.what} sent without waiting for replies`);
+    });
+  }
+
+  /** Runs fn; a throw (the peer's input is bad) marks the peer broken and goes on up. */
+  guard<R>(fn: () => R): R {
+    try {
+      return fn();
+    } catch (err) {
+      this.#broken = true;
+      throw err;
+    }
+  }
+
+  /** The connection closed: nothing more is read; `end` (the decoder's end of input) is told unless the peer broke. */
+  close(end: () => void): void {
+    this.items.length = 0;
+    if (!this.#broken) end();
+  }
+}
