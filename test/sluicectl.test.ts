@@ -9,6 +9,12 @@ import { MilterClient, mta } from './helpers/milter-client.js';
 import { freePort } from './helpers/postfix.js';
 import { engineFor } from './helpers/engine.js';
 import { commands, type Controller } from '../dist/control/commands.js';
+import { EngineOperator, type Operator } from '../dist/engine/operator.js';
+
+/** The daemon's side of the control commands, with the engine's and the policy service's parts real and the rest idle. */
+function controller(engine: Operator, policy = { timeout: 60_000, hold_margin: 5_000 }): Controller {
+  return { engine, policy: () => policy, status: () => ({}), stats: async () => ({}), reload: async () => true, snapshot: async () => ({ file: '', entries: 0 }), setLogLevel: () => undefined };
+}
 
 t.test('sluicectl against a running sluiced', async (t) => {
   const dir = shortDir(t);
@@ -147,7 +153,7 @@ t.test('top ranks clients and networks by score, holds or drops, and counts them
   for (let i = 1; i <= 30; i++) s.add(`ip:192.0.2.${i}`, -i, 'ab');
   for (let i = 1; i <= 5; i++) for (let k = 0; k < i; k++) s.add(`net:198.51.${i}.0/24`, -1, 'abh');
   s.add('helo:zombie.example', -100, 'abh');
-  const ctl = { engine } as unknown as Controller;
+  const ctl = controller(new EngineOperator(engine, clock.now));
   const top = async (by: string, n: number) => (await commands(ctl, clock.now)({ v: 1, cmd: 'top', args: { by, n } })) as { total: number; rows: { key: string; score: number; holds: number; drops: number }[] };
   const byScore = await top('score', 3);
   t.equal(byScore.total, 35, 'every client and network counted; HELO and domain keys are not ranked');
@@ -192,7 +198,7 @@ t.test('stats: sums of seconds to the millisecond, without float noise', async (
 
 t.test('explain holds as the policy service would: cut to policy.timeout minus policy.hold_margin', async (t) => {
   const { engine, clock } = engineFor('tarpit:\n  hold_per_point: 4s\n  max_hold: 60s\n');
-  const ctl = { engine, policy: () => ({ timeout: 10_000, hold_margin: 4_000 }) } as unknown as Controller;
+  const ctl = controller(new EngineOperator(engine, clock.now), { timeout: 10_000, hold_margin: 4_000 });
   const ask = async (args: Record<string, unknown>) => (await commands(ctl, clock.now)({ v: 1, cmd: 'explain', args })) as { verdict: { delayMs: number; reason: { trace: string[] } } };
   const raw = engine.explain({ stage: 'rcpt', session: 'x', via: 'policy', mta: 'postfix', client: '203.0.113.50', port: 0, clientName: 'unknown', helo: '203.0.113.50', sender: '', recipient: '', recipientCount: 0, size: 0, queueId: '', saslUser: '', tls: undefined, stress: false, repeat: false });
   t.ok(raw.delayMs > 6000, `the engine alone asks for ${raw.delayMs} ms`);

@@ -21,6 +21,7 @@ import { Shield } from '../shield/shield.js';
 import { CircuitBreaker } from '../shield/breaker.js';
 import { createLogger, type LogHandle, type Logger } from '../log/logger.js';
 import { ReputationEngine } from '../engine/engine.js';
+import { EngineOperator } from '../engine/operator.js';
 import type { Rule } from '../engine/types.js';
 import type { ListEntry } from '../engine/lists.js';
 import { SnapshotKeeper } from '../reputation/keeper.js';
@@ -187,7 +188,7 @@ export class Daemon {
   /** What sluicectl may ask (control/commands.ts). */
   #commands(): Dispatch {
     return commands({
-      engine: this.engine,
+      engine: new EngineOperator(this.engine, this.#clock.now),
       policy: () => this.#config.policy,
       status: () => this.status(),
       stats: () => this.stats(),

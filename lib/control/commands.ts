@@ -2,8 +2,9 @@
 //
 // status, stats, show, top, explain, allow, deny, forget, lists, reload,
 // snapshot, log-level. Each validates its arguments (bad_request), reaches
-// the daemon only through the Controller (the engine and its store and
-// lists, reload, snapshot, the logger level) and returns plain data for
+// the daemon only through the Controller (what an operator may ask of the
+// engine: engine/operator.ts; reload, snapshot, the logger level) and
+// returns plain data for
 // sluicectl to print as a table or as JSON. explain is a dry run: it records
 // nothing and grants no hold.
 
@@ -12,14 +13,15 @@ import { parseDuration } from '../config/units.js';
 import { LOG_LEVELS } from '../config/schema.js';
 import { parseListValue } from '../config/list-value.js';
 import { keyFromText, addressKeys } from '../reputation/keys.js';
-import type { ReputationEngine } from '../engine/engine.js';
+import type { Operator } from '../engine/operator.js';
 import { STAGES, type Stage, type StageEvent, type Verdict } from '../engine/types.js';
 import { CommandError, type Request } from './protocol.js';
 import { policyHold } from '../policy/hold.js';
 import type { Config } from '../config/schema.js';
 
 export interface Controller {
-  readonly engine: ReputationEngine | undefined;
+  /** What an operator may ask of the engine. */
+  readonly engine: Operator;
   /** The running policy settings: explain holds as the policy service would. */
   policy(): Pick<Config['policy'], 'timeout' | 'hold_margin'>;
   status(): Record<string, unknown>;
@@ -71,16 +73,13 @@ function str(args: Record<string, unknown> | undefined, name: string, required =
 }
 
 export function commands(ctl: Controller, now: () => number): (req: Request) => Promise<unknown> | unknown {
-  const engine = (): ReputationEngine => {
-    if (!ctl.engine) throw new CommandError('failed', 'no reputation engine in this daemon');
-    return ctl.engine;
-  };
-  const row = (key: string, t: number) => {
-    const store = engine().store;
-    const e = store.entry(key);
-    if (!e) return undefined;
+  const engine = ctl.engine;
+  const row = (key: string) => {
+    const st = engine.standing(key);
+    if (!st) return undefined;
+    const e = st.entry;
     return {
-      key, score: Math.round(store.score(key, t) * 10) / 10, delivered: e.ok, abandoned: e.ab, abandoned_held: e.abh,
+      key, score: Math.round(st.score * 10) / 10, delivered: e.ok, abandoned: e.ab, abandoned_held: e.abh,
       rate_exceeded: e.rate, greylist_passed: e.grey, first_seen: new Date(e.first).toISOString(), last_change: new Date(e.at).toISOString(),
     };
   };
@@ -98,8 +97,8 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
         const key = keyFromText(target);
         if (!key) throw new CommandError('bad_request', `"${target}" is not an address, CIDR, HELO name or @domain`);
         const keys = isIP(target) ? [key, addressKeys(target)!.net] : [key];
-        const rows = keys.map((k) => row(k, t)).filter((r) => r !== undefined);
-        const listed = isIP(target) ? engine().lists.match(target, '', '', t) : undefined;
+        const rows = keys.map((k) => row(k)).filter((r) => r !== undefined);
+        const listed = isIP(target) ? engine.listed(target) : undefined;
         if (rows.length === 0 && !listed) throw new CommandError('not_found', `nothing known about ${target}`);
         return { target, entries: rows, listed: listed ?? null };
       }
@@ -115,7 +114,7 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
             : (x: TopRow, y: TopRow) => y.drops - x.drops;
         const rows: TopRow[] = [];
         let total = 0;
-        engine().store.scan(t, (key, score, ok, ab, abh) => {
+        engine.scan((key, score, ok, ab, abh) => {
           if (!key.startsWith('ip:') && !key.startsWith('net:')) return;
           total++;
           keepBest(rows, n, { key, score: Math.round(score * 10) / 10, holds: abh, drops: ab + abh, delivered: ok }, order);
@@ -133,7 +132,7 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
           recipient: str(a, 'recipient', false), recipientCount: 0, size: 0, queueId: '', saslUser: '', tls: undefined,
           stress: a?.['stress'] === true, repeat: false,
         };
-        const v = capped(engine().explain(event), event.stress, ctl.policy());
+        const v = capped(engine.explain(event), event.stress, ctl.policy());
         return { event: { stage, client, client_name: event.clientName, helo: event.helo, sender: event.sender, recipient: event.recipient }, verdict: v };
       }
       case 'allow':
@@ -142,20 +141,20 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
         const ttlText = str(a, 'ttl', false);
         const ttl = ttlText ? parseDuration(ttlText) : undefined;
         if (ttlText && (ttl === undefined || ttl <= 0)) throw new CommandError('bad_request', `"${ttlText}" is not a duration (e.g. 30m, 12h, 7d)`);
-        const entry = engine().lists.add(req.cmd, value, t, ttl, str(a, 'reason', false) || undefined);
+        const entry = engine.list(req.cmd, value, ttl, str(a, 'reason', false) || undefined);
         if (typeof entry === 'string') throw new CommandError('bad_request', entry);
         return entry;
       }
       case 'forget': {
         const value = str(a, 'value');
-        const inList = engine().lists.remove(value);
+        const inList = engine.unlist(value);
         const key = typeof parseListValue(value) === 'string' ? undefined : keyFromText(value);
-        const inStore = key ? engine().store.forget(key) : false;
+        const inStore = key ? engine.forget(key) : false;
         if (!inList && !inStore) throw new CommandError('not_found', `nothing known about ${value}`);
         return { value, list_entry_removed: inList, reputation_forgotten: inStore };
       }
       case 'lists':
-        return { entries: engine().lists.entries(t) };
+        return { entries: engine.lists() };
       case 'reload':
         if (!(await ctl.reload())) throw new CommandError('failed', 'reload refused: the configuration has problems (see the daemon log); the running one is kept');
         return { reloaded: true };
