@@ -219,3 +219,27 @@ t.test('the shield in a real process: throws in handlers, timers and promises do
   d.proc.kill('SIGTERM');
   t.equal((await d.exited).code, 0);
 });
+
+t.test('a storm of internal errors trips the breaker: state written, listeners restarted in place, serving again', async (t) => {
+  const dir = shortDir(t);
+  const cfg = path.join(dir, 'sluice.yaml');
+  writeFileSync(cfg, `state_dir: ${dir}\nlog:\n  format: json\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["inet:127.0.0.1:0"]\nshield:\n  breaker_limit: 3\n`);
+  const d = run(t, ['--import=tsx', 'test/fixtures/faulty-daemon.ts', cfg]);
+  const ready = await d.waitFor((l) => l['fixture'] === 'ready');
+  const c = await PolicyClient.connect({ port: portOf((ready['listen'] as { policy: string[] }).policy[0]) });
+  t.teardown(() => c.close());
+  for (let i = 0; i < 3; i++) await c.ask(rcptRequest({ recipient: 'uncaught@x', instance: `storm.${i}` }));
+  const tripped = await d.waitFor((l) => l['code'] === 404);
+  t.match(tripped, { err: 'OVERLOAD_BREAKER', limit: 3, msg: 'circuit breaker tripped: restarting services' });
+  const restarted = await d.waitFor((l) => l['msg'] === 'services restarted');
+  const msgs = d.lines().map((l) => l['msg']);
+  t.ok(msgs.indexOf('snapshot written') >= 0 && msgs.indexOf('snapshot written') < msgs.indexOf('circuit breaker tripped: restarting services'), 'the snapshot is written first');
+  await c.closedPromise;
+  t.ok(c.closed, 'connections of the old listeners are closed');
+  const after = await PolicyClient.connect({ port: portOf((restarted['listen'] as { policy: string[] }).policy[0]) });
+  t.teardown(() => after.close());
+  t.equal(await after.ask(rcptRequest()), 'action=DUNNO\n\n', 'the restarted listener serves');
+  t.equal(d.proc.exitCode, null, 'the process never stopped');
+  d.proc.kill('SIGTERM');
+  t.equal((await d.exited).code, 0);
+});

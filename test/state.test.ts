@@ -1,9 +1,10 @@
 // The daemon's state on disk: snapshot at shutdown and restore at start, a
 // corrupt snapshot set aside, kill -9 losing at most one snapshot interval.
 import t from 'tap';
-import { writeFileSync, readdirSync, existsSync } from 'node:fs';
+import { writeFileSync, readdirSync, readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import { startDaemon, until } from './helpers/daemon.js';
+import { settle, startDaemon, until } from './helpers/daemon.js';
+import { ManualClock } from '../dist/util/clock.js';
 import { sluiced, shortDir } from './helpers/spawn.js';
 import { MilterClient, mta } from './helpers/milter-client.js';
 import { portOf } from './helpers/policy-client.js';
@@ -64,4 +65,20 @@ t.test('kill -9 then restart: reputation from the last periodic snapshot', async
   await e.waitFor((l) => String(l['msg']).startsWith('sluiced ready'));
   e.proc.kill('SIGTERM');
   t.equal((await e.exited).code, 0);
+});
+
+t.test('a reload re-times the snapshot: the new interval runs from the reload', async (t) => {
+  const clock = new ManualClock();
+  const h = await startDaemon(t, 'reputation:\n  snapshot_interval: 10s\n', undefined, clock);
+  const written = (): number => h.logs().filter((l) => l['msg'] === 'snapshot written').length;
+  clock.advance(10_000);
+  t.ok(await until(() => written() === 1), 'written after 10 s');
+  writeFileSync(h.configFile, readFileSync(h.configFile, 'utf8').replace('snapshot_interval: 10s', 'snapshot_interval: 60s'));
+  t.ok(await h.daemon.reload());
+  t.notOk(h.logs().some((l) => Array.isArray(l['keys']) && (l['keys'] as string[]).includes('reputation.snapshot_interval')), 'not kept as a start-only key');
+  clock.advance(50_000);
+  await settle(100);
+  t.equal(written(), 1, 'none 50 s after the reload (10 s no longer applies)');
+  clock.advance(10_000);
+  t.ok(await until(() => written() === 2), 'the next 60 s after the reload');
 });
