@@ -253,3 +253,18 @@ t.test('an unknown verdict renders as the fail mode, as in the policy protocol',
   t.equal(frame(renderVerdict(unknown, 'rcpt', '', false, 'pass')), 'c', 'fail_mode pass: CONTINUE');
   t.equal(frame(renderVerdict(unknown, 'rcpt', '', false, 'defer')), 'y 451 4.3.0 Temporary policy failure, try again later', 'fail_mode defer: the same deferral as policy');
 });
+
+t.test('every session the engine was asked about is concluded, whatever order the peer sends in', async (t) => {
+  const h = await startDaemon(t, MILTER + 'lists:\n  deny: ["203.0.113.77"]\n');
+  const port = portOf(h.daemon.endpoints.milter[0]);
+  // Refused at CONNECT: told to the engine at once, as ended.
+  const r = await MilterClient.connect(port);
+  t.match(text((await r.open('Postfix 3.7.11', '203.0.113.77'))?.final), /^y 554 /, 'denied at CONNECT');
+  t.equal(h.daemon.engine.stats().sessions, 0, 'concluded with our answer');
+  // A peer that goes on anyway (the fuzzer found one): its next session is concluded at close too.
+  await r.ask(mta.mail('<x@y>'));
+  t.equal(h.daemon.engine.stats().sessions, 1, 'MAIL after the refusal opens one');
+  r.close();
+  await r.idle;
+  t.ok(await until(() => h.daemon.engine.stats().sessions === 0), 'and the close concludes it: no session is left to the sweep');
+});

@@ -78,7 +78,8 @@ class MilterSession implements ConnectionHandler {
   #pending: Pending | undefined;
   #addHeader = false;
   #quarantine = false;
-  #ended = false;
+  /** The engine has been asked about this SMTP session and told no outcome yet. */
+  #open = false;
 
   constructor(conn: Connection, deps: MilterDeps) {
     this.#conn = conn;
@@ -188,7 +189,6 @@ class MilterSession implements ConnectionHandler {
         return;
       case 'quit_nc':
         this.#finish();
-        this.#ended = false;
         st.reset();
         return;
       case 'unknown':
@@ -210,6 +210,7 @@ class MilterSession implements ConnectionHandler {
     }
     const pending: Pending = { event };
     this.#pending = pending;
+    this.#open = true;
     const verdict = safeDecide(this.#deps.engine, event, this.#deps.failMode(), this.#decisionFailed);
     if (verdict instanceof Promise) {
       void verdict.then((v) => this.#deps.shield.guard(this.#conn, 'read', () => this.#hold(pending, v)));
@@ -262,8 +263,9 @@ class MilterSession implements ConnectionHandler {
       st.endMessage();
     } else if (!passed && (event.stage === 'connect' || event.stage === 'helo')) {
       // The MTA now ends the session itself (Postfix closes the milter socket):
-      // the outcome is our answer, not the client giving up.
-      this.#ended = true;
+      // the outcome is our answer, not the client giving up. The engine is
+      // told now: the close that follows says nothing more.
+      this.#record({ kind: 'ended', event });
     } else if (!passed && (event.stage === 'mail' || event.stage === 'data' || event.stage === 'eoh')) {
       st.endMessage();
     }
@@ -276,8 +278,7 @@ class MilterSession implements ConnectionHandler {
    * told it to); otherwise it ended.
    */
   #finish(): void {
-    if (this.#ended || this.#state.phase === 'init' || this.#state.phase === 'negotiated' || this.#state.local) return;
-    this.#ended = true;
+    if (!this.#open) return;
     const st = this.#state;
     if ((st.inMessage || st.messages === 0) && !st.lastRefused) {
       const outcome: Outcome = { kind: 'abandoned', event: st.event(st.lastStage), held: st.lastHeld };
@@ -288,7 +289,9 @@ class MilterSession implements ConnectionHandler {
     }
   }
 
+  /** Tells the engine; an outcome other than a delivery ends the session there. */
   #record(o: Outcome): void {
+    if (o.kind !== 'delivered') this.#open = false;
     this.#deps.shield.guard(this.#conn, 'read', () => this.#deps.engine.record(o));
   }
 }
