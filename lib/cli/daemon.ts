@@ -183,8 +183,6 @@ export class Daemon {
     this.#keeper.retime(this.#config.reputation.snapshot_interval);
   }
 
-
-
   /** What sluicectl may ask (control/commands.ts). */
   #commands(): Dispatch {
     return commands({

@@ -1,7 +1,7 @@
 // constants.ts - milter protocol constants under their libmilter names.
 //
-// Values from libmilter's mfdef.h / mfapi.h (Sendmail 8.14-8.18), as listed in
-// ../shared/spec/milter.md sections 1.4, 1.5 and 2. One note each.
+// Values from libmilter's mfdef.h / mfapi.h (Sendmail 8.14-8.18): commands,
+// replies, actions and protocol flags. One note each.
 
 // Commands, MTA -> milter (one byte each).
 export const SMFIC_ABORT = 0x41; // 'A' end the current message; no reply

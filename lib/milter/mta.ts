@@ -4,8 +4,8 @@
 // (milter8.c, since 2.3), so a reply can be held with PROGRESS frames at a
 // cadence below its timeout. Sendmail 8.13-8.18 accepts PROGRESS only after
 // end of message (bounded by T=E:); anywhere else a PROGRESS puts the filter
-// in error state, so there the hold must end before T=R: (measured:
-// ../shared/spec/sendmail-behaviour.md). An unknown MTA is treated like
+// in error state, so there the hold must end before T=R: (measured against
+// Sendmail 8.17.1; sluiced(8) says the same). An unknown MTA is treated like
 // Sendmail.
 //
 // Config keys: milter.mta, milter.progress_interval, milter.hold_margin,

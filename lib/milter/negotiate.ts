@@ -1,6 +1,6 @@
 // negotiate.ts - what sluice asks of the MTA in OPTNEG.
 //
-// Rules (../shared/spec/milter.md section 2.6): reply version min(6, offered)
+// Rules (libmilter's option negotiation, engine.c): reply version min(6, offered)
 // and refuse below 2; ask only for actions and protocol bits the MTA offered;
 // never ask for a no-reply (NR_*) flag, since sluice may hold or decide at
 // every stage it sees; skip what it does not use (headers, body, unknown
