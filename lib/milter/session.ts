@@ -93,8 +93,10 @@ class MilterSession implements ConnectionHandler {
     return this.#pending !== undefined;
   }
 
+  readonly #decode = (chunk: Buffer, into: Frame[]): void => this.#decoder.pushInto(chunk, into);
+
   onData(chunk: Buffer): void {
-    this.#inbox.take((into) => this.#decoder.pushInto(chunk, into));
+    this.#inbox.take(this.#decode, chunk);
     this.#drain();
   }
 

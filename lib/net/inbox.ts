@@ -16,12 +16,19 @@ export class Inbox<T> {
   /** `cap`: items a peer may send ahead; `what`: their name in the error ("requests"). */
   constructor(private readonly cap: number, private readonly what: string) {}
 
-  /** Runs `decode` into the items; a throw, or too many items, marks the peer broken and goes on up. */
-  take(decode: (into: T[]) => void): void {
-    this.guard(() => {
-      decode(this.items);
+  /**
+   * Runs `decode(chunk, items)` (a function made once per connection: this
+   * runs per chunk); a throw, or too many items, marks the peer broken and
+   * goes on up.
+   */
+  take(decode: (chunk: Buffer, into: T[]) => void, chunk: Buffer): void {
+    try {
+      decode(chunk, this.items);
       if (this.items.length > this.cap) throw new PeerError('PEER_PIPELINED', `${this.items.length} ${this.what} sent without waiting for replies`);
-    });
+    } catch (err) {
+      this.#broken = true;
+      throw err;
+    }
   }
 
   /** Runs fn; a throw (the peer's input is bad) marks the peer broken and goes on up. */

@@ -29,7 +29,7 @@
 
 import type { Config } from '../config/schema.js';
 import type { Connection, ConnectionHandler } from '../net/listener.js';
-import type { Shield } from '../shield/shield.js';
+import type { Shield, ShieldContext } from '../shield/shield.js';
 import { InternalError, type SluiceError } from '../shield/errors.js';
 import { safeDecide } from '../engine/decide.js';
 import { PASS, scoreLine, type Engine, type Outcome, type StageEvent, type Verdict, type VerdictKind } from '../engine/types.js';
@@ -71,10 +71,17 @@ class PolicySession implements ConnectionHandler {
   #hold: HeldReply | undefined;
   /** The SMTP session this connection served last. */
   #session = '';
+  /**
+   * The context for bookkeeping around an answer: a failure there is logged
+   * and counted, and neither closes the connection nor stands in for the
+   * answer (the connection itself as context would do both).
+   */
+  readonly #quiet: ShieldContext;
 
   constructor(conn: Connection, deps: PolicyDeps) {
     this.#conn = conn;
     this.#deps = deps;
+    this.#quiet = { label: conn.label };
     const p = deps.config().policy;
     this.#decoder = new PolicyDecoder({
       maxLineLength: p.max_line_length,
@@ -87,8 +94,12 @@ class PolicySession implements ConnectionHandler {
     return this.#working;
   }
 
+  readonly #decode = (chunk: Buffer, into: PolicyAttributes[]): void => {
+    for (const attrs of this.#decoder.push(chunk)) into.push(attrs);
+  };
+
   onData(chunk: Buffer): void {
-    this.#inbox.take((into) => { for (const attrs of this.#decoder.push(chunk)) into.push(attrs); });
+    this.#inbox.take(this.#decode, chunk);
     this.#next();
   }
 
@@ -173,13 +184,18 @@ class PolicySession implements ConnectionHandler {
    */
   #told(event: StageEvent, told: VerdictKind, delayMs: number): void {
     const { outcomes, shield } = this.#deps;
-    shield.guard({ label: this.#conn.label }, 'read', () => outcomes.answered(event, told, delayMs > 0, shield.clock.now() + delayMs));
+    // Per request: called directly, the failure handed to the shield as guard() would.
+    try {
+      outcomes.answered(event, told, delayMs > 0, shield.clock.now() + delayMs);
+    } catch (err) {
+      shield.raise(this.#quiet, err, 'read');
+    }
   }
 
   /** The session before this one on the connection is over: its outcome now. */
   #over(session: string): void {
     const { outcomes, shield, abandoned } = this.#deps;
-    shield.guard({ label: this.#conn.label }, 'read', () => {
+    shield.guard(this.#quiet, 'read', () => {
       const outcome = outcomes.over(session);
       if (outcome?.kind === 'abandoned') abandoned?.(this.#conn, outcome);
     });
