@@ -15,7 +15,8 @@
 // changed first, so the LRU order survives.
 // A file that is not of this format or version, that ends early, whose count
 // does not match, or whose values are not finite is refused with a
-// SnapshotError (it is read in chunks, twice: checked whole, then taken);
+// SnapshotError (it is read in chunks, once, and checked whole before any
+// entry is taken);
 // the daemon sets it aside (renamed *.corrupt-TIME) with a warning and
 // starts empty.
 
@@ -123,11 +124,10 @@ export type Take = (key: string, values: Float64Array, at: number) => void;
 
 /**
  * Reads a snapshot, handing each entry to `take`, least recently changed
- * first; undefined
- * when there is none. Throws SnapshotError before taking anything if the
- * file is not whole and sound. The file is read twice in 4 MiB chunks (the
- * check, then the entries) rather than held whole: a million entries are
- * 81 MiB that would otherwise stay in memory until a full garbage collection.
+ * first; undefined when there is none. Throws SnapshotError before taking
+ * anything if the file is not whole and sound. The file is read in 4 MiB
+ * chunks into the keys and one array of values (72 MiB at a million
+ * entries, let go when the read is done), not held whole.
  */
 export async function readSnapshot<L>(file: string, take: Take): Promise<Restored<L> | undefined> {
   let fh: FileHandle;
@@ -171,29 +171,26 @@ async function readOpen<L>(fh: FileHandle, take: Take): Promise<Restored<L>> {
   if (!Number.isSafeInteger(head.entries) || head.entries < 0 || head.entries > room) throw new SnapshotError(`expected ${head.entries} entries, the file has room for ${room}`);
   const expected = head.entries;
 
-  // Check everything first, so a bad file takes nothing. The eight values
-  // are copied byte by byte into a Float64Array (on a little-endian machine)
-  // rather than read one double at a time: a million entries are 8 million reads.
-  const values = new Float64Array(FIELDS);
-  const bytes = new Uint8Array(values.buffer);
+  // One pass reads and checks every entry into memory; only a file that is
+  // whole and sound is then taken (a bad one takes nothing). The eight values
+  // are copied byte by byte (on a little-endian machine) rather than read one
+  // double at a time: a million entries are 8 million reads.
+  const keys: string[] = new Array<string>(expected);
+  const all = new Float64Array(expected * FIELDS);
+  const bytes = new Uint8Array(all.buffer);
   const readValues = LITTLE_ENDIAN
-    ? (b: Buffer, p: number): void => { for (let i = 0; i < FIELDS * 8; i++) bytes[i] = b[p + i]!; }
-    : (b: Buffer, p: number): void => { for (let i = 0; i < FIELDS; i++) values[i] = b.readDoubleLE(p + i * 8); };
+    ? (b: Buffer, p: number, at: number): void => { for (let i = 0; i < FIELDS * 8; i++) bytes[at * 8 + i] = b[p + i]!; }
+    : (b: Buffer, p: number, at: number): void => { for (let i = 0; i < FIELDS; i++) all[at + i] = b.readDoubleLE(p + i * 8); };
   const found = await eachEntry(fh, nl + 1, end, (b, p, klen, n) => {
     if (n > expected) throw new SnapshotError(`more than the ${expected} entries the header claims`);
-    readValues(b, p + 2 + klen);
-    for (let i = 0; i < FIELDS; i++) {
-      if (!Number.isFinite(values[i])) throw new SnapshotError(`entry ${n} has a value that is not a number`);
+    const at = (n - 1) * FIELDS;
+    readValues(b, p + 2 + klen, at);
+    for (let i = at; i < at + FIELDS; i++) {
+      if (!Number.isFinite(all[i])) throw new SnapshotError(`entry ${n} has a value that is not a number`);
     }
+    keys[n - 1] = b.toString('utf8', p + 2, p + 2 + klen);
   });
   if (found !== expected) throw new SnapshotError(`expected ${expected} entries, found ${found}`);
-  const keys: string[] = new Array<string>(found);
-  const all = new Float64Array(found * FIELDS);
-  await eachEntry(fh, nl + 1, end, (b, p, klen, n) => {
-    readValues(b, p + 2 + klen);
-    keys[n - 1] = b.toString('utf8', p + 2, p + 2 + klen);
-    all.set(values, (n - 1) * FIELDS);
-  });
   for (const i of leastRecentFirst(found, (i) => all[i * FIELDS + AT]!)) take(keys[i]!, all, i * FIELDS);
   return { written: head.written, count: found, lists: head.lists as L[] };
 }
