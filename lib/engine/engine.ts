@@ -37,7 +37,7 @@ import { current, RateWindows, Sessions, type Counts, type Live } from './limits
 import { Greylist } from './greylist.js';
 import { HoldBudget, holdFor } from './tarpit.js';
 import { heuristics, type Finding } from './heuristics.js';
-import { type Engine, type Outcome, type Reason, type Reply, type Rule, type StageEvent, type Verdict } from './types.js';
+import type { Engine, Outcome, Reason, Reply, Rule, StageEvent, Verdict } from './types.js';
 
 export type EngineConfig = Pick<Config, 'reputation' | 'weights' | 'thresholds' | 'tarpit' | 'rates' | 'greylist' | 'lists' | 'replies'>;
 

@@ -122,13 +122,15 @@ class MilterSession implements ConnectionHandler {
   }
 
   #drain(): void {
-    this.#inbox.guard(() => {
+    try {
       while (!this.#pending && !this.#conn.closed) {
         const frame = this.#inbox.items.shift();
         if (!frame) return;
         this.#command(decodeCommand(frame));
       }
-    });
+    } catch (err) {
+      throw this.#inbox.broke(err);
+    }
   }
 
   #command(cmd: Command): void {

@@ -26,19 +26,14 @@ export class Inbox<T> {
       decode(chunk, this.items);
       if (this.items.length > this.cap) throw new PeerError('PEER_PIPELINED', `${this.items.length} ${this.what} sent without waiting for replies`);
     } catch (err) {
-      this.#broken = true;
-      throw err;
+      throw this.broke(err);
     }
   }
 
-  /** Runs fn; a throw (the peer's input is bad) marks the peer broken and goes on up. */
-  guard<R>(fn: () => R): R {
-    try {
-      return fn();
-    } catch (err) {
-      this.#broken = true;
-      throw err;
-    }
+  /** The peer's input is bad (`err`, thrown on by the caller): its one warning is spent. */
+  broke(err: unknown): unknown {
+    this.#broken = true;
+    return err;
   }
 
   /** The connection closed: nothing more is read; `end` (the decoder's end of input) is told unless the peer broke. */

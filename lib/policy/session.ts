@@ -130,7 +130,12 @@ class PolicySession implements ConnectionHandler {
 
   #handle(attrs: PolicyAttributes): void {
     const cfg = this.#deps.config();
-    const req = this.#inbox.guard(() => toRequest(attrs));
+    let req;
+    try {
+      req = toRequest(attrs);
+    } catch (err) {
+      throw this.#inbox.broke(err);
+    }
     if (!req.stage) {
       // VRFY, ETRN and anything newer: not a stage sluice shapes.
       this.#reply(DUNNO_REPLY, undefined, PASS, 0);
