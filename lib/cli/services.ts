@@ -20,13 +20,13 @@ import type { Config } from '../config/schema.js';
 import type { Endpoint } from '../config/endpoint.js';
 import type { Shield } from '../shield/shield.js';
 import type { Logger } from '../log/logger.js';
-import { ConnectionCounter, Listener, type HandlerFactory } from '../net/listener.js';
+import { ConnectionCounter, Listener, type Connection, type HandlerFactory } from '../net/listener.js';
 import { Outbox } from '../net/outbox.js';
 import { policyHandler } from '../policy/session.js';
 import { RecentQuestions } from '../policy/repeats.js';
 import { PolicyOutcomes } from '../policy/outcomes.js';
 import { milterHandler } from '../milter/session.js';
-import type { Engine } from '../engine/types.js';
+import type { Engine, Outcome, StageEvent, Verdict } from '../engine/types.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Report } from '../metrics/report.js';
 import { controlHandler, type Dispatch } from '../control/server.js';
@@ -91,18 +91,17 @@ export class Services {
   /** Opens the policy and milter endpoints; throws a CONFIG_LISTEN error naming one that cannot be. */
   async open(): Promise<void> {
     const { config, shield, engine, report } = this.#deps;
-    this.#policy = this.#listener('policy', policyHandler({
-      shield, engine, config, repeats: this.#repeats, outcomes: this.#outcomes,
-      answered: (conn, event, verdict, heldMs, observed) => report.answered(conn.log, event, verdict, heldMs, observed),
-      abandoned: (conn, o) => report.abandoned(conn.log, o),
-    }));
+    // What is said of each answer and each abandoned session, the same for both protocols.
+    const said = {
+      answered: (conn: Connection, event: StageEvent | undefined, verdict: Verdict, heldMs: number, observed: boolean) => report.answered(conn.log, event, verdict, heldMs, observed),
+      abandoned: (conn: Connection, o: Outcome) => report.abandoned(conn.log, o),
+    };
+    this.#policy = this.#listener('policy', policyHandler({ shield, engine, config, repeats: this.#repeats, outcomes: this.#outcomes, ...said }));
     this.#milter = this.#listener('milter', milterHandler({
-      shield, engine,
+      shield, engine, ...said,
       settings: () => config().milter,
       failMode: () => config().fail_mode,
       mode: () => config().mode,
-      answered: (conn, event, verdict, heldMs, observed) => report.answered(conn.log, event, verdict, heldMs, observed),
-      abandoned: (conn, o) => report.abandoned(conn.log, o),
     }));
     const c = config();
     await this.#policy.open(this.#resolve(c.policy.listen), c.policy.socket_mode);

@@ -24,7 +24,7 @@ import type { Connection, ConnectionHandler } from '../net/listener.js';
 import type { Shield } from '../shield/shield.js';
 import type { DecisionError, SluiceError } from '../shield/errors.js';
 import { safeDecide } from '../engine/decide.js';
-import { failVerdict, type Engine, type Outcome, type Stage, type StageEvent, type Verdict } from '../engine/types.js';
+import { failVerdict, PASS, type Engine, type Outcome, type Stage, type StageEvent, type Verdict } from '../engine/types.js';
 import { FrameDecoder, type Frame } from './codec.js';
 import { decodeCommand, type Command } from './payload.js';
 import { MilterState, stripBrackets } from './state.js';
@@ -36,9 +36,6 @@ import * as C from './constants.js';
 import { HeldReply } from '../net/hold.js';
 import { Inbox } from '../net/inbox.js';
 
-
-/** What the MTA is told in observe mode. */
-const OBSERVED: Verdict = Object.freeze({ kind: 'pass', delayMs: 0, rule: 'observe', score: 0 });
 
 export interface MilterSettings extends HoldSettings {
   readonly max_frame_size: number;
@@ -252,7 +249,7 @@ class MilterSession implements ConnectionHandler {
     // In observe mode the MTA is told to go on; what follows (learning
     // included) goes by what it was told.
     const observe = this.#deps.mode() === 'observe';
-    const told = observe ? OBSERVED : verdict;
+    const told = observe ? PASS : verdict;
     const header = this.#addHeader && !observe ? this.#deps.settings().header : '';
     if (!this.#conn.send(renderVerdict(told, event.stage, header, this.#quarantine, this.#deps.failMode()))) return;
     this.#deps.answered(this.#conn, event, verdict, heldMs, observe);

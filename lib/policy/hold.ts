@@ -10,12 +10,7 @@
 
 import type { Config } from '../config/schema.js';
 
-/** The longest hold a policy reply gets (0: none). */
-export function policyHoldCap(p: Pick<Config['policy'], 'timeout' | 'hold_margin'>): number {
-  return Math.max(0, p.timeout - p.hold_margin);
-}
-
-/** The hold the policy service grants a verdict that asks for `delayMs`. */
+/** The hold the policy service grants a verdict that asks for `delayMs` (0: none). */
 export function policyHold(delayMs: number, stress: boolean, p: Pick<Config['policy'], 'timeout' | 'hold_margin'>): number {
-  return stress ? 0 : Math.min(delayMs, policyHoldCap(p));
+  return stress ? 0 : Math.min(delayMs, Math.max(0, p.timeout - p.hold_margin));
 }

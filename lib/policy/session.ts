@@ -159,26 +159,23 @@ class PolicySession implements ConnectionHandler {
 
   #respond(event: StageEvent, verdict: Verdict, cfg: Config): void {
     if (this.#conn.closed) return;
-    if (cfg.mode === 'observe') {
-      // Decided, logged and counted; the MTA goes on at once, and what is
-      // learned follows what it was told.
-      this.#told(event, 'pass', 0);
-      this.#reply(DUNNO_REPLY, event, verdict, 0, true);
-      return;
+    // In observe mode the MTA is told to go on at once (decided, logged and
+    // counted all the same); what is learned follows what it was told.
+    const observed = cfg.mode === 'observe';
+    const told = observed ? PASS : verdict;
+    let reply = renderReply(told, { deferIfPermit: cfg.policy.defer_if_permit, failMode: cfg.fail_mode });
+    if (!observed && told.kind === 'pass' && event.stage === 'data' && cfg.policy.prepend_header !== '') {
+      reply = renderPrepend(cfg.policy.prepend_header, scoreLine(told));
     }
-    let reply = renderReply(verdict, { deferIfPermit: cfg.policy.defer_if_permit, failMode: cfg.fail_mode });
-    if (verdict.kind === 'pass' && event.stage === 'data' && cfg.policy.prepend_header !== '') {
-      reply = renderPrepend(cfg.policy.prepend_header, scoreLine(verdict));
-    }
-    const delay = policyHold(verdict.delayMs, event.stress, cfg.policy);
-    this.#told(event, verdict.kind, delay);
+    const delay = policyHold(told.delayMs, event.stress, cfg.policy);
+    this.#told(event, told.kind, delay);
     if (delay <= 0) {
-      this.#reply(reply, event, verdict, 0);
+      this.#reply(reply, event, verdict, 0, observed);
       return;
     }
     this.#hold = new HeldReply(this.#deps.shield, this.#conn, delay, (heldMs) => {
       this.#hold = undefined;
-      this.#reply(reply, event, verdict, heldMs);
+      this.#reply(reply, event, verdict, heldMs, observed);
     });
   }
 

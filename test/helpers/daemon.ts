@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Test } from 'tap';
 import { Daemon } from '../../dist/cli/daemon.js';
 import type { Rule } from '../../dist/engine/types.js';
-import type { Clock } from '../../dist/util/clock.js';
+import type { Clock, ManualClock } from '../../dist/util/clock.js';
 
 export interface Harness {
   daemon: Daemon;
@@ -48,6 +48,20 @@ export function track<T>(p: Promise<T>): { done: boolean; value: T | undefined }
 /** Lets sockets and the event loop run: an answer that is due arrives within this (not a timing bound). */
 export function settle(ms = 30): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * A reply held on a ManualClock: not there 1 ms before `ms`, there at `ms`
+ * (the clock is advanced here). Resolves with the reply.
+ */
+export async function heldFor<T>(t: Test, clock: ManualClock, reply: Promise<T>, ms: number, what = 'the reply'): Promise<T | undefined> {
+  const r = track(reply);
+  clock.advance(ms - 1);
+  await settle();
+  t.notOk(r.done, `${what}: still held 1 ms before ${ms} ms`);
+  clock.advance(1);
+  t.ok(await until(() => r.done), `${what}: answered at ${ms} ms`);
+  return r.value;
 }
 
 /** Waits for a condition that becomes true asynchronously (log writes); no fixed sleeps. */
