@@ -200,7 +200,7 @@ t.test('explain holds as the policy service would: cut to policy.timeout minus p
   const { engine, clock } = engineFor('tarpit:\n  hold_per_point: 4s\n  max_hold: 60s\n');
   const ctl = controller(new EngineOperator(engine, clock.now), { timeout: 10_000, hold_margin: 4_000 });
   const ask = async (args: Record<string, unknown>) => (await commands(ctl, clock.now)({ v: 1, cmd: 'explain', args })) as { verdict: { delayMs: number; reason: { trace: string[] } } };
-  const raw = engine.explain({ stage: 'rcpt', session: 'x', via: 'policy', mta: 'postfix', client: '203.0.113.50', port: 0, clientName: 'unknown', helo: '203.0.113.50', sender: '', recipient: '', recipientCount: 0, size: 0, queueId: '', saslUser: '', tls: undefined, stress: false, repeat: false });
+  const raw = await engine.explain({ stage: 'rcpt', session: 'x', via: 'policy', mta: 'postfix', client: '203.0.113.50', port: 0, clientName: 'unknown', helo: '203.0.113.50', sender: '', recipient: '', recipientCount: 0, size: 0, queueId: '', saslUser: '', tls: undefined, stress: false, repeat: false });
   t.ok(raw.delayMs > 6000, `the engine alone asks for ${raw.delayMs} ms`);
   const v = (await ask({ client: '203.0.113.50', helo: '203.0.113.50' })).verdict;
   t.equal(v.delayMs, 6000, 'explain says the 6 s the daemon would hold');

@@ -25,6 +25,8 @@ import { EngineOperator } from '../engine/operator.js';
 import type { Rule } from '../engine/types.js';
 import type { ListEntry } from '../engine/lists.js';
 import { SnapshotKeeper } from '../reputation/keeper.js';
+import { Enricher } from '../enrich/enricher.js';
+import { DnsLists } from '../dns/dnsbl.js';
 import { Metrics } from '../metrics/metrics.js';
 import { Report } from '../metrics/report.js';
 import type { Dispatch } from '../control/server.js';
@@ -59,6 +61,8 @@ export class Daemon {
   readonly #clock: Clock;
   readonly #shield: Shield;
   readonly engine: ReputationEngine;
+  readonly #dnsLists: DnsLists;
+  readonly #lookups: Enricher;
   readonly #lag = new LoopLag();
   readonly #shedding: LoadShedding;
   readonly #keeper: SnapshotKeeper<ListEntry>;
@@ -81,7 +85,17 @@ export class Daemon {
     this.#clock = opts.clock ?? SYSTEM_CLOCK;
     this.#started = this.#clock.now();
     this.#shield = new Shield({ clock: this.#clock });
-    this.engine = new ReputationEngine(() => this.#config, this.#clock.now, opts.rules);
+    this.metrics = new Metrics({
+      lruSize: () => this.engine.store.size,
+      lruEvictions: () => this.engine.store.evictions,
+      holdsActive: () => this.engine.stats().holdsActive,
+      openConnections: () => this.#services.openConnections,
+      loopLagMs: () => this.#lag.lastMs,
+    });
+    // The first-contact lookups: the DNS lists are the provider sluice ships.
+    this.#dnsLists = new DnsLists(() => this.#config, this.#clock, () => this.log, this.metrics);
+    this.#lookups = new Enricher([this.#dnsLists], this.#clock, (err) => this.#shield.raise({ label: 'lookup' }, err, 'timer'));
+    this.engine = new ReputationEngine(() => this.#config, this.#clock.now, opts.rules, this.#lookups);
     this.#keeper = new SnapshotKeeper({
       store: this.engine.store,
       lists: (now) => this.engine.lists.dynamic(now),
@@ -91,13 +105,6 @@ export class Daemon {
       maxLoopLagMs: this.#config.limits.max_loop_lag, budget: this.#config.tarpit.budget, budgetPerNetwork: this.#config.tarpit.budget_per_network,
     }));
     this.#breaker = new CircuitBreaker(config.shield.breaker_limit, config.shield.breaker_window, this.#clock.now);
-    this.metrics = new Metrics({
-      lruSize: () => this.engine.store.size,
-      lruEvictions: () => this.engine.store.evictions,
-      holdsActive: () => this.engine.stats().holdsActive,
-      openConnections: () => this.#services.openConnections,
-      loopLagMs: () => this.#lag.lastMs,
-    });
     this.#report = new Report(this.metrics);
     this.#services = new Services({
       config: () => this.#config, stateDir, shield: this.#shield, log: () => this.log, metrics: this.metrics, report: this.#report, engine: this.engine,
@@ -186,7 +193,7 @@ export class Daemon {
   /** What sluicectl may ask (control/commands.ts). */
   #commands(): Dispatch {
     return commands({
-      engine: new EngineOperator(this.engine, this.#clock.now),
+      engine: new EngineOperator(this.engine, this.#clock.now, this.#lookups),
       policy: () => this.#config.policy,
       status: () => this.status(),
       stats: () => this.stats(),
@@ -203,6 +210,10 @@ export class Daemon {
       config: this.#opts.configFile ?? '(built-in defaults)', stateDir: this.#stateDir, listen: this.endpoints, control: this.controlSocket,
       metrics: this.#metricsUrl ?? null, connectionsOpen: this.#services.openConnections, holdsInProgress: s.holdsActive, holdsRefused: s.holdsRefused,
       reputationEntries: this.engine.store.size, sessions: s.sessions, errors: this.errorCounts,
+      dnsLists: this.#dnsLists.active() ? {
+        sites: this.#config.dnsbl.sites.length + this.#config.dnsbl.rhsbl_sites.length, refusing: this.#dnsLists.refusing,
+        cached: this.#dnsLists.resolver.size, in_flight: this.#lookups.inFlight,
+      } : undefined,
     });
   }
 
@@ -252,6 +263,7 @@ export class Daemon {
     this.#shield.clear(this.#tick);
     this.#tick = undefined;
     this.#keeper.stop();
+    this.#dnsLists.close();
     await this.#keeper.write();
     for (const u of this.#unhook) u();
     this.#unhook = [];

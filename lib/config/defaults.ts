@@ -167,6 +167,39 @@ export const DEFAULTS = {
     // Prometheus text on http://HOST:PORT/metrics; empty: no listener.
     listen: 'inet:127.0.0.1:10042',
   },
+  dns: {
+    // DNS servers for the lists: "127.0.0.1", "127.0.0.1:5353", "[::1]:53".
+    // Empty: the system's (/etc/resolv.conf).
+    resolvers: [] as string[],
+    // Per query; a decision waits at most this long for a client's lookups.
+    timeout: '2s',
+    // Answers are cached for their DNS TTL clamped to [min_ttl, max_ttl];
+    // "not listed" (NXDOMAIN) for min_ttl.
+    min_ttl: '60s',
+    max_ttl: '1h',
+    cache_entries: 100000,
+  },
+  dnsbl: {
+    // DNS lists asked about the client's address at its first event, in
+    // postscreen_dnsbl_sites syntax: zone[=filter][*weight], e.g.
+    // "zen.spamhaus.org=127.0.0.[2..11]*3", "list.dnswl.org=127.0.[0..255].[1..3]*-2";
+    // or { site: "...", ipv4_only: true } for a list with no IPv6 data.
+    // Empty: no DNS lists.
+    sites: [] as (string | { site: string; ipv4_only: boolean })[],
+    // A sum of matching weights at or above this: the client is listed.
+    threshold: 1,
+    // At or below this (when negative): trusted, never held, nothing
+    // learned against it. 0: off.
+    allowlist_threshold: 0,
+    // What "listed" does: hold (tarpit it at each stage), defer or reject.
+    action: 'defer',
+    // Each unit of the sum also lowers (a negative sum raises) the score
+    // the decision uses by this much.
+    points: 4,
+    // Same syntax, asked about the HELO name and the sender domain; their
+    // weights add to the same sum.
+    rhsbl_sites: [] as (string | { site: string; ipv4_only: boolean })[],
+  },
   replies: {
     defer: 'Your reputation is poor; try again later',
     reject: 'Rejected for poor reputation',

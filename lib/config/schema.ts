@@ -12,6 +12,8 @@ import { parseDuration, parseSize } from './units.js';
 import { parseEndpoint, type Endpoint } from './endpoint.js';
 import { parseListValue } from './list-value.js';
 import { isIP } from 'node:net';
+import { Resolver } from 'node:dns/promises';
+import { siteOf } from '../dns/sites.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -61,6 +63,21 @@ const mode = z.unknown().transform((v, ctx) => {
   return parseInt(text, 8);
 });
 const count = (min: number, max: number) => z.number().int().min(min).max(max);
+
+/** A DNS server as Node's resolver takes it. */
+const resolverAddress = z.string().refine((v) => {
+  try {
+    new Resolver().setServers([v]);
+    return true;
+  } catch {
+    return false;
+  }
+}, 'expected a DNS server address such as "127.0.0.1", "127.0.0.1:5353" or "[::1]:53"');
+/** A DNS list site in postscreen's syntax, or { site, ipv4_only }. */
+const dnsSite = z.union([z.string(), z.strictObject({ site: z.string(), ipv4_only: z.boolean() })]).superRefine((v, ctx) => {
+  const s = siteOf(v);
+  if (typeof s === 'string') ctx.addIssue({ code: 'custom', message: s });
+});
 
 export const schema = z.strictObject({
   state_dir: z.string(),
@@ -175,6 +192,21 @@ export const schema = z.strictObject({
   metrics: z.strictObject({
     listen: optionalEndpoint,
   }),
+  dns: z.strictObject({
+    resolvers: z.array(resolverAddress),
+    timeout: duration.refine((n) => n >= 10 && n <= 30_000, 'must be from 10ms to 30s'),
+    min_ttl: duration,
+    max_ttl: duration,
+    cache_entries: count(1, 100_000_000),
+  }),
+  dnsbl: z.strictObject({
+    sites: z.array(dnsSite),
+    threshold: z.number(),
+    allowlist_threshold: z.number().max(0),
+    action: z.enum(['hold', 'defer', 'reject']),
+    points: z.number().min(0),
+    rhsbl_sites: z.array(dnsSite),
+  }),
   replies: z.strictObject({
     defer: replyText,
     reject: replyText,
@@ -188,6 +220,8 @@ export const schema = z.strictObject({
   const below = (path: [string, string], value: number, limit: number, limitKey: string, why: string): void => {
     if (value >= limit) ctx.addIssue({ code: 'custom', path, message: `${s(value)} must be below ${limitKey} (${s(limit)}): ${why}` });
   };
+  if (c.dns.min_ttl > c.dns.max_ttl) ctx.addIssue({ code: 'custom', path: ['dns', 'min_ttl'], message: `${s(c.dns.min_ttl)} must not be above dns.max_ttl (${s(c.dns.max_ttl)})` });
+  if (c.dnsbl.threshold <= c.dnsbl.allowlist_threshold) ctx.addIssue({ code: 'custom', path: ['dnsbl', 'threshold'], message: `${c.dnsbl.threshold} must be above dnsbl.allowlist_threshold (${c.dnsbl.allowlist_threshold})` });
   below(['policy', 'hold_margin'], c.policy.hold_margin, c.policy.timeout, 'policy.timeout', 'every policy hold would be cut to nothing');
   below(['milter', 'hold_margin'], c.milter.hold_margin, c.milter.sendmail_read_timeout, 'milter.sendmail_read_timeout', 'no Sendmail stage could be held');
   below(['milter', 'hold_margin'], c.milter.hold_margin, c.milter.sendmail_eom_timeout, 'milter.sendmail_eom_timeout', 'Sendmail\'s end of message could not be held');

@@ -99,8 +99,10 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
         const keys = isIP(target) ? [key, addressKeys(target)!.net] : [key];
         const rows = keys.map((k) => row(k)).filter((r) => r !== undefined);
         const listed = isIP(target) ? engine.listed(target) : undefined;
-        if (rows.length === 0 && !listed) throw new CommandError('not_found', `nothing known about ${target}`);
-        return { target, entries: rows, listed: listed ?? null };
+        const lookups = isIP(target) ? engine.lookedUp(target) : {};
+        const cached = Object.values(lookups).some((v) => Array.isArray(v) && v.some((z: { answer?: string }) => z.answer !== 'not cached'));
+        if (rows.length === 0 && !listed && !cached) throw new CommandError('not_found', `nothing known about ${target}`);
+        return { target, entries: rows, listed: listed ?? null, ...(Object.keys(lookups).length ? { lookups } : {}) };
       }
       case 'top': {
         const n = Number(a?.['n'] ?? 20);
@@ -132,7 +134,7 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
           recipient: str(a, 'recipient', false), recipientCount: 0, size: 0, queueId: '', saslUser: '', tls: undefined,
           stress: a?.['stress'] === true, repeat: false,
         };
-        const v = capped(engine.explain(event), event.stress, ctl.policy());
+        const v = capped(await engine.explain(event), event.stress, ctl.policy());
         return { event: { stage, client, client_name: event.clientName, helo: event.helo, sender: event.sender, recipient: event.recipient }, verdict: v };
       }
       case 'allow':

@@ -24,6 +24,8 @@ export interface StatusFacts {
   readonly reputationEntries: number;
   readonly sessions: number;
   readonly errors: ReadonlyMap<number, number>;
+  /** The DNS lists' state, when any are configured. */
+  readonly dnsLists?: Record<string, unknown>;
 }
 
 export function statusReport(f: StatusFacts): Record<string, unknown> {
@@ -36,6 +38,7 @@ export function statusReport(f: StatusFacts): Record<string, unknown> {
     reputation_entries: f.reputationEntries, sessions: f.sessions,
     rss_mib: mib(mem.rss), heap_used_mib: mib(mem.heapUsed), heap_total_mib: mib(mem.heapTotal), buffers_mib: mib(mem.arrayBuffers),
     errors: Object.fromEntries(f.errors),
+    ...(f.dnsLists ? { dns_lists: f.dnsLists } : {}),
   };
 }
 

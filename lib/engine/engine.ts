@@ -6,8 +6,13 @@
 //                 window, and live sessions per client and network: over a
 //                 limit defers (and costs weights.rate_exceeded);
 //   3. score    - the client's decayed score, plus shares of its network's,
-//                 HELO's and sender domain's, plus the session's HELO and
-//                 reverse-DNS findings;
+//                 HELO's and sender domain's (a bad domain counts only once
+//                 the client itself is known: zombies forge the big
+//                 freemail domains), plus the session's HELO and reverse-DNS
+//                 findings, plus the points of first-contact lookups (DNS
+//                 lists) that have arrived; a lookup that lists the client
+//                 defers or rejects it here, or holds it (step 5), and one
+//                 that vouches for it makes it trusted;
 //   4. at RCPT  - at or below thresholds.reject rejects, thresholds.defer
 //                 defers; then greylisting, when enabled;
 //   5. tarpit   - at or below thresholds.hold the reply is held, longer the
@@ -16,6 +21,8 @@
 //                 lags (shedHolds()), at CONNECT unless tarpit.at_connect, or
 //                 for a trusted client (one that has delivered and has a
 //                 score of 0 or more).
+// First-contact lookups start at a session's first event (Lookups, from
+// lib/enrich); a decision waits for them at most their budget.
 // A repeated question (Postfix's retries and per-list RCPT queries) is
 // answered the same way but counted nowhere. explain() runs the same
 // pipeline as a dry run: it records nothing and grants no hold.
@@ -29,15 +36,15 @@
 // greylist.*, lists.*, replies.*.
 
 import type { Config } from '../config/schema.js';
-import { addressKeys, keysFor, type Keys } from '../reputation/keys.js';
-import { ReputationStore, type Ref } from '../reputation/store.js';
+import { addressKeys, keysFor } from '../reputation/keys.js';
+import { ReputationStore } from '../reputation/store.js';
 import type { Now } from '../util/clock.js';
 import { Lists, type ListEntry } from './lists.js';
 import { current, RateWindows, Sessions, type Counts, type Live } from './limits.js';
 import { Greylist } from './greylist.js';
 import { HoldBudget, holdFor } from './tarpit.js';
-import { heuristics, type Finding } from './heuristics.js';
-import type { Engine, Outcome, Reason, Reply, Rule, StageEvent, Verdict } from './types.js';
+import { clientKey, fits, profileFor, type Profile } from './profile.js';
+import type { Engine, Enrichment, Lookups, Outcome, Reason, Reply, Rule, StageEvent, Verdict } from './types.js';
 
 export type EngineConfig = Pick<Config, 'reputation' | 'weights' | 'thresholds' | 'tarpit' | 'rates' | 'greylist' | 'lists' | 'replies'>;
 
@@ -45,43 +52,6 @@ export interface EngineStats {
   holdsActive: number;
   holdsRefused: number;
   sessions: number;
-}
-
-/**
- * What a client's HELO, sender and reverse name make of it: the keys it is
- * counted and scored under, refs to their entries (store.ref()), and the HELO
- * and reverse-DNS findings. One client's sessions mostly repeat all three, so
- * the client's latest profiles are kept with its rate counts (limits.ts),
- * which a session looks up anyway, and a stage that repeats them takes the
- * kept one as it is: no key building, no heuristics, no lookups for refs
- * whose slots are already known. They go when the counts are evicted; at
- * most 20,000 records keep them (RateWindows.keep). Never changed once made
- * (the refs inside are caches of where their keys live).
- */
-interface Profile {
-  readonly helo: string;
-  readonly sender: string;
-  readonly clientName: string;
-  readonly config: EngineConfig;
-  readonly keys: Keys;
-  /** The client's and network's keys as counted (an unparsable address stands for both). */
-  readonly ip: string;
-  readonly net: string;
-  readonly refs: { readonly ip: Ref; readonly net: Ref; readonly helo: Ref; readonly domain: Ref };
-  readonly findings: readonly Finding[];
-  readonly points: number;
-}
-
-/**
- * A client's latest profile for each of how far a session had got: before
- * HELO, after HELO, after MAIL FROM (reach()). A milter session, and a policy
- * service asked at several stages, passes through all three; with one kept
- * profile each stage would make its own anew, three per session.
- */
-type Profiles = [Profile | undefined, Profile | undefined, Profile | undefined];
-
-function reach(e: StageEvent): 0 | 1 | 2 {
-  return e.sender !== '' ? 2 : e.helo !== '' ? 1 : 0;
 }
 
 /**
@@ -93,6 +63,8 @@ interface Context extends Live {
   profile: Profile;
   listsVersion: number;
   listed: ListEntry | undefined;
+  /** A first-contact lookup vouched for the client: nothing is learned against it. */
+  vouched: boolean;
 }
 
 export class ReputationEngine implements Engine {
@@ -109,8 +81,11 @@ export class ReputationEngine implements Engine {
   #holdsRefused = 0;
   #shedding = false;
 
-  /** `rules`: asked first, in order; the first verdict wins (types.ts, Rule). */
-  constructor(config: () => EngineConfig, now: Now, rules: readonly Rule[] = []) {
+  readonly #lookups: Lookups | undefined;
+
+  /** `rules`: asked first, in order; the first verdict wins (types.ts, Rule). `lookups`: the first-contact lookups. */
+  constructor(config: () => EngineConfig, now: Now, rules: readonly Rule[] = [], lookups?: Lookups) {
+    this.#lookups = lookups;
     const c = config();
     this.#config = config;
     this.#now = now;
@@ -141,12 +116,20 @@ export class ReputationEngine implements Engine {
       const v = r.decide(e);
       if (v !== undefined) return v;
     }
-    return this.#decide(e, false);
+    const wait = this.#lookups?.begin(e);
+    if (wait === undefined) return this.#decide(e, false);
+    // A session that ended while it waited gets an answer that changes nothing (nobody reads it).
+    return wait.then((alive) => this.#decide(e, !alive));
   }
 
-  /** The same pipeline as a dry run: records nothing, grants no hold lease. */
-  explain(e: StageEvent): Verdict {
-    return this.#decide(e, true);
+  /** The same pipeline as a dry run, after the lookups: records nothing, grants no hold lease. */
+  async explain(e: StageEvent): Promise<Verdict> {
+    try {
+      await this.#lookups?.begin(e);
+      return this.#decide(e, true);
+    } finally {
+      this.#lookups?.end(e.session);
+    }
   }
 
   /** The session's context, opened at its first stage (a dry run opens nothing); `first` says so. */
@@ -156,11 +139,11 @@ export class ReputationEngine implements Engine {
     if (x === undefined) {
       const a = addressKeys(e.client);
       const ipCounts = this.#rates.get(clientKey(a?.ip, e.client), now, dry);
-      const p = this.#profile(e, c, dry, ipCounts, a);
-      x = { ipCounts, netCounts: this.#rates.get(p.net, now, dry), seen: now, profile: p, listsVersion: -1, listed: undefined };
+      const p = profileFor(e, c, dry, ipCounts, this.store, this.#rates, a);
+      x = { ipCounts, netCounts: this.#rates.get(p.net, now, dry), seen: now, profile: p, listsVersion: -1, listed: undefined, vouched: false };
       if (!dry) this.#sessions.open(e.session, x);
     } else if (!fits(x.profile, e, c)) {
-      x.profile = this.#profile(e, c, dry, x.ipCounts);
+      x.profile = profileFor(e, c, dry, x.ipCounts, this.store, this.#rates);
       x.listsVersion = -1;
     }
     if (!dry) x.seen = now;
@@ -169,38 +152,6 @@ export class ReputationEngine implements Engine {
       x.listsVersion = this.lists.version;
     }
     return { x, first };
-  }
-
-  /** The client's kept profile for this stage (kept with its counts) if the event repeats it, else a new one (kept, unless a dry run). */
-  #profile(e: StageEvent, c: EngineConfig, dry: boolean, counts: Counts, a?: ReturnType<typeof addressKeys>): Profile {
-    const kept = counts.profile as Profiles | undefined;
-    const at = reach(e);
-    const known = kept?.[at];
-    if (known !== undefined && fits(known, e, c)) return known;
-    // Any profile of this client has its address keys and their refs.
-    const like = known ?? kept?.[2] ?? kept?.[1] ?? kept?.[0];
-    const keys = keysFor(e.client, e.helo, e.sender, a ?? like?.keys);
-    const ip = clientKey(keys.ip, e.client);
-    const net = keys.net || ip;
-    const findings = heuristics(e.helo, e.clientName, c.lists.our_names, c.lists.our_addresses, c.weights);
-    const p: Profile = {
-      helo: e.helo, sender: e.sender, clientName: e.clientName, config: c, keys, ip, net,
-      refs: {
-        ip: like?.refs.ip ?? this.store.ref(ip), net: like?.refs.net ?? this.store.ref(net),
-        helo: keptWith(kept, (k) => k.keys.helo === keys.helo)?.refs.helo ?? this.store.ref(keys.helo),
-        domain: keptWith(kept, (k) => k.keys.domain === keys.domain)?.refs.domain ?? this.store.ref(keys.domain),
-      },
-      findings, points: findings.reduce((sum, f) => sum + f.points, 0),
-    };
-    if (!dry) {
-      if (kept !== undefined) kept[at] = p;
-      else {
-        const made: Profiles = [undefined, undefined, undefined];
-        made[at] = p;
-        this.#rates.keep(counts, made);
-      }
-    }
-    return p;
   }
 
   #decide(e: StageEvent, dry: boolean): Verdict {
@@ -238,14 +189,32 @@ export class ReputationEngine implements Engine {
     const w = c.weights;
     const r = x.profile.refs;
     const s = { ip: this.store.scoreOf(r.ip, now), net: this.store.scoreOf(r.net, now), helo: this.store.scoreOf(r.helo, now), domain: this.store.scoreOf(r.domain, now) };
-    const score = s.ip + w.network_share * s.net + w.helo_share * s.helo + w.domain_share * s.domain + x.profile.points;
-    const trusted = s.ip >= 0 && this.store.countOf(r.ip, 'ok', now) > 0;
+    // At first contact a bad sender domain says nothing of this client.
+    const fresh = s.domain < 0 && !this.store.knows(r.ip, now);
+    if (fresh) s.domain = 0;
+    const found = this.#lookups?.findings(e) ?? NONE;
+    let extra = 0;
+    let vouched = false;
+    let named: Enrichment | undefined;
+    for (const f of found) {
+      extra += f.points;
+      vouched ||= f.trusted;
+      if (f.listed !== undefined) named ??= f;
+      if (trace) trace.push(...f.trace);
+    }
+    if (vouched) named = undefined;
+    if (!dry) x.vouched = vouched;
+    const score = s.ip + w.network_share * s.net + w.helo_share * s.helo + w.domain_share * s.domain + x.profile.points + extra;
+    const trusted = vouched || (s.ip >= 0 && this.store.countOf(r.ip, 'ok', now) > 0);
     if (inputs && trace) {
       Object.assign(inputs, { score_ip: round(s.ip), score_net: round(s.net), score_helo: round(s.helo), score_domain: round(s.domain), score: round(score), trusted });
       for (const f of x.profile.findings) trace.push(`${f.name} ${f.points}`);
-      trace.push(`score ${round(score)} = ip ${round(s.ip)} + ${w.network_share} x net ${round(s.net)} + ${w.helo_share} x helo ${round(s.helo)} + ${w.domain_share} x domain ${round(s.domain)}${x.profile.findings.length ? ' + findings' : ''}`);
-      if (trusted) trace.push('trusted: has delivered, score >= 0');
+      if (fresh) trace.push('sender domain\'s bad score left out: the client itself is not known yet');
+      trace.push(`score ${round(score)} = ip ${round(s.ip)} + ${w.network_share} x net ${round(s.net)} + ${w.helo_share} x helo ${round(s.helo)} + ${w.domain_share} x domain ${round(s.domain)}${x.profile.findings.length ? ' + findings' : ''}${found.length ? ` + lookups ${round(extra)}` : ''}`);
+      if (trusted) trace.push(vouched ? 'trusted: a DNS allowlist vouches for it' : 'trusted: has delivered, score >= 0');
     }
+    if (named?.listed === 'reject') return done('reject', named.rule, score, { code: 554, enhanced: '5.7.1', text: c.replies.reject });
+    if (named?.listed === 'defer') return done('defer', named.rule, score, { code: 451, enhanced: '4.7.1', text: c.replies.defer });
     // 4. at RCPT: thresholds, then greylisting
     if (e.stage === 'rcpt' && !trusted) {
       if (score <= c.thresholds.reject) {
@@ -269,12 +238,12 @@ export class ReputationEngine implements Engine {
       : this.#shedding ? 'the event loop lags (limits.max_loop_lag)'
       : e.stage === 'connect' && !c.tarpit.at_connect ? 'no holds at CONNECT' : undefined;
     if (!trusted && why === undefined) {
-      const ms = holdFor(score, c.thresholds.hold, c.tarpit.hold_per_point, c.tarpit.max_hold, e.stage);
+      const ms = holdFor(named ? Math.min(score, c.thresholds.hold) : score, c.thresholds.hold, c.tarpit.hold_per_point, c.tarpit.max_hold, e.stage);
       if (ms > 0) {
         const g = dry ? 'granted' : this.#budget.grant(net, ms, now, c.tarpit.budget, c.tarpit.budget_per_network);
         if (g === 'granted') {
-          trace?.push(`score <= thresholds.hold ${c.thresholds.hold}: hold ${ms} ms`);
-          return done('pass', 'tarpit', score, undefined, ms);
+          trace?.push(named ? `${named.rule}: hold ${ms} ms` : `score <= thresholds.hold ${c.thresholds.hold}: hold ${ms} ms`);
+          return done('pass', named ? `tarpit ${named.rule}` : 'tarpit', score, undefined, ms);
         }
         this.#holdsRefused++;
         trace?.push(`hold of ${ms} ms not granted: ${g} hold budget spent`);
@@ -313,6 +282,7 @@ export class ReputationEngine implements Engine {
     if (o.kind === 'ended') {
       // Nothing to learn (past end of message, refused, or not judged): the session only closes.
       this.#sessions.end(e.session);
+      this.#lookups?.end(e.session);
       return;
     }
     const c = this.#config();
@@ -328,6 +298,11 @@ export class ReputationEngine implements Engine {
         this.store.add(k.domain, w.delivered, 'ok');
         return;
       case 'abandoned': {
+        this.#lookups?.end(e.session);
+        if (x?.vouched) {
+          this.#sessions.end(e.session);
+          return;
+        }
         const d = o.held ? w.abandoned_held : w.abandoned;
         const counter = o.held ? 'abh' : 'ab';
         this.store.add(ip, d, counter);
@@ -341,7 +316,9 @@ export class ReputationEngine implements Engine {
   /** Periodic work: live sessions silent far longer than rates.abandon_window end (their outcome never came). */
   tick(): void {
     const c = this.#config();
-    this.#sessions.sweep(this.#now(), c.rates.abandon_window * 10);
+    const now = this.#now();
+    this.#sessions.sweep(now, c.rates.abandon_window * 10);
+    this.#lookups?.sweep(now, c.rates.abandon_window * 10);
   }
 
   stats(): EngineStats {
@@ -349,22 +326,7 @@ export class ReputationEngine implements Engine {
   }
 }
 
-/** The first kept profile that `match` accepts. */
-function keptWith(kept: Profiles | undefined, match: (p: Profile) => boolean): Profile | undefined {
-  if (kept === undefined) return undefined;
-  for (const p of kept) if (p !== undefined && match(p)) return p;
-  return undefined;
-}
-
-/** The profile was made from this HELO, sender and name, under this config. */
-function fits(p: Profile, e: StageEvent, c: EngineConfig): boolean {
-  return p.helo === e.helo && p.sender === e.sender && p.clientName === e.clientName && p.config === c;
-}
-
-/** The key a client is counted under: its address key, or the text it came as when that is not an address. */
-function clientKey(ipKey: string | undefined, client: string): string {
-  return ipKey || `ip:${client}`;
-}
+const NONE: readonly Enrichment[] = [];
 
 /** One verdict, built in one go (the hot path makes one per question). */
 function verdict(kind: Verdict['kind'], rule: string, score: number, reply: Reply | undefined, delayMs: number, reason: Reason | undefined): Verdict {

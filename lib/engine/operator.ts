@@ -19,8 +19,10 @@ export interface Standing {
 }
 
 export interface Operator {
-  /** The pipeline as a dry run: records nothing, grants no hold. */
-  explain(event: StageEvent): Verdict;
+  /** The pipeline as a dry run, after the first-contact lookups: records nothing, grants no hold. */
+  explain(event: StageEvent): Promise<Verdict>;
+  /** What the first-contact lookups have cached about this client address (per provider). */
+  lookedUp(client: string): Record<string, unknown>;
   /** One key's standing now (ip:, net:, helo:, dom:), or undefined when nothing is known. */
   standing(key: string): Standing | undefined;
   /** Every live key with its decayed score and counters (delivered, abandoned, abandoned under hold). */
@@ -38,10 +40,14 @@ export interface Operator {
 }
 
 export class EngineOperator implements Operator {
-  constructor(private readonly engine: ReputationEngine, private readonly now: Now) {}
+  constructor(private readonly engine: ReputationEngine, private readonly now: Now, private readonly lookups?: { describe(client: string): Record<string, unknown> }) {}
 
-  explain(event: StageEvent): Verdict {
+  explain(event: StageEvent): Promise<Verdict> {
     return this.engine.explain(event);
+  }
+
+  lookedUp(client: string): Record<string, unknown> {
+    return this.lookups?.describe(client) ?? {};
   }
 
   standing(key: string): Standing | undefined {

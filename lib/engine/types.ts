@@ -73,6 +73,40 @@ export type Outcome =
   /** The session ended normally (QUIT after its messages). */
   | { readonly kind: 'ended'; readonly event: StageEvent };
 
+/**
+ * What a first-contact lookup (lib/enrich) found about a client, as the
+ * engine uses it: points added to the score, and whether a list named the
+ * client (shaped per the list's action) or vouches for it (trusted: no
+ * tarpit, no learned penalty).
+ */
+export interface Enrichment {
+  /** The provider, e.g. "dnsbl". */
+  readonly source: string;
+  readonly points: number;
+  readonly listed: 'hold' | 'defer' | 'reject' | undefined;
+  readonly trusted: boolean;
+  /** For the verdict's rule, e.g. "dnsbl zen.spamhaus.org". */
+  readonly rule: string;
+  /** One line per answer and what it weighed, for explain. */
+  readonly trace: readonly string[];
+}
+
+/** The lookup seam as the engine sees it (lib/enrich/enricher.ts). */
+export interface Lookups {
+  /**
+   * Starts the lookups this event calls for (deduplicated, concurrent).
+   * undefined: nothing to wait for; else a promise that settles when they
+   * have arrived or the budget is spent: false if the session ended meanwhile.
+   */
+  begin(e: StageEvent): Promise<boolean> | undefined;
+  /** What has arrived about this session's client so far. */
+  findings(e: StageEvent): readonly Enrichment[];
+  /** The session is over: what it started is no longer needed by it. */
+  end(session: string): void;
+  /** Periodic work: forgets sessions silent longer than idleMs. */
+  sweep(now: number, idleMs: number): void;
+}
+
 /** The decision side of the seam. */
 export interface Engine {
   decide(event: StageEvent): Verdict | Promise<Verdict>;

@@ -7,12 +7,16 @@
 // read when Prometheus scrapes. The HTTP endpoint is loopback only by
 // default and absent when metrics.listen is empty.
 //
+// DNS lists: queries by zone and result (listed, clean, timeout, servfail,
+// refused, error), cache hits by zone, and how long queries took.
+//
 // Config keys: metrics.listen.
 
 import http from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ConfigError } from '../shield/errors.js';
 import type { Endpoint } from '../config/endpoint.js';
+import type { DnsReport } from '../dns/dnsbl.js';
 
 export type Protocol = 'policy' | 'milter' | 'control';
 
@@ -25,7 +29,7 @@ export interface Sources {
   loopLagMs(): number;
 }
 
-export class Metrics {
+export class Metrics implements DnsReport {
   readonly registry = new Registry();
   readonly verdicts: Counter<'stage' | 'verdict' | 'via'>;
   readonly wouldHave: Counter<'stage' | 'verdict' | 'via'>;
@@ -38,6 +42,9 @@ export class Metrics {
   readonly #verdictCounts = new Tally(['stage', 'verdict', 'via'] as const);
   readonly #wouldHaveCounts = new Tally(['stage', 'verdict', 'via'] as const);
   readonly #abandonedCounts = new Tally(['stage', 'held', 'via'] as const);
+  readonly dnsQueries: Counter<'zone' | 'result'>;
+  readonly dnsSeconds: Histogram;
+  readonly #dnsCacheHits = new Map<string, number>();
   #server: http.Server | undefined;
 
   constructor(sources: Sources) {
@@ -59,6 +66,16 @@ export class Metrics {
         for (const [protocol, n] of Object.entries(connected)) if (n > 0) this.inc({ protocol }, n);
       },
     });
+    this.dnsQueries = new Counter({ name: 'sluice_dns_queries_total', help: 'DNS list queries by zone and result (listed, clean, timeout, servfail, refused, error); failures count as not listed', labelNames: ['zone', 'result'], registers: [r] });
+    this.dnsSeconds = new Histogram({ name: 'sluice_dns_query_seconds', help: 'How long DNS list queries took', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5], registers: [r] });
+    const hits = this.#dnsCacheHits;
+    new Counter({
+      name: 'sluice_dns_cache_hits_total', help: 'DNS list lookups answered from the cache, by zone', labelNames: ['zone'], registers: [r],
+      collect() {
+        this.reset();
+        for (const [zone, n] of hits) this.inc({ zone }, n);
+      },
+    });
     const gauge = (name: string, help: string, read: () => number): void => {
       new Gauge({ name, help, registers: [r], collect() { this.set(read()); } });
     };
@@ -77,6 +94,15 @@ export class Metrics {
   /** Counts one verdict not enforced (observe mode); `verdict` is "hold" for a pass that would have been held. */
   wouldHaveBeen(stage: string, verdict: string, via: string): void {
     this.#wouldHaveCounts.add(stage, verdict, via);
+  }
+
+  queried(zone: string, result: string, seconds: number): void {
+    this.dnsQueries.inc({ zone, result });
+    this.dnsSeconds.observe(seconds);
+  }
+
+  cacheHit(zone: string): void {
+    this.#dnsCacheHits.set(zone, (this.#dnsCacheHits.get(zone) ?? 0) + 1);
   }
 
   /** Counts one accepted connection (a milter connection is one per SMTP session). */

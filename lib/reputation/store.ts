@@ -156,6 +156,11 @@ export class ReputationStore {
     return slot === undefined ? 0 : this.#score(slot, now);
   }
 
+  /** True when the ref's key has a live entry. */
+  knows(r: Ref, now: number): boolean {
+    return this.#deref(r, now) !== undefined;
+  }
+
   /** count() through a ref. */
   countOf(r: Ref, counter: Counter, now: number): number {
     const slot = this.#deref(r, now);

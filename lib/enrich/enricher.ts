@@ -1,0 +1,213 @@
+// enricher.ts - the lookup seam: what is found out about a client at first
+// contact, while its first decision waits a bounded time.
+//
+// A Provider (the DNS lists, lib/dns/dnsbl.ts) says which lookups an event
+// calls for, each by a key, answers from its own cache when it can, and
+// otherwise fetches. The Enricher starts them at a session's first event
+// (milter CONNECT; the first policy request seen for it, at any stage) and
+// again for what a later stage adds (a HELO name, a sender domain): all at
+// once, one fetch per key however many sessions want it. A decision waits
+// for the session's lookups until they have arrived or the provider's
+// budget, counted from when they started, is spent; it never blocks another
+// session. What arrives later is used by the next stage, so lookups keep
+// running while a client is held. When the last session that wanted a
+// fetch ends, its signal aborts. The engine reads the findings through
+// engine/types.ts (Lookups) and knows no provider.
+
+import type { Enrichment, Lookups, StageEvent } from '../engine/types.js';
+import type { Clock, Timer } from '../util/clock.js';
+
+export interface Provider<A = unknown> {
+  readonly name: string;
+  /** False when nothing is configured: the provider then costs nothing. */
+  active(): boolean;
+  /** How long a decision may wait for this provider's lookups (ms). */
+  budget(): number;
+  /** The lookups this event calls for, each by a key no other provider uses. */
+  wants(e: StageEvent, add: (key: string) => void): void;
+  /** The answer when it is known without asking (a cache), else undefined. */
+  known(key: string): A | undefined;
+  /** Asks. A failure must come back as an answer (fail open is the provider's call); the signal aborts when no session needs it any more. */
+  fetch(key: string, signal: AbortSignal): Promise<A>;
+  /** What the answers that have arrived make of the client (a key not yet arrived is absent). */
+  judge(e: StageEvent, answers: ReadonlyMap<string, A>): Enrichment | undefined;
+  /** What is cached about a client address, for `sluicectl show`. */
+  describe?(client: string): unknown;
+}
+
+interface Flight {
+  readonly key: string;
+  readonly wants: Set<Want>;
+  readonly abort: AbortController;
+}
+
+/** One session's lookups. */
+interface Want {
+  client: string;
+  helo: string;
+  sender: string;
+  seen: number;
+  /** When its decisions stop waiting. */
+  deadline: number;
+  readonly asked: Set<string>;
+  readonly answers: Map<string, unknown>;
+  readonly flights: Set<Flight>;
+  judged: readonly Enrichment[] | undefined;
+  wait: Promise<boolean> | undefined;
+  release: ((alive: boolean) => void) | undefined;
+  timer: Timer | undefined;
+}
+
+const NONE: readonly Enrichment[] = Object.freeze([]);
+
+export class Enricher implements Lookups {
+  readonly #providers: readonly Provider[];
+  readonly #clock: Clock;
+  readonly #sessions = new Map<string, Want>();
+  readonly #inflight = new Map<string, Flight>();
+  /** Called with a fetch that threw (a provider's bug): the seam never throws into a decision. */
+  readonly #failed: (err: unknown) => void;
+
+  constructor(providers: readonly Provider[], clock: Clock, failed: (err: unknown) => void) {
+    this.#providers = providers;
+    this.#clock = clock;
+    this.#failed = failed;
+  }
+
+  /** Fetches under way (deduplicated). */
+  get inFlight(): number {
+    return this.#inflight.size;
+  }
+
+  /** Sessions with lookups kept. */
+  get sessions(): number {
+    return this.#sessions.size;
+  }
+
+  begin(e: StageEvent): Promise<boolean> | undefined {
+    if (!this.#active()) return undefined;
+    const now = this.#clock.now();
+    let w = this.#sessions.get(e.session);
+    if (w === undefined) {
+      w = {
+        client: e.client, helo: e.helo, sender: e.sender, seen: now, deadline: 0,
+        asked: new Set(), answers: new Map(), flights: new Set(), judged: undefined, wait: undefined, release: undefined, timer: undefined,
+      };
+      this.#sessions.set(e.session, w);
+      this.#ask(w, e, now);
+    } else if (w.helo !== e.helo || w.sender !== e.sender || w.client !== e.client) {
+      w.client = e.client;
+      w.helo = e.helo;
+      w.sender = e.sender;
+      w.judged = undefined;
+      this.#ask(w, e, now);
+    }
+    w.seen = now;
+    if (w.flights.size === 0 || now >= w.deadline) return undefined;
+    if (w.wait !== undefined) return w.wait;
+    const want = w;
+    w.wait = new Promise<boolean>((resolve) => { want.release = resolve; });
+    w.timer = this.#clock.setTimeout(() => this.#settle(want, true), w.deadline - now);
+    return w.wait;
+  }
+
+  findings(e: StageEvent): readonly Enrichment[] {
+    const w = this.#sessions.get(e.session);
+    if (w === undefined) return NONE;
+    if (w.judged !== undefined) return w.judged;
+    const out: Enrichment[] = [];
+    for (const p of this.#providers) {
+      if (!p.active()) continue;
+      const j = p.judge(e, w.answers);
+      if (j !== undefined) out.push(j);
+    }
+    return (w.judged = out.length === 0 ? NONE : out);
+  }
+
+  end(session: string): void {
+    const w = this.#sessions.get(session);
+    if (w === undefined) return;
+    this.#sessions.delete(session);
+    for (const f of w.flights) {
+      f.wants.delete(w);
+      if (f.wants.size === 0) {
+        this.#inflight.delete(f.key);
+        f.abort.abort();
+      }
+    }
+    w.flights.clear();
+    this.#settle(w, false);
+  }
+
+  /** What each active provider has cached about a client address. */
+  describe(client: string): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const p of this.#providers) if (p.active() && p.describe) out[p.name] = p.describe(client);
+    return out;
+  }
+
+  sweep(now: number, idleMs: number): void {
+    for (const [id, w] of this.#sessions) if (now - w.seen > idleMs) this.end(id);
+  }
+
+  /** Lets the session's waiting decision go on. */
+  #settle(w: Want, alive: boolean): void {
+    const release = w.release;
+    this.#clock.clear(w.timer);
+    w.timer = undefined;
+    w.release = undefined;
+    w.wait = undefined;
+    release?.(alive);
+  }
+
+  #active(): boolean {
+    for (const p of this.#providers) if (p.active()) return true;
+    return false;
+  }
+
+  /** Starts (or joins) what the event calls for that the session has not asked yet. */
+  #ask(w: Want, e: StageEvent, now: number): void {
+    for (const p of this.#providers) {
+      if (!p.active()) continue;
+      p.wants(e, (key) => {
+        if (w.asked.has(key)) return;
+        w.asked.add(key);
+        const a = p.known(key);
+        if (a !== undefined) {
+          w.answers.set(key, a);
+          return;
+        }
+        const f = this.#inflight.get(key) ?? this.#fetch(p, key);
+        f.wants.add(w);
+        w.flights.add(f);
+        w.deadline = Math.max(w.deadline, now + p.budget());
+      });
+    }
+  }
+
+  #fetch(p: Provider, key: string): Flight {
+    const f: Flight = { key, wants: new Set(), abort: new AbortController() };
+    this.#inflight.set(key, f);
+    const arrived = (answer: unknown, ok: boolean): void => {
+      if (this.#inflight.get(key) === f) this.#inflight.delete(key);
+      for (const w of f.wants) {
+        if (ok) w.answers.set(key, answer);
+        w.judged = undefined;
+        w.flights.delete(f);
+        if (w.flights.size === 0) this.#settle(w, true);
+      }
+      f.wants.clear();
+    };
+    let asked: Promise<unknown>;
+    try {
+      asked = p.fetch(key, f.abort.signal);
+    } catch (err) {
+      asked = Promise.reject(err);
+    }
+    asked.then((a) => arrived(a, true), (err: unknown) => {
+      this.#failed(err);
+      arrived(undefined, false);
+    });
+    return f;
+  }
+}
