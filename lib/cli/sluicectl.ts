@@ -67,9 +67,10 @@ const print: Record<string, Printer> = {
   stats: (d) => Object.entries(d as Record<string, Record<string, unknown>[]>)
     .map(([name, values]) => `${name}\n${table(values).replace(/^/gm, '  ')}`).join('\n\n'),
   show: (d) => {
-    const o = d as { target: string; entries: Record<string, unknown>[]; listed: Record<string, unknown> | null };
+    const o = d as { target: string; entries: Record<string, unknown>[]; listed: Record<string, unknown> | null; lookups?: Record<string, { zone: string; answer: string; expires_in_s?: number }[]> };
     const l = o.listed ? `\nlisted: ${o.listed['kind']} ${o.listed['value']}${o.listed['reason'] ? ` (${o.listed['reason']})` : ''}${o.listed['expires'] ? ` until ${new Date(o.listed['expires'] as number).toISOString()}` : ''}` : '';
-    return table(o.entries, ['key', 'score', 'delivered', 'abandoned', 'abandoned_held', 'rate_exceeded', 'first_seen', 'last_change']) + l;
+    const looked = Object.entries(o.lookups ?? {}).flatMap(([source, zones]) => zones.map((z) => `\n${source} ${z.zone}: ${z.answer}${z.expires_in_s !== undefined ? ` (cached for ${z.expires_in_s}s more)` : ''}`)).join('');
+    return (o.entries.length ? table(o.entries, ['key', 'score', 'delivered', 'abandoned', 'abandoned_held', 'rate_exceeded', 'first_seen', 'last_change']) : 'no reputation entry') + l + looked;
   },
   top: (d) => {
     const o = d as { by: string; total: number; rows: Record<string, unknown>[] };

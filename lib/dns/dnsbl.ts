@@ -3,7 +3,9 @@
 // At a client's first event every zone of dnsbl.sites is asked about its
 // address (reversed octets; IPv6 as 32 reversed nibbles, unless the site is
 // IPv4-only), and every zone of dnsbl.rhsbl_sites about its HELO name and
-// sender domain once they are known. Each site whose filter matches an
+// sender domain once they are known. One lookup is one address or one name
+// asked of all its zones at once; its answers are kept together under it
+// until the first of them expires, so a known client costs one cache read. Each site whose filter matches an
 // answer adds its weight to one sum, as postscreen adds them: at or above
 // dnsbl.threshold the client is listed (dnsbl.action), at or below a
 // negative dnsbl.allowlist_threshold it is trusted, and each unit moves the
@@ -15,12 +17,14 @@
 //
 // Config keys: dnsbl.*, dns.* (resolver.ts).
 
+import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { Config } from '../config/schema.js';
 import type { Enrichment, StageEvent } from '../engine/types.js';
 import type { Provider } from '../enrich/enricher.js';
 import type { Logger } from '../log/logger.js';
 import type { Clock, Timer } from '../util/clock.js';
+import { LRUCache } from 'lru-cache';
 import { CachedResolver, type Answer } from './resolver.js';
 import { isRefusal, matches, siteOf, type Site, type SiteEntry } from './sites.js';
 
@@ -39,13 +43,31 @@ type DnsblConfig = Pick<Config, 'dns' | 'dnsbl'>;
 
 interface Parsed {
   readonly from: Config['dnsbl'];
-  readonly ip: readonly Site[];
-  readonly names: readonly Site[];
-  readonly ipZones: readonly { zone: string; ipv4Only: boolean }[];
+  /** Sites asked about the address, each with the index of its zone in ipZones. */
+  readonly ip: readonly (readonly [Site, number])[];
+  /** Sites asked about names, each with the index of its zone in nameZones. */
+  readonly names: readonly (readonly [Site, number])[];
+  readonly ipZones: readonly { readonly zone: string; readonly ipv4Only: boolean }[];
   readonly nameZones: readonly string[];
 }
 
-export class DnsLists implements Provider<Answer> {
+/** One address's or name's answers, by zone index; undefined: not asked (IPv4-only, or the zone refuses us). */
+export interface Looked {
+  readonly parsed: Parsed;
+  readonly answers: readonly (Answer | undefined)[];
+  /** When the first of them expires; 0 when one failed (not kept). */
+  readonly expires: number;
+}
+
+/** A judgement under way: the sum of weights, how many sites were weighed, which zones hit, and explain's lines. */
+interface Tally {
+  sum: number;
+  weighed: number;
+  readonly hits: string[];
+  trace: string[] | undefined;
+}
+
+export class DnsLists implements Provider<Looked> {
   readonly name = 'dnsbl';
   readonly resolver: CachedResolver;
   readonly #config: () => DnsblConfig;
@@ -53,8 +75,11 @@ export class DnsLists implements Provider<Answer> {
   readonly #log: () => Logger;
   readonly #report: DnsReport;
   #parsed: Parsed | undefined;
+  /** Answers kept per address or name (made with the first lookup, sized by dns.cache_entries). */
+  #kept: LRUCache<string, Looked> | undefined;
   /** Zones that refuse our resolver, with the timer that asks them again. */
   readonly #refusing = new Map<string, Timer>();
+  readonly #tally: Tally = { sum: 0, weighed: 0, hits: [], trace: undefined };
 
   constructor(config: () => DnsblConfig, clock: Clock, log: () => Logger, report: DnsReport) {
     this.#config = config;
@@ -78,84 +103,99 @@ export class DnsLists implements Provider<Answer> {
     return [...this.#refusing.keys()];
   }
 
+  /** Keys: the client address itself, and each domain name (never an address) for the RHSBLs. */
   wants(e: StageEvent, add: (key: string) => void): void {
     const p = this.#sites();
-    const v4 = reversed(e.client, false);
-    const v6 = v4 === undefined ? reversed(e.client, true) : undefined;
-    for (const z of p.ipZones) {
-      const name = v4 ?? (z.ipv4Only ? undefined : v6);
-      if (name !== undefined && !this.#refusing.has(z.zone)) add(`${name}.${z.zone}`);
+    if (p.ipZones.length > 0 && isIP(e.client) !== 0) add(e.client);
+    if (p.nameZones.length > 0) for (const d of domainsOf(e)) add(d);
+  }
+
+  known(key: string): Looked | undefined {
+    const k = this.#kept?.get(key);
+    if (k === undefined || k.parsed !== this.#sites() || k.expires <= this.#clock.now()) return undefined;
+    const zones = isIP(key) !== 0 ? k.parsed.ipZones : undefined;
+    for (let i = 0; i < k.answers.length; i++) if (k.answers[i] !== undefined) this.#report.cacheHit(zones ? zones[i]!.zone : k.parsed.nameZones[i]!);
+    return k;
+  }
+
+  /** Asks every zone about the address or name at once; what the resolver has cached is not asked again. */
+  async fetch(key: string): Promise<Looked> {
+    const p = this.#sites();
+    const address = isIP(key) !== 0;
+    const v4 = address ? reversed(key, false) : undefined;
+    const v6 = address && v4 === undefined ? reversed(key, true) : undefined;
+    const zones = address ? p.ipZones : p.nameZones.map((zone) => ({ zone, ipv4Only: false }));
+    const answers = await Promise.all(zones.map(async ({ zone, ipv4Only }) => {
+      const q = address ? v4 ?? (ipv4Only ? undefined : v6) : key;
+      if (q === undefined || this.#refusing.has(zone)) return undefined;
+      return this.#ask(`${q}.${zone}`, zone);
+    }));
+    const now = this.#clock.now();
+    let expires = Infinity;
+    for (const a of answers) {
+      if (a?.kind === 'failed') expires = 0;
+      else if (a !== undefined) expires = Math.min(expires, now + (a.kind === 'listed' ? a.ttl : this.#config().dns.min_ttl));
     }
-    if (p.nameZones.length === 0) return;
-    for (const d of domainsOf(e)) for (const zone of p.nameZones) if (!this.#refusing.has(zone)) add(`${d}.${zone}`);
+    const looked: Looked = { parsed: p, answers, expires: expires === Infinity ? now + this.#config().dns.min_ttl : expires };
+    if (looked.expires > now) (this.#kept ??= new LRUCache({ max: this.#config().dns.cache_entries })).set(key, looked);
+    return looked;
   }
 
-  known(key: string): Answer | undefined {
-    const a = this.resolver.cached(key);
-    if (a !== undefined) this.#report.cacheHit(this.#zoneOf(key));
-    return a;
-  }
-
-  async fetch(key: string): Promise<Answer> {
-    const zone = this.#zoneOf(key);
-    const { answer, ms } = await this.resolver.query(key);
-    this.#report.queried(zone, answer.kind === 'failed' ? answer.why : answer.kind, ms / 1000);
-    if (answer.kind === 'listed' && answer.addresses.some(isRefusal)) {
-      this.#refused(zone, answer.addresses);
-      return { kind: 'clean' };
-    }
-    return answer;
-  }
-
-  judge(e: StageEvent, answers: ReadonlyMap<string, Answer>): Enrichment | undefined {
+  judge(e: StageEvent, answers: ReadonlyMap<string, Looked>, explain: boolean): Enrichment | undefined {
     const p = this.#sites();
     const c = this.#config().dnsbl;
-    const trace: string[] = [];
-    const hits: string[] = [];
-    let sum = 0;
-    const weigh = (site: Site, name: string): void => {
-      const what = `${site.zone}${site.filter ? `=${site.filter}` : ''}*${site.weight} for ${name}`;
-      if (this.#refusing.has(site.zone)) { trace.push(`${what}: zone left out (it refuses our resolver)`); return; }
-      const a = answers.get(`${name}.${site.zone}`);
-      if (a === undefined) trace.push(`${what}: no answer yet`);
-      else if (a.kind === 'failed') trace.push(`${what}: ${a.why}, counted as not listed`);
-      else if (a.kind === 'clean') trace.push(`${what}: not listed`);
-      else {
-        const hit = a.addresses.find((x) => !isRefusal(x) && matches(site, x));
-        if (hit === undefined) trace.push(`${what}: answered ${a.addresses.join(' ')}, no match`);
-        else {
-          sum += site.weight;
-          hits.push(site.zone);
-          trace.push(`${what}: answered ${hit}, weight ${site.weight}`);
-        }
-      }
-    };
-    const v4 = reversed(e.client, false);
-    const v6 = v4 === undefined ? reversed(e.client, true) : undefined;
-    for (const s of p.ip) {
-      const name = v4 ?? (s.ipv4Only ? undefined : v6);
-      if (name !== undefined) weigh(s, name);
-    }
-    for (const d of domainsOf(e)) for (const s of p.names) weigh(s, d);
-    if (trace.length === 0) return undefined;
+    // One tally, reused: a judgement is made per new client.
+    const t = this.#tally;
+    t.sum = 0;
+    t.weighed = 0;
+    t.hits.length = 0;
+    t.trace = explain ? [] : undefined;
+    if (p.ip.length > 0 && isIP(e.client) !== 0) this.#weigh(t, p, p.ip, answers.get(e.client), explain ? reversed(e.client, false) ?? reversed(e.client, true)! : '');
+    if (p.names.length > 0) for (const d of domainsOf(e)) this.#weigh(t, p, p.names, answers.get(d), d);
+    if (t.weighed === 0) return undefined;
+    const sum = t.sum;
     const listed = sum >= c.threshold ? c.action : undefined;
     const trusted = c.allowlist_threshold < 0 && sum <= c.allowlist_threshold;
-    trace.push(`dnsbl sum ${sum}${listed ? `: at or above dnsbl.threshold ${c.threshold}, ${c.action}` : ''}${trusted ? `: at or below dnsbl.allowlist_threshold ${c.allowlist_threshold}, trusted` : ''}`);
-    return { source: 'dnsbl', points: -sum * c.points, listed, trusted, rule: `dnsbl ${[...new Set(hits)].join(',') || 'none'}`, trace };
+    if (sum === 0 && !explain && listed === undefined && !trusted) return NOT_LISTED;
+    t.trace?.push(`dnsbl sum ${sum}${listed ? `: at or above dnsbl.threshold ${c.threshold}, ${c.action}` : ''}${trusted ? `: at or below dnsbl.allowlist_threshold ${c.allowlist_threshold}, trusted` : ''}`);
+    return { source: 'dnsbl', points: -sum * c.points, listed, trusted, rule: t.hits.length ? `dnsbl ${[...new Set(t.hits)].join(',')}` : 'dnsbl', trace: t.trace ?? [] };
+  }
+
+  /** Adds what the sites make of one address's or name's answers to the tally (and, for explain, a line each). */
+  #weigh(t: Tally, p: Parsed, sites: Parsed['ip'], looked: Looked | undefined, name: string): void {
+    const trace = t.trace;
+    for (const [site, i] of sites) {
+      const a = looked?.parsed === p ? looked.answers[i] : undefined;
+      if (a === undefined && looked !== undefined) {
+        // Not asked: an IPv4-only list and an IPv6 client, or a zone that refuses us.
+        if (trace && this.#refusing.has(site.zone)) trace.push(`${site.zone} for ${name}: zone left out (it refuses our resolver)`);
+        continue;
+      }
+      t.weighed++;
+      const hit = a?.kind === 'listed' ? a.addresses.find((x) => !isRefusal(x) && matches(site, x)) : undefined;
+      if (hit !== undefined) {
+        t.sum += site.weight;
+        t.hits.push(site.zone);
+      }
+      if (!trace) continue;
+      const what = `${site.zone}${site.filter ? `=${site.filter}` : ''}*${site.weight} for ${name}`;
+      if (hit !== undefined) trace.push(`${what}: answered ${hit}, weight ${site.weight}`);
+      else if (a === undefined) trace.push(`${what}: no answer yet`);
+      else if (a.kind === 'listed') trace.push(`${what}: answered ${a.addresses.join(' ')}, no match`);
+      else trace.push(`${what}: ${a.kind === 'clean' ? 'not listed' : `${a.why}, counted as not listed`}`);
+    }
   }
 
   /** Each zone's cached answer about the client address. */
   describe(client: string): { zone: string; answer: string; expires_in_s?: number }[] {
-    const v4 = reversed(client, false);
-    const v6 = v4 === undefined ? reversed(client, true) : undefined;
-    return this.#sites().ipZones.map(({ zone, ipv4Only }) => {
-      const q = v4 ?? (ipv4Only ? undefined : v6);
-      if (q === undefined) return { zone, answer: 'not asked (IPv4-only list)' };
+    const k = this.#kept?.get(client);
+    const fresh = k !== undefined && k.parsed === this.#sites() && k.expires > this.#clock.now();
+    return this.#sites().ipZones.map(({ zone, ipv4Only }, i) => {
+      if (ipv4Only && isIP(client) === 6) return { zone, answer: 'not asked (IPv4-only list)' };
       if (this.#refusing.has(zone)) return { zone, answer: 'left out: it refuses our resolver' };
-      const a = this.resolver.cached(`${q}.${zone}`);
-      if (a === undefined) return { zone, answer: 'not cached' };
-      const expires_in_s = Math.round(this.resolver.remaining(`${q}.${zone}`) / 1000);
-      return { zone, answer: a.kind === 'listed' ? a.addresses.join(' ') : 'not listed', expires_in_s };
+      const a = fresh ? k.answers[i] : undefined;
+      if (a === undefined || a.kind === 'failed') return { zone, answer: 'not cached' };
+      return { zone, answer: a.kind === 'listed' ? a.addresses.join(' ') : 'not listed', expires_in_s: Math.round((k!.expires - this.#clock.now()) / 1000) };
     });
   }
 
@@ -166,12 +206,17 @@ export class DnsLists implements Provider<Answer> {
     this.resolver.cancel();
   }
 
-  /** The zone a query name belongs to (the longest configured zone it ends with). */
-  #zoneOf(name: string): string {
-    const p = this.#sites();
-    let best = '';
-    for (const z of [...p.ipZones.map((x) => x.zone), ...p.nameZones]) if (name.endsWith(`.${z}`) && z.length > best.length) best = z;
-    return best || name;
+  /** One query name of one zone: from the resolver's cache, else asked and counted. */
+  async #ask(name: string, zone: string): Promise<Answer> {
+    const cached = this.resolver.cached(name);
+    if (cached !== undefined) return cached;
+    const { answer, ms } = await this.resolver.query(name);
+    this.#report.queried(zone, answer.kind === 'failed' ? answer.why : answer.kind, ms / 1000);
+    if (answer.kind === 'listed' && answer.addresses.some(isRefusal)) {
+      this.#refused(zone, answer.addresses);
+      return { kind: 'clean' };
+    }
+    return answer;
   }
 
   #refused(zone: string, addresses: readonly string[]): void {
@@ -196,21 +241,30 @@ export class DnsLists implements Provider<Answer> {
     const parse = (entries: readonly SiteEntry[]): Site[] => entries.map(siteOf).filter((s): s is Site => typeof s !== 'string');
     const ip = parse(c.sites as readonly SiteEntry[]);
     const names = parse(c.rhsbl_sites as readonly SiteEntry[]);
-    const ipZones = new Map<string, boolean>();
     // A zone is asked about IPv6 clients unless every site naming it is IPv4-only.
-    for (const s of ip) ipZones.set(s.zone, (ipZones.get(s.zone) ?? true) && s.ipv4Only);
+    const v4only = new Map<string, boolean>();
+    for (const s of ip) v4only.set(s.zone, (v4only.get(s.zone) ?? true) && s.ipv4Only);
+    const ipZones = [...v4only].map(([zone, ipv4Only]) => ({ zone, ipv4Only }));
+    const nameZones = [...new Set(names.map((s) => s.zone))];
     this.#parsed = {
-      from: c, ip, names,
-      ipZones: [...ipZones].map(([zone, ipv4Only]) => ({ zone, ipv4Only })),
-      nameZones: [...new Set(names.map((s) => s.zone))],
+      from: c, ipZones, nameZones,
+      ip: ip.map((s) => [s, ipZones.findIndex((z) => z.zone === s.zone)] as const),
+      names: names.map((s) => [s, nameZones.indexOf(s.zone)] as const),
     };
+    // Answers kept under the old sites are of no use under the new ones.
+    this.#kept = undefined;
     return this.#parsed;
   }
 }
 
+/** What most clients get: no list named them (one object for all). */
+const NOT_LISTED: Enrichment = Object.freeze({ source: 'dnsbl', points: 0, listed: undefined, trusted: false, rule: 'dnsbl', trace: Object.freeze([]) as readonly string[] });
+
 /** The client's address as a DNS list asks for it (IPv4: reversed octets; IPv6: reversed nibbles), or undefined when it is not of that family. */
 function reversed(client: string, v6: boolean): string | undefined {
-  if (!ipaddr.isValid(client)) return undefined;
+  const quad = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(client);
+  if (quad) return v6 ? undefined : `${quad[4]}.${quad[3]}.${quad[2]}.${quad[1]}`;
+  if (isIP(client) === 0) return undefined;
   const a = ipaddr.process(client);
   if (a.kind() === 'ipv4') return v6 ? undefined : a.toByteArray().reverse().join('.');
   if (!v6) return undefined;
@@ -225,7 +279,7 @@ const DOMAIN = /^(?=.{1,200}$)[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0
 function domainsOf(e: StageEvent): string[] {
   const out: string[] = [];
   const helo = e.helo.toLowerCase().replace(/\.$/, '');
-  if (DOMAIN.test(helo) && !ipaddr.isValid(helo)) out.push(helo);
+  if (DOMAIN.test(helo) && isIP(helo) === 0) out.push(helo);
   const at = e.sender.lastIndexOf('@');
   const domain = at >= 0 ? e.sender.slice(at + 1).toLowerCase().replace(/\.$/, '') : '';
   if (domain !== helo && DOMAIN.test(domain)) out.push(domain);

@@ -25,6 +25,12 @@ export type Answer =
 
 const CLEAN: Answer = Object.freeze({ kind: 'clean' });
 
+/** A cached answer and when it stops being one (on the injected clock). */
+interface Kept {
+  readonly answer: Answer;
+  readonly expires: number;
+}
+
 /** c-ares error codes, as what they tell us. */
 const FAILURES: Readonly<Record<string, Failure | 'clean'>> = {
   ENOTFOUND: 'clean', ENODATA: 'clean',
@@ -37,7 +43,8 @@ export class CachedResolver {
   #resolver: Resolver | undefined;
   /** The settings the resolver was made from. */
   #made: Config['dns'] | undefined;
-  #cache: LRUCache<string, Answer> | undefined;
+  /** Expiry is kept with each answer and checked on read: cheaper than the LRU's own TTL on a path taken per new client and zone. */
+  #cache: LRUCache<string, Kept> | undefined;
 
   constructor(settings: () => Config['dns'], clock: Clock) {
     this.#settings = settings;
@@ -46,12 +53,17 @@ export class CachedResolver {
 
   /** The cached answer for a name, if any. */
   cached(name: string): Answer | undefined {
-    return this.#cache?.get(name);
+    const k = this.#cache?.get(name);
+    if (k === undefined) return undefined;
+    if (k.expires > this.#clock.now()) return k.answer;
+    this.#cache!.delete(name);
+    return undefined;
   }
 
   /** How long a cached answer is kept yet (ms); 0 when there is none. */
   remaining(name: string): number {
-    return Math.max(0, this.#cache?.getRemainingTTL(name) ?? 0);
+    const k = this.#cache?.get(name);
+    return k === undefined ? 0 : Math.max(0, k.expires - this.#clock.now());
   }
 
   /** Cached entries now. */
@@ -77,7 +89,7 @@ export class CachedResolver {
       answer = told === 'clean' ? CLEAN : { kind: 'failed', why: told };
     }
     if (answer.kind !== 'failed' && this.#made === s) {
-      this.#cache!.set(name, answer, { ttl: answer.kind === 'listed' ? answer.ttl : s.min_ttl });
+      this.#cache!.set(name, { answer, expires: this.#clock.now() + (answer.kind === 'listed' ? answer.ttl : s.min_ttl) });
     }
     return { answer, ms: this.#clock.now() - start };
   }
@@ -95,7 +107,7 @@ export class CachedResolver {
     if (s.resolvers.length > 0) r.setServers([...s.resolvers]);
     this.#resolver = r;
     if (!this.#cache || before?.cache_entries !== s.cache_entries || before.min_ttl !== s.min_ttl || before.max_ttl !== s.max_ttl) {
-      this.#cache = new LRUCache<string, Answer>({ max: s.cache_entries, ttl: s.max_ttl, perf: { now: this.#clock.now } });
+      this.#cache = new LRUCache<string, Kept>({ max: s.cache_entries });
     }
     this.#made = s;
     return r;

@@ -192,7 +192,7 @@ export class ReputationEngine implements Engine {
     // At first contact a bad sender domain says nothing of this client.
     const fresh = s.domain < 0 && !this.store.knows(r.ip, now);
     if (fresh) s.domain = 0;
-    const found = this.#lookups?.findings(e) ?? NONE;
+    const found = this.#lookups?.findings(e, dry) ?? NONE;
     let extra = 0;
     let vouched = false;
     let named: Enrichment | undefined;

@@ -99,8 +99,8 @@ export interface Lookups {
    * have arrived or the budget is spent: false if the session ended meanwhile.
    */
   begin(e: StageEvent): Promise<boolean> | undefined;
-  /** What has arrived about this session's client so far. */
-  findings(e: StageEvent): readonly Enrichment[];
+  /** What has arrived about this session's client so far; with `explain`, each with its trace. */
+  findings(e: StageEvent, explain?: boolean): readonly Enrichment[];
   /** The session is over: what it started is no longer needed by it. */
   end(session: string): void;
   /** Periodic work: forgets sessions silent longer than idleMs. */

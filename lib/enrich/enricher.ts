@@ -16,6 +16,7 @@
 
 import type { Enrichment, Lookups, StageEvent } from '../engine/types.js';
 import type { Clock, Timer } from '../util/clock.js';
+import { YoungMap } from '../util/young-map.js';
 
 export interface Provider<A = unknown> {
   readonly name: string;
@@ -23,20 +24,22 @@ export interface Provider<A = unknown> {
   active(): boolean;
   /** How long a decision may wait for this provider's lookups (ms). */
   budget(): number;
-  /** The lookups this event calls for, each by a key no other provider uses. */
+  /** The lookups this event calls for, each by a key (keys are the provider's own: two providers may use the same). */
   wants(e: StageEvent, add: (key: string) => void): void;
   /** The answer when it is known without asking (a cache), else undefined. */
   known(key: string): A | undefined;
   /** Asks. A failure must come back as an answer (fail open is the provider's call); the signal aborts when no session needs it any more. */
   fetch(key: string, signal: AbortSignal): Promise<A>;
-  /** What the answers that have arrived make of the client (a key not yet arrived is absent). */
-  judge(e: StageEvent, answers: ReadonlyMap<string, A>): Enrichment | undefined;
+  /** What the answers that have arrived make of the client (a key not yet arrived is absent); with `explain`, a trace line per answer. */
+  judge(e: StageEvent, answers: ReadonlyMap<string, A>, explain: boolean): Enrichment | undefined;
   /** What is cached about a client address, for `sluicectl show`. */
   describe?(client: string): unknown;
 }
 
 interface Flight {
   readonly key: string;
+  /** The provider's index. */
+  readonly at: number;
   readonly wants: Set<Want>;
   readonly abort: AbortController;
 }
@@ -49,9 +52,11 @@ interface Want {
   seen: number;
   /** When its decisions stop waiting. */
   deadline: number;
-  readonly asked: Set<string>;
-  readonly answers: Map<string, unknown>;
-  readonly flights: Set<Flight>;
+  /** Per provider (by index): the keys asked and not answered at once, and the answers arrived. */
+  readonly asked: Set<string>[];
+  readonly answers: Map<string, unknown>[];
+  /** Fetches it waits for; made when it first waits for one. */
+  flights: Set<Flight> | undefined;
   judged: readonly Enrichment[] | undefined;
   wait: Promise<boolean> | undefined;
   release: ((alive: boolean) => void) | undefined;
@@ -59,24 +64,32 @@ interface Want {
 }
 
 const NONE: readonly Enrichment[] = Object.freeze([]);
+const NO_ANSWERS: ReadonlyMap<string, unknown> = new Map<string, unknown>();
 
 export class Enricher implements Lookups {
   readonly #providers: readonly Provider[];
   readonly #clock: Clock;
-  readonly #sessions = new Map<string, Want>();
-  readonly #inflight = new Map<string, Flight>();
+  readonly #sessions = new YoungMap<string, Want>();
+  /** What #add works on: the session and provider being asked for, and when (fields, not an object per ask). */
+  #askW: Want | undefined;
+  #askAt = 0;
+  #askNow = 0;
+  readonly #add = (key: string): void => this.#want(key);
+  /** Per provider (by index): its fetches under way, by key. */
+  readonly #inflight: Map<string, Flight>[];
   /** Called with a fetch that threw (a provider's bug): the seam never throws into a decision. */
   readonly #failed: (err: unknown) => void;
 
   constructor(providers: readonly Provider[], clock: Clock, failed: (err: unknown) => void) {
     this.#providers = providers;
+    this.#inflight = providers.map(() => new Map());
     this.#clock = clock;
     this.#failed = failed;
   }
 
   /** Fetches under way (deduplicated). */
   get inFlight(): number {
-    return this.#inflight.size;
+    return this.#inflight.reduce((n, m) => n + m.size, 0);
   }
 
   /** Sessions with lookups kept. */
@@ -91,7 +104,7 @@ export class Enricher implements Lookups {
     if (w === undefined) {
       w = {
         client: e.client, helo: e.helo, sender: e.sender, seen: now, deadline: 0,
-        asked: new Set(), answers: new Map(), flights: new Set(), judged: undefined, wait: undefined, release: undefined, timer: undefined,
+        asked: [], answers: [], flights: undefined, judged: undefined, wait: undefined, release: undefined, timer: undefined,
       };
       this.#sessions.set(e.session, w);
       this.#ask(w, e, now);
@@ -103,7 +116,7 @@ export class Enricher implements Lookups {
       this.#ask(w, e, now);
     }
     w.seen = now;
-    if (w.flights.size === 0 || now >= w.deadline) return undefined;
+    if (w.flights === undefined || w.flights.size === 0 || now >= w.deadline) return undefined;
     if (w.wait !== undefined) return w.wait;
     const want = w;
     w.wait = new Promise<boolean>((resolve) => { want.release = resolve; });
@@ -111,31 +124,35 @@ export class Enricher implements Lookups {
     return w.wait;
   }
 
-  findings(e: StageEvent): readonly Enrichment[] {
+  findings(e: StageEvent, explain = false): readonly Enrichment[] {
     const w = this.#sessions.get(e.session);
     if (w === undefined) return NONE;
-    if (w.judged !== undefined) return w.judged;
+    if (w.judged !== undefined && !explain) return w.judged;
     const out: Enrichment[] = [];
-    for (const p of this.#providers) {
+    for (let at = 0; at < this.#providers.length; at++) {
+      const p = this.#providers[at]!;
       if (!p.active()) continue;
-      const j = p.judge(e, w.answers);
+      const j = p.judge(e, w.answers[at] ?? NO_ANSWERS, explain);
       if (j !== undefined) out.push(j);
     }
-    return (w.judged = out.length === 0 ? NONE : out);
+    const found = out.length === 0 ? NONE : out;
+    if (!explain) w.judged = found;
+    return found;
   }
 
   end(session: string): void {
     const w = this.#sessions.get(session);
     if (w === undefined) return;
     this.#sessions.delete(session);
+    if (w.flights === undefined) return;
     for (const f of w.flights) {
       f.wants.delete(w);
       if (f.wants.size === 0) {
-        this.#inflight.delete(f.key);
+        this.#inflight[f.at]!.delete(f.key);
         f.abort.abort();
       }
     }
-    w.flights.clear();
+    w.flights = undefined;
     this.#settle(w, false);
   }
 
@@ -167,34 +184,51 @@ export class Enricher implements Lookups {
 
   /** Starts (or joins) what the event calls for that the session has not asked yet. */
   #ask(w: Want, e: StageEvent, now: number): void {
-    for (const p of this.#providers) {
+    for (let at = 0; at < this.#providers.length; at++) {
+      const p = this.#providers[at]!;
       if (!p.active()) continue;
-      p.wants(e, (key) => {
-        if (w.asked.has(key)) return;
-        w.asked.add(key);
-        const a = p.known(key);
-        if (a !== undefined) {
-          w.answers.set(key, a);
-          return;
-        }
-        const f = this.#inflight.get(key) ?? this.#fetch(p, key);
-        f.wants.add(w);
-        w.flights.add(f);
-        w.deadline = Math.max(w.deadline, now + p.budget());
-      });
+      this.#askW = w;
+      this.#askAt = at;
+      this.#askNow = now;
+      try {
+        p.wants(e, this.#add);
+      } finally {
+        this.#askW = undefined;
+      }
     }
   }
 
-  #fetch(p: Provider, key: string): Flight {
-    const f: Flight = { key, wants: new Set(), abort: new AbortController() };
-    this.#inflight.set(key, f);
+  /** One key a provider wants for the session being asked for: known, joined, or fetched. */
+  #want(key: string): void {
+    const w = this.#askW!;
+    const at = this.#askAt;
+    const now = this.#askNow;
+    const p = this.#providers[at]!;
+    if (w.answers[at]?.has(key) || w.asked[at]?.has(key)) return;
+    const a = p.known(key);
+    if (a !== undefined) {
+      (w.answers[at] ??= new Map()).set(key, a);
+      return;
+    }
+    (w.asked[at] ??= new Set()).add(key);
+    const f = this.#inflight[at]!.get(key) ?? this.#fetch(at, key);
+    f.wants.add(w);
+    (w.flights ??= new Set()).add(f);
+    w.deadline = Math.max(w.deadline, now + p.budget());
+  }
+
+  #fetch(at: number, key: string): Flight {
+    const p = this.#providers[at]!;
+    const inflight = this.#inflight[at]!;
+    const f: Flight = { key, at, wants: new Set(), abort: new AbortController() };
+    inflight.set(key, f);
     const arrived = (answer: unknown, ok: boolean): void => {
-      if (this.#inflight.get(key) === f) this.#inflight.delete(key);
+      if (inflight.get(key) === f) inflight.delete(key);
       for (const w of f.wants) {
-        if (ok) w.answers.set(key, answer);
+        if (ok) (w.answers[at] ??= new Map()).set(key, answer);
         w.judged = undefined;
-        w.flights.delete(f);
-        if (w.flights.size === 0) this.#settle(w, true);
+        w.flights?.delete(f);
+        if (!w.flights?.size) this.#settle(w, true);
       }
       f.wants.clear();
     };

@@ -58,7 +58,7 @@ export async function startServer(args: string[], key: 'port' | 'policy' | 'milt
 }
 
 /** CPU time the process has used so far (user + system), in microseconds; NaN if it is gone. */
-function cpuOf(pid: number): number {
+export function cpuOf(pid: number): number {
   try {
     // /proc/PID/stat: utime and stime are fields 14 and 15, in clock ticks
     // (USER_HZ, 100 on Linux); the name before them may hold spaces.

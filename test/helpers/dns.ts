@@ -3,7 +3,7 @@
 // never answers (a dead resolver), and one that answers SERVFAIL to all.
 import { spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Resolver } from 'node:dns/promises';
@@ -37,10 +37,12 @@ export interface Zone {
 }
 
 /** rbldnsd on a free 127.0.0.1 port serving `zones`; stopped at teardown. Resolves once it answers. */
-export async function startRbldnsd(t: Test, zones: readonly Zone[], ttl = 300): Promise<{ server: string; port: number }> {
+export async function startRbldnsd(t: Pick<Test, 'teardown'>, zones: readonly Zone[], ttl = 300): Promise<{ server: string; port: number }> {
   const dir = mkdtempSync(path.join(tmpdir(), 'sluice-rbl-'));
+  // Started as root, rbldnsd reads its files as its own user (rbldns).
+  chmodSync(dir, 0o755);
   const specs = zones.map((z, i) => {
-    writeFileSync(path.join(dir, `z${i}`), z.data.join('\n') + '\n');
+    writeFileSync(path.join(dir, `z${i}`), z.data.join('\n') + '\n', { mode: 0o644 });
     return `${z.name}:${z.type}:z${i}`;
   });
   for (let attempt = 0; ; attempt++) {
