@@ -1,0 +1,129 @@
+// parts.ts - what sluiced is made of, built from a config and wired together.
+//
+// The clock, the shield, the metrics, the first-contact lookups (the DNS
+// lists), the engine, the snapshot keeper, load shedding, the services
+// (listeners) and what sluicectl may ask of them. The daemon (daemon.ts)
+// starts, reloads, drains and restarts them; it builds nothing itself.
+//
+// Config keys: reputation.snapshot_file (the keeper), limits.max_loop_lag,
+// tarpit.budget* (shedding); the rest are read by the parts themselves.
+
+import path from 'node:path';
+import type { Config } from '../config/schema.js';
+import { LoopLag } from '../shield/lag.js';
+import { LoadShedding } from '../shield/shedding.js';
+import { Shield } from '../shield/shield.js';
+import type { Logger } from '../log/logger.js';
+import { ReputationEngine } from '../engine/engine.js';
+import { EngineOperator } from '../engine/operator.js';
+import type { Rule } from '../engine/types.js';
+import type { ListEntry } from '../engine/lists.js';
+import { SnapshotKeeper } from '../reputation/keeper.js';
+import { Enricher } from '../enrich/enricher.js';
+import { DnsLists } from '../dns/dnsbl.js';
+import { Metrics } from '../metrics/metrics.js';
+import { Report } from '../metrics/report.js';
+import { commands, type Controller } from '../control/commands.js';
+import type { Dispatch } from '../control/server.js';
+import { statusReport, statsReport } from '../control/report.js';
+import type { Clock } from '../util/clock.js';
+import { Services } from './services.js';
+import { VERSION } from './version.js';
+
+export interface PartsOptions {
+  readonly config: () => Config;
+  readonly stateDir: string;
+  readonly clock: Clock;
+  readonly log: () => Logger;
+  /** Put in front of the engine's pipeline (tests). */
+  readonly rules?: readonly Rule[];
+}
+
+/** What status says of the daemon itself. */
+export interface Whereabouts {
+  readonly configFile: string | undefined;
+  readonly control: string;
+  readonly metricsUrl: string | undefined;
+  readonly errors: ReadonlyMap<number, number>;
+}
+
+export class Parts {
+  readonly clock: Clock;
+  readonly shield: Shield;
+  readonly metrics: Metrics;
+  readonly dnsLists: DnsLists;
+  readonly lookups: Enricher;
+  readonly engine: ReputationEngine;
+  readonly keeper: SnapshotKeeper<ListEntry>;
+  readonly lag = new LoopLag();
+  readonly shedding: LoadShedding;
+  readonly report: Report;
+  readonly services: Services;
+  readonly started: number;
+  readonly #o: PartsOptions;
+
+  constructor(o: PartsOptions) {
+    this.#o = o;
+    const { config, clock, log } = o;
+    this.clock = clock;
+    this.started = clock.now();
+    this.shield = new Shield({ clock });
+    this.metrics = new Metrics({
+      lruSize: () => this.engine.store.size,
+      lruEvictions: () => this.engine.store.evictions,
+      holdsActive: () => this.engine.stats().holdsActive,
+      openConnections: () => this.services.openConnections,
+      loopLagMs: () => this.lag.lastMs,
+    });
+    // The first-contact lookups: the DNS lists are the provider sluice ships.
+    this.dnsLists = new DnsLists(config, clock, log, this.metrics);
+    this.lookups = new Enricher([this.dnsLists], clock, (err) => this.shield.raise({ label: 'lookup' }, err, 'timer'));
+    this.engine = new ReputationEngine(config, clock.now, o.rules, this.lookups);
+    this.keeper = new SnapshotKeeper({
+      store: this.engine.store,
+      lists: (now) => this.engine.lists.dynamic(now),
+      restoreLists: (lists, now) => this.engine.lists.restore(lists, now),
+    }, path.resolve(o.stateDir, config().reputation.snapshot_file), this.shield, log);
+    this.shedding = new LoadShedding(this.shield, log, this.lag, this.engine, () => ({
+      maxLoopLagMs: config().limits.max_loop_lag, budget: config().tarpit.budget, budgetPerNetwork: config().tarpit.budget_per_network,
+    }));
+    this.report = new Report(this.metrics);
+    this.services = new Services({ config, stateDir: o.stateDir, shield: this.shield, log, metrics: this.metrics, report: this.report, engine: this.engine });
+  }
+
+  /**
+   * Once a second: load shedding looks at the event loop and the hold
+   * budget, and silent sessions become outcomes.
+   */
+  tick(): void {
+    this.shedding.check();
+    this.engine.tick();
+    this.services.tick(this.clock.now());
+  }
+
+  /** What sluicectl may ask (control/commands.ts); the daemon's own part of it comes in `own`. */
+  commands(own: Pick<Controller, 'status' | 'reload' | 'setLogLevel'>): Dispatch {
+    return commands({
+      ...own,
+      engine: new EngineOperator(this.engine, this.clock.now, this.lookups),
+      policy: () => this.#o.config().policy,
+      stats: () => statsReport(this.metrics.registry),
+      snapshot: async () => ({ file: this.keeper.file, entries: await this.keeper.write() }),
+    }, this.clock.now);
+  }
+
+  status(w: Whereabouts): Record<string, unknown> {
+    const c = this.#o.config();
+    const s = this.engine.stats();
+    return statusReport({
+      version: VERSION, startedAt: this.started, now: this.clock.now(), mode: c.mode,
+      config: w.configFile ?? '(built-in defaults)', stateDir: this.#o.stateDir, listen: this.services.endpoints, control: w.control,
+      metrics: w.metricsUrl ?? null, connectionsOpen: this.services.openConnections, holdsInProgress: s.holdsActive, holdsRefused: s.holdsRefused,
+      reputationEntries: this.engine.store.size, sessions: s.sessions, errors: w.errors,
+      dnsLists: this.dnsLists.active() ? {
+        sites: c.dnsbl.sites.length + c.dnsbl.rhsbl_sites.length, refusing: this.dnsLists.refusing,
+        cached: this.dnsLists.resolver.size, in_flight: this.lookups.inFlight,
+      } : undefined,
+    });
+  }
+}
