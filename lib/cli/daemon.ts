@@ -89,6 +89,7 @@ export class Daemon {
     const d = new Daemon(config, stateDir, logs, opts);
     await d.#parts.keeper.restore();
     try {
+      d.#parts.fleet.start();
       await d.#parts.services.open();
       await d.#parts.services.openControl(d.controlSocket, d.#parts.commands({
         status: () => d.status(),
@@ -167,6 +168,7 @@ export class Daemon {
     if (kept.length > 0) this.log.warn({ keys: kept }, `read at start only, so kept as running until the next start: ${kept.join(', ')}`);
     this.#config = next;
     this.engine.reloaded();
+    this.#parts.fleet.retime();
     this.#logs.logger.level = next.log.level;
     this.#parts.services.setIdleTimeout(next.limits.idle_timeout);
     if (this.#tick) this.#parts.keeper.retime(next.reputation.snapshot_interval);
@@ -198,6 +200,7 @@ export class Daemon {
     this.#parts.keeper.stop();
     this.#parts.dnsLists.close();
     await this.#parts.keeper.write();
+    await this.#parts.fleet.close();
     for (const u of this.#unhook) u();
     this.#unhook = [];
     this.log.info({ errors: Object.fromEntries(this.errorCounts) }, 'sluiced stopped');

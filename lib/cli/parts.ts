@@ -21,6 +21,7 @@ import type { ListEntry } from '../engine/lists.js';
 import { SnapshotKeeper } from '../reputation/keeper.js';
 import { Enricher } from '../enrich/enricher.js';
 import { DnsLists } from '../dns/dnsbl.js';
+import { Fleet } from '../fleet/fleet.js';
 import { Metrics } from '../metrics/metrics.js';
 import { Report } from '../metrics/report.js';
 import { commands, type Controller } from '../control/commands.js';
@@ -52,6 +53,7 @@ export class Parts {
   readonly shield: Shield;
   readonly metrics: Metrics;
   readonly dnsLists: DnsLists;
+  readonly fleet: Fleet;
   readonly lookups: Enricher;
   readonly engine: ReputationEngine;
   readonly keeper: SnapshotKeeper<ListEntry>;
@@ -75,9 +77,10 @@ export class Parts {
       openConnections: () => this.services.openConnections,
       loopLagMs: () => this.lag.lastMs,
     });
-    // The first-contact lookups: the DNS lists are the provider sluice ships.
+    // The first-contact lookups: the DNS lists, and what the fleet store knows.
     this.dnsLists = new DnsLists(config, clock, log, this.metrics);
-    this.lookups = new Enricher([this.dnsLists], clock, (err) => this.shield.raise({ label: 'lookup' }, err, 'timer'));
+    this.fleet = new Fleet(config, () => this.engine, clock, log, this.metrics);
+    this.lookups = new Enricher([this.dnsLists, this.fleet], clock, (err) => this.shield.raise({ label: 'lookup' }, err, 'timer'));
     this.engine = new ReputationEngine(config, clock.now, o.rules, this.lookups);
     this.keeper = new SnapshotKeeper({
       store: this.engine.store,
@@ -105,7 +108,7 @@ export class Parts {
   commands(own: Pick<Controller, 'status' | 'reload' | 'setLogLevel'>): Dispatch {
     return commands({
       ...own,
-      engine: new EngineOperator(this.engine, this.clock.now, this.lookups),
+      engine: new EngineOperator(this.engine, this.clock.now, this.lookups, this.fleet),
       policy: () => this.#o.config().policy,
       stats: () => statsReport(this.metrics.registry),
       snapshot: async () => ({ file: this.keeper.file, entries: await this.keeper.write() }),
@@ -124,6 +127,7 @@ export class Parts {
         sites: c.dnsbl.sites.length + c.dnsbl.rhsbl_sites.length, refusing: this.dnsLists.refusing,
         cached: this.dnsLists.resolver.size, in_flight: this.lookups.inFlight,
       } : undefined,
+      fleet: this.fleet.status(),
     });
   }
 }

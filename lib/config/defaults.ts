@@ -200,6 +200,27 @@ export const DEFAULTS = {
     // weights add to the same sum.
     rhsbl_sites: [] as (string | { site: string; ipv4_only: boolean })[],
   },
+  fleet: {
+    // A Redis or Valkey server that MX hosts share their reputation through:
+    // redis://host:6379/0, rediss://host:6380 (TLS), unix:/run/redis/redis.sock.
+    // Empty: off (each host learns alone).
+    url: '',
+    // A file holding the store's password (never logged or printed). Empty: none.
+    password_file: '',
+    // Sentinels ("host:port") to ask for the master named master_name,
+    // instead of url.
+    sentinels: [] as string[],
+    master_name: 'mymaster',
+    // Seed nodes ("host:port") of a Redis Cluster, instead of url.
+    cluster: [] as string[],
+    // Every key is under this prefix, so a shared server can host others.
+    prefix: 'sluice:',
+    // What this host learns is written to the store in batches at most this
+    // far apart.
+    flush_interval: '1s',
+    // How long a new client's first decision may wait for what the store knows.
+    read_wait: '20ms',
+  },
   replies: {
     defer: 'Your reputation is poor; try again later',
     reject: 'Rejected for poor reputation',

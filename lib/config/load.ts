@@ -146,6 +146,7 @@ export const START_ONLY = [
   'policy.listen', 'policy.socket_mode', 'policy.dedupe_entries', 'milter.listen', 'milter.socket_mode',
   'reputation.max_entries', 'reputation.ttl', 'reputation.half_life',
   'rates.max_entries', 'greylist.max_entries', 'control.socket', 'control.socket_mode', 'metrics.listen',
+  'fleet.url', 'fleet.password_file', 'fleet.sentinels', 'fleet.master_name', 'fleet.cluster', 'fleet.prefix',
 ] as const;
 
 /**

@@ -64,6 +64,8 @@ const mode = z.unknown().transform((v, ctx) => {
 });
 const count = (min: number, max: number) => z.number().int().min(min).max(max);
 
+/** "host:port", the host a name, an IPv4 address or a bracketed IPv6 address. */
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:26379');
 /** A DNS server as Node's resolver takes it. */
 const resolverAddress = z.string().refine((v) => {
   try {
@@ -207,6 +209,16 @@ export const schema = z.strictObject({
     points: z.number().min(0),
     rhsbl_sites: z.array(dnsSite),
   }),
+  fleet: z.strictObject({
+    url: z.string().refine((v) => v === '' || /^(rediss?:\/\/|unix:\/)/.test(v), 'expected redis://host:port[/db], rediss://... (TLS), unix:/path, or "" for off'),
+    password_file: z.string(),
+    sentinels: z.array(hostPort),
+    master_name: z.string().min(1),
+    cluster: z.array(hostPort),
+    prefix: z.string().max(100),
+    flush_interval: duration.refine((n) => n >= 10 && n <= 60_000, 'must be from 10ms to 60s'),
+    read_wait: duration.refine((n) => n <= 10_000, 'must be at most 10s'),
+  }).refine((f) => [f.url !== '', f.sentinels.length > 0, f.cluster.length > 0].filter(Boolean).length <= 1, 'set one of url, sentinels and cluster'),
   replies: z.strictObject({
     defer: replyText,
     reject: replyText,

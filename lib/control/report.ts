@@ -26,6 +26,8 @@ export interface StatusFacts {
   readonly errors: ReadonlyMap<number, number>;
   /** The DNS lists' state, when any are configured. */
   readonly dnsLists?: Record<string, unknown>;
+  /** The fleet store's state, when one is configured. */
+  readonly fleet?: Record<string, unknown>;
 }
 
 export function statusReport(f: StatusFacts): Record<string, unknown> {
@@ -39,6 +41,7 @@ export function statusReport(f: StatusFacts): Record<string, unknown> {
     rss_mib: mib(mem.rss), heap_used_mib: mib(mem.heapUsed), heap_total_mib: mib(mem.heapTotal), buffers_mib: mib(mem.arrayBuffers),
     errors: Object.fromEntries(f.errors),
     ...(f.dnsLists ? { dns_lists: f.dnsLists } : {}),
+    ...(f.fleet ? { fleet: f.fleet } : {}),
   };
 }
 

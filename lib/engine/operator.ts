@@ -39,8 +39,20 @@ export interface Operator {
   lists(): ListEntry[];
 }
 
+/** Where an operator's changes go besides this host. */
+export interface Shared {
+  listed(entry: ListEntry): void;
+  unlisted(value: string): void;
+  forgot(key: string): void;
+}
+
 export class EngineOperator implements Operator {
-  constructor(private readonly engine: ReputationEngine, private readonly now: Now, private readonly lookups?: { describe(client: string): Record<string, unknown> }) {}
+  /** `shared`: told of every change an operator makes, to share it with other hosts (the fleet store). */
+  constructor(
+    private readonly engine: ReputationEngine, private readonly now: Now,
+    private readonly lookups?: { describe(client: string): Record<string, unknown> },
+    private readonly shared?: Shared,
+  ) {}
 
   explain(event: StageEvent): Promise<Verdict> {
     return this.engine.explain(event);
@@ -61,6 +73,7 @@ export class EngineOperator implements Operator {
   }
 
   forget(key: string): boolean {
+    this.shared?.forgot(key);
     return this.engine.store.forget(key);
   }
 
@@ -69,11 +82,15 @@ export class EngineOperator implements Operator {
   }
 
   list(kind: ListKind, value: string, ttlMs?: number, reason?: string): ListEntry | string {
-    return this.engine.lists.add(kind, value, this.now(), ttlMs, reason);
+    const entry = this.engine.lists.add(kind, value, this.now(), ttlMs, reason);
+    if (typeof entry !== 'string') this.shared?.listed(entry);
+    return entry;
   }
 
   unlist(value: string): boolean {
-    return this.engine.lists.remove(value);
+    const removed = this.engine.lists.remove(value);
+    if (removed) this.shared?.unlisted(value);
+    return removed;
   }
 
   lists(): ListEntry[] {

@@ -7,6 +7,7 @@
 // read when Prometheus scrapes. The HTTP endpoint is loopback only by
 // default and absent when metrics.listen is empty.
 //
+// The fleet store: operations by kind and result.
 // DNS lists: queries by zone and result (listed, clean, timeout, servfail,
 // refused, error), cache hits by zone, and how long queries took.
 //
@@ -17,6 +18,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ConfigError } from '../shield/errors.js';
 import type { Endpoint } from '../config/endpoint.js';
 import type { DnsReport } from '../dns/dnsbl.js';
+import type { FleetReport } from '../fleet/fleet.js';
 
 export type Protocol = 'policy' | 'milter' | 'control';
 
@@ -29,7 +31,7 @@ export interface Sources {
   loopLagMs(): number;
 }
 
-export class Metrics implements DnsReport {
+export class Metrics implements DnsReport, FleetReport {
   readonly registry = new Registry();
   readonly verdicts: Counter<'stage' | 'verdict' | 'via'>;
   readonly wouldHave: Counter<'stage' | 'verdict' | 'via'>;
@@ -45,6 +47,7 @@ export class Metrics implements DnsReport {
   readonly dnsQueries: Counter<'zone' | 'result'>;
   readonly dnsSeconds: Histogram;
   readonly #dnsCacheHits = new Map<string, number>();
+  readonly fleetOps: Counter<'op' | 'result'>;
   #server: http.Server | undefined;
 
   constructor(sources: Sources) {
@@ -68,6 +71,7 @@ export class Metrics implements DnsReport {
     });
     this.dnsQueries = new Counter({ name: 'sluice_dns_queries_total', help: 'DNS list queries by zone and result (listed, clean, timeout, servfail, refused, error); failures count as not listed', labelNames: ['zone', 'result'], registers: [r] });
     this.dnsSeconds = new Histogram({ name: 'sluice_dns_query_seconds', help: 'How long DNS list queries took', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5], registers: [r] });
+    this.fleetOps = new Counter({ name: 'sluice_fleet_ops_total', help: 'Fleet store operations by kind (read, write, list) and result (ok, error); writes dropped for a full buffer are in the status', labelNames: ['op', 'result'], registers: [r] });
     const hits = this.#dnsCacheHits;
     new Counter({
       name: 'sluice_dns_cache_hits_total', help: 'DNS list lookups answered from the cache, by zone', labelNames: ['zone'], registers: [r],
@@ -99,6 +103,10 @@ export class Metrics implements DnsReport {
   queried(zone: string, result: string, seconds: number): void {
     this.dnsQueries.inc({ zone, result });
     this.dnsSeconds.observe(seconds);
+  }
+
+  fleetOp(op: string, ok: boolean): void {
+    this.fleetOps.inc({ op, result: ok ? 'ok' : 'error' });
   }
 
   cacheHit(zone: string): void {

@@ -63,6 +63,8 @@ export class ReputationStore {
   /** Bumped whenever a key gets a slot (so that refs to absent keys look again). */
   #added = 0;
   evictions = 0;
+  /** Told of every change add() makes (the fleet store writes them behind). */
+  #watcher: ((key: string, delta: number, counter: Counter | undefined, at: number) => void) | undefined;
 
   constructor(opts: StoreOptions) {
     this.#opts = opts;
@@ -203,6 +205,17 @@ export class ReputationStore {
     this.#slab[b + S] = this.#score(slot, now) + delta;
     this.#slab[b + AT] = now;
     if (counter) this.#slab[b + COUNTER[counter]]!++;
+    this.#watcher?.(key, delta, counter, now);
+  }
+
+  /** Tells `fn` of every change add() makes from now on (put() and load() are not told: they copy entries in). */
+  watch(fn: (key: string, delta: number, counter: Counter | undefined, at: number) => void): void {
+    this.#watcher = fn;
+  }
+
+  /** True when the key has a live entry. */
+  has(key: string, now = this.#opts.now()): boolean {
+    return this.#get(key, now) !== undefined;
   }
 
   forget(key: string): boolean {

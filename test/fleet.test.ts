@@ -1,0 +1,132 @@
+// The fleet store end to end: two sluiced share a real redis-server (and a
+// three-node Redis Cluster, and a Sentinel setup). A client that gives up
+// held sessions on A is shaped on B at its first request there; a deny on A
+// is enforced by B within a second; a restarted B still knows; the store
+// killed under load loses no answer.
+import t from 'tap';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Test } from 'tap';
+import { startDaemon, settle, track, until, type Harness } from './helpers/daemon.js';
+import { PolicyClient, portOf, rcptRequest } from './helpers/policy-client.js';
+import { MilterClient, mta } from './helpers/milter-client.js';
+import { redisGate, startCluster, startRedis, startSentinel } from './helpers/redis.js';
+import { run } from './helpers/spawn.js';
+import { ManualClock } from '../dist/util/clock.js';
+
+const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const ZOMBIE = '203.0.113.66';
+
+function fleetYaml(store: string): string {
+  return `fleet:\n  ${store}\n  flush_interval: 100ms\n  read_wait: 2s\n`;
+}
+
+/** Gives up three held sessions on `h`'s milter (bare-IP HELO: held; the client goes at once), then has them written. */
+async function zombieOn(t: Test, h: Harness, clock: ManualClock): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    const m = await MilterClient.connect(portOf(h.daemon.endpoints.milter[0]));
+    await m.open('Postfix 3.7.11', ZOMBIE, 'unknown');
+    m.send(mta.helo(ZOMBIE));
+    await settle(30);
+    m.close();
+    await m.idle;
+  }
+  t.ok(await until(() => h.daemon.engine.store.count(`ip:${ZOMBIE}`, 'abh') === 3), 'A learned three abandoned holds');
+  clock.advance(100);
+  // Three keys: the address, its network and the HELO name.
+  t.ok(await until(() => (h.daemon.status()['fleet'] as { written: number }).written >= 3), 'and wrote them to the store');
+}
+
+/** B has never seen the zombie: its first request there is shaped from what the store knows. */
+async function shapedOn(t: Test, h: Harness): Promise<void> {
+  t.equal(h.daemon.engine.store.score(`ip:${ZOMBIE}`), 0, 'B knows nothing of the client locally');
+  const p = await PolicyClient.connect({ port: portOf(h.daemon.endpoints.policy[0]) });
+  t.teardown(() => p.close());
+  const reply = track(p.ask(rcptRequest({ client_address: ZOMBIE, instance: `z.${Math.random()}` })));
+  await until(() => reply.done, 1000);
+  t.ok(h.daemon.engine.store.score(`ip:${ZOMBIE}`) < -10, `B read its score from the store: ${h.daemon.engine.store.score(`ip:${ZOMBIE}`)}`);
+  t.ok(!reply.done || reply.value !== 'action=DUNNO\n\n', `shaped at its first request on B: ${reply.done ? JSON.stringify(reply.value) : 'held'}`);
+  const fresh = await p.ask(rcptRequest({ client_address: '198.51.100.23', instance: `f.${Math.random()}` }));
+  t.equal(fresh, 'action=DUNNO\n\n', 'a client the fleet does not know passes');
+}
+
+t.test('two hosts share reputation, lists and restarts through redis-server; the store killed under load loses nothing', redisGate(t), async (t) => {
+  const redis = await startRedis(t);
+  const ca = new ManualClock();
+  const a = await startDaemon(t, fleetYaml(`url: "${redis.url}"`), undefined, ca);
+  const b = await startDaemon(t, fleetYaml(`url: "${redis.url}"`), undefined, new ManualClock());
+  t.ok(await until(() => (a.daemon.status()['fleet'] as { state: string }).state === 'up' && (b.daemon.status()['fleet'] as { state: string }).state === 'up'), 'both connected');
+  t.match(a.daemon.status()['fleet'], { store: redis.url, state: 'up', pending_writes: 0 });
+
+  await zombieOn(t, a, ca);
+  t.match(redis.cli('hgetall', `sluice:r:ip:${ZOMBIE}`), /abh\n3/, 'the store holds the entry under the prefix');
+  await shapedOn(t, b);
+
+  // sluicectl deny on A: B enforces it within a second.
+  const ctl = run(t, [path.join(ROOT, 'bin', 'sluicectl'), '--socket', a.daemon.controlSocket, 'deny', '192.0.2.99', '--reason', 'fleet test']);
+  t.equal((await ctl.exited).code, 0);
+  const pb = await PolicyClient.connect({ port: portOf(b.daemon.endpoints.policy[0]) });
+  t.teardown(() => pb.close());
+  const denied = async (p: PolicyClient): Promise<boolean> => (await p.ask(rcptRequest({ client_address: '192.0.2.99', instance: `d.${Math.random()}` }))).startsWith('action=554');
+  const since = Date.now();
+  let onB = false;
+  while (!onB && Date.now() - since < 1000) onB = await denied(pb);
+  t.ok(onB, `B enforces A's deny after ${Date.now() - since} ms`);
+
+  // B restarts with an empty state directory: it still knows both.
+  await b.daemon.stop();
+  const b2 = await startDaemon(t, fleetYaml(`url: "${redis.url}"`), undefined, new ManualClock());
+  t.ok(await until(() => b2.daemon.engine.lists.entries(Date.now()).some((e) => e.value === '192.0.2.99')), 'the restarted B read the deny list');
+  await shapedOn(t, b2);
+
+  // The store killed under load: every request answered, both alive, one warning each.
+  const pa = await PolicyClient.connect({ port: portOf(a.daemon.endpoints.policy[0]) });
+  const pb2 = await PolicyClient.connect({ port: portOf(b2.daemon.endpoints.policy[0]) });
+  t.teardown(() => { pa.close(); pb2.close(); });
+  let answered = 0;
+  const load = async (p: PolicyClient, n: number, tag: string): Promise<void> => {
+    for (let i = 0; i < n; i++) {
+      const r = await p.ask(rcptRequest({ client_address: `198.51.100.${i % 200}`, instance: `${tag}.${i}` }));
+      if (r.startsWith('action=')) answered++;
+    }
+  };
+  const loading = Promise.all([load(pa, 300, 'a'), load(pb2, 300, 'b')]);
+  await settle(20);
+  await redis.kill();
+  await loading;
+  t.equal(answered, 600, 'every request answered while the store died');
+  t.ok(await until(() => a.logs().some((l) => /fleet store is away/.test(String(l['msg']))) && b2.logs().some((l) => /fleet store is away/.test(String(l['msg'])))), 'each host said so');
+  await load(pa, 50, 'a2');
+  t.equal(a.logs().filter((l) => /fleet store is away/.test(String(l['msg']))).length, 1, 'once');
+  t.equal(b2.logs().filter((l) => /fleet store is away/.test(String(l['msg']))).length, 1, 'once on B too');
+  t.match(a.daemon.status()['fleet'], { state: 'down' });
+  // Writes wait while it is away, and go once it is back.
+  a.daemon.engine.store.add('ip:192.0.2.150', -3, 'ab');
+  ca.advance(100);
+  await redis.restart();
+  t.ok(await until(() => a.logs().some((l) => /fleet store is back/.test(String(l['msg']))), 8000), 'A says the store is back');
+  ca.advance(100);
+  t.ok(await until(() => /ab\n1/.test(redis.cli('hgetall', 'sluice:r:ip:192.0.2.150')), 3000), 'and the waiting write landed');
+});
+
+t.test('a three-node Redis Cluster: a zombie on A is shaped on B', redisGate(t, ['/usr/bin/redis-server', '/usr/bin/redis-cli']), async (t) => {
+  const seeds = await startCluster(t);
+  const store = `cluster: [${seeds.map((s) => `"${s}"`).join(', ')}]`;
+  const ca = new ManualClock();
+  const a = await startDaemon(t, fleetYaml(store), undefined, ca);
+  const b = await startDaemon(t, fleetYaml(store), undefined, new ManualClock());
+  t.ok(await until(() => (a.daemon.status()['fleet'] as { state: string }).state === 'up' && (b.daemon.status()['fleet'] as { state: string }).state === 'up', 8000), 'both connected to the cluster');
+  await zombieOn(t, a, ca);
+  await shapedOn(t, b);
+});
+
+t.test('Sentinel: a zombie on A is shaped on B', redisGate(t, ['/usr/bin/redis-server', '/usr/bin/redis-sentinel']), async (t) => {
+  const sentinel = await startSentinel(t);
+  const store = `sentinels: ["${sentinel}"]\n  master_name: mymaster`;
+  const ca = new ManualClock();
+  const a = await startDaemon(t, fleetYaml(store), undefined, ca);
+  const b = await startDaemon(t, fleetYaml(store), undefined, new ManualClock());
+  t.ok(await until(() => (a.daemon.status()['fleet'] as { state: string }).state === 'up' && (b.daemon.status()['fleet'] as { state: string }).state === 'up', 8000), 'both found the master through the sentinel');
+  await zombieOn(t, a, ca);
+  await shapedOn(t, b);
+});

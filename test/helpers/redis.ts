@@ -1,0 +1,103 @@
+// Private Redis servers for the fleet tests: redis-server (and redis-sentinel)
+// from the Debian packages, on free 127.0.0.1 ports, in temp dirs, no
+// persistence; stopped at teardown. A Redis Cluster of three masters made
+// with redis-cli --cluster create.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import net from 'node:net';
+import type { Test } from 'tap';
+import { freePort } from './postfix.js';
+
+export const REDIS_SERVER = '/usr/bin/redis-server';
+
+/** Skips the file's tests, with the reason, when redis-server is missing; under CI a missing one fails. */
+export function redisGate(t: Test, tools = [REDIS_SERVER]): { skip: string | false } {
+  const missing = tools.filter((tool) => spawnSync(tool, ['--version']).error !== undefined);
+  const why = missing.length ? `${missing.join(', ')} missing: Debian packages redis-server and redis-sentinel (.ci/run installs them)` : undefined;
+  if (why && process.env['CI']) t.fail(`fleet store tests cannot run under CI: ${why}`);
+  return { skip: why && !process.env['CI'] ? why : false };
+}
+
+/** Resolves once something answers PING with PONG on the port. */
+async function pong(port: number, ms = 5000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('error', () => resolve(false));
+      s.once('connect', () => s.write('PING\r\n'));
+      s.once('data', (d: Buffer) => { s.destroy(); resolve(d.toString().startsWith('+PONG')); });
+    });
+    if (ok) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
+
+export interface Redis {
+  readonly port: number;
+  readonly url: string;
+  /** SIGKILL: the store vanishes as in a crash. */
+  kill(): Promise<void>;
+  /** Starts it again on the same port (empty: no persistence). */
+  restart(): Promise<void>;
+  cli(...args: string[]): string;
+}
+
+/** redis-server on a free port; `args` are extra server arguments. */
+export async function startRedis(t: Pick<Test, 'teardown'>, args: string[] = [], port?: number): Promise<Redis> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'sluice-redis-'));
+  const p = port ?? await freePort();
+  let child: ChildProcess | undefined;
+  const start = async (): Promise<void> => {
+    child = spawn(REDIS_SERVER, ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', ...args], { stdio: 'ignore' });
+    if (!(await pong(p))) throw new Error(`redis-server did not start on ${p}`);
+  };
+  await start();
+  t.teardown(() => {
+    child?.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    port: p, url: `redis://127.0.0.1:${p}`,
+    kill: async () => {
+      const c = child;
+      if (!c || c.exitCode !== null) return;
+      await new Promise<void>((r) => { c.once('exit', () => r()); c.kill('SIGKILL'); });
+    },
+    restart: start,
+    cli: (...a: string[]) => spawnSync('redis-cli', ['-p', String(p), ...a], { encoding: 'utf8' }).stdout,
+  };
+}
+
+/** Three cluster masters, joined; resolves when the cluster is ok. Returns their "host:port"s. */
+export async function startCluster(t: Pick<Test, 'teardown'>): Promise<string[]> {
+  const nodes = [];
+  for (let i = 0; i < 3; i++) nodes.push(await startRedis(t, ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${i}.conf`, '--cluster-node-timeout', '2000']));
+  const seeds = nodes.map((n) => `127.0.0.1:${n.port}`);
+  const made = spawnSync('redis-cli', ['--cluster', 'create', ...seeds, '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8' });
+  if (made.status !== 0) throw new Error(`redis-cli --cluster create failed: ${made.stdout}${made.stderr}`);
+  for (let i = 0; i < 100; i++) {
+    if (nodes.every((n) => n.cli('cluster', 'info').includes('cluster_state:ok'))) return seeds;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('the cluster did not come up');
+}
+
+/** One master and one sentinel watching it as `name`; returns the sentinel's "host:port". */
+export async function startSentinel(t: Pick<Test, 'teardown'>, name = 'mymaster'): Promise<string> {
+  const master = await startRedis(t);
+  const dir = mkdtempSync(path.join(tmpdir(), 'sluice-sentinel-'));
+  const port = await freePort();
+  const conf = path.join(dir, 'sentinel.conf');
+  writeFileSync(conf, `port ${port}\nbind 127.0.0.1\ndir ${dir}\nsentinel monitor ${name} 127.0.0.1 ${master.port} 1\nsentinel down-after-milliseconds ${name} 2000\n`);
+  const child = spawn('redis-sentinel', [conf], { stdio: 'ignore' });
+  t.teardown(() => {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  if (!(await pong(port))) throw new Error('redis-sentinel did not start');
+  return `127.0.0.1:${port}`;
+}
