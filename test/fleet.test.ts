@@ -130,3 +130,26 @@ t.test('Sentinel: a zombie on A is shaped on B', redisGate(t, ['/usr/bin/redis-s
   await zombieOn(t, a, ca);
   await shapedOn(t, b);
 });
+
+t.test('a password from fleet.password_file: used, and never logged, shown or printed', redisGate(t), async (t) => {
+  const redis = await startRedis(t, ['--requirepass', 'hunter2-fleet']);
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(path.join(tmpdir(), 'sluice-pass-'));
+  const file = path.join(dir, 'redis.pass');
+  writeFileSync(file, 'hunter2-fleet\n', { mode: 0o600 });
+  const h = await startDaemon(t, `fleet:\n  url: "${redis.url}"\n  password_file: "${file}"\n`);
+  t.ok(await until(() => (h.daemon.status()['fleet'] as { state: string }).state === 'up'), 'connected with the password');
+  const shown = JSON.stringify(h.daemon.status()) + JSON.stringify(h.logs());
+  t.notOk(shown.includes('hunter2'), 'not in status or the log');
+  const printed = run(t, [path.join(ROOT, 'bin', 'sluiced'), '--config', h.configFile, '--print-config']);
+  await printed.exited;
+  t.match(printed.stdout(), /password_file: .*redis\.pass/, '--print-config shows the file');
+  t.notOk(printed.stdout().includes('hunter2'), 'and not the password');
+  // An unreadable password file stops the start with a configuration error (exit 78), in one line.
+  const bad = path.join(dir, 'bad.yaml');
+  writeFileSync(bad, `state_dir: ${dir}\npolicy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: []\nmetrics:\n  listen: ""\nfleet:\n  url: "${redis.url}"\n  password_file: "${dir}/absent.pass"\n`);
+  const refused = run(t, [path.join(ROOT, 'bin', 'sluiced'), '--foreground', '--config', bad]);
+  t.equal((await refused.exited).code, 78, 'exit 78');
+  t.match(refused.stderr(), /fleet\.password_file: cannot read .*absent\.pass: ENOENT/);
+});

@@ -168,7 +168,7 @@ t.test('top ranks clients and networks by score, holds or drops, and counts them
 
 t.test('counts kept as plain numbers reach every scrape exactly, and a scrape does not add them again', async (t) => {
   const { Metrics } = await import('../dist/metrics/metrics.js');
-  const m = new Metrics({ lruSize: () => 0, lruEvictions: () => 0, holdsActive: () => 0, openConnections: () => 0, loopLagMs: () => 0 });
+  const m = new Metrics({ lruSize: () => 0, lruEvictions: () => 0, holdsActive: () => 0, openConnections: () => 0, loopLagMs: () => 0, fleetWrites: () => ({ pending: 0, dropped: 0 }) });
   for (let i = 0; i < 3; i++) m.connected('milter');
   m.connected('policy');
   for (let i = 0; i < 5; i++) m.verdict('rcpt', 'pass', 'policy');

@@ -76,6 +76,7 @@ export class Parts {
       holdsActive: () => this.engine.stats().holdsActive,
       openConnections: () => this.services.openConnections,
       loopLagMs: () => this.lag.lastMs,
+      fleetWrites: () => this.fleet.writes(),
     });
     // The first-contact lookups: the DNS lists, and what the fleet store knows.
     this.dnsLists = new DnsLists(config, clock, log, this.metrics);

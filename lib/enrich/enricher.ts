@@ -106,8 +106,10 @@ export class Enricher implements Lookups {
         client: e.client, helo: e.helo, sender: e.sender, seen: now, deadline: 0,
         asked: [], answers: [], flights: undefined, judged: undefined, wait: undefined, release: undefined, timer: undefined,
       };
-      this.#sessions.set(e.session, w);
       this.#ask(w, e, now);
+      // A session no provider wanted anything for is not kept: its next stage asks again (cheaply).
+      if (w.answers.length === 0 && w.asked.length === 0) return undefined;
+      this.#sessions.set(e.session, w);
     } else if (w.helo !== e.helo || w.sender !== e.sender || w.client !== e.client) {
       w.client = e.client;
       w.helo = e.helo;

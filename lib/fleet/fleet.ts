@@ -38,7 +38,8 @@ export const READ_AGAIN_MS = 60_000;
 
 /** What the fleet counts, for metrics. */
 export interface FleetReport {
-  fleetOp(op: 'read' | 'write' | 'list', ok: boolean): void;
+  /** `n` calls to the store of one kind, with their result. */
+  fleetOps(op: 'read' | 'write' | 'list', ok: boolean, n?: number): void;
 }
 
 type FleetConfig = Pick<Config, 'fleet' | 'reputation'>;
@@ -105,9 +106,9 @@ export class Fleet implements Provider<true> {
   async flush(): Promise<void> {
     if (this.#conn === undefined || !this.#up) return;
     const before = this.#writer.stats().failed;
-    const n = await this.#writer.flush(this.#conn.commands);
-    for (let i = 0; i < n; i++) this.#report.fleetOp('write', true);
-    for (let i = this.#writer.stats().failed - before; i > 0; i--) this.#report.fleetOp('write', false);
+    const calls = await this.#writer.flush(this.#conn.commands, this.#config().fleet.cluster.length > 0);
+    this.#report.fleetOps('write', true, calls);
+    if (this.#writer.stats().failed > before) this.#report.fleetOps('write', false, 1);
   }
 
   async close(): Promise<void> {
@@ -116,6 +117,12 @@ export class Fleet implements Provider<true> {
     await this.flush();
     await this.#conn.close();
     this.#conn = undefined;
+  }
+
+  /** Writes waiting, and dropped since start. */
+  writes(): { pending: number; dropped: number } {
+    const w = this.#writer.stats();
+    return { pending: w.pending, dropped: w.dropped };
   }
 
   status(): Record<string, unknown> | undefined {
@@ -161,10 +168,10 @@ export class Fleet implements Provider<true> {
     await Promise.all([key, net].filter((k): k is string => k !== undefined).map(async (k) => {
       try {
         const h = await conn.commands.hGetAll(`${prefix}r:${k}`);
-        this.#report.fleetOp('read', true);
+        this.#report.fleetOps('read', true);
         if (h['at'] !== undefined && !this.#engine().store.has(k)) this.#engine().store.put(k, entryValues(h));
       } catch {
-        this.#report.fleetOp('read', false);
+        this.#report.fleetOps('read', false);
       }
     }));
     return true;
@@ -200,9 +207,9 @@ export class Fleet implements Provider<true> {
     if (conn === undefined) return;
     const f = this.#config().fleet;
     store(conn.commands).then(() => conn.commands.publish(`${f.prefix}events`, JSON.stringify(event))).then(
-      () => this.#report.fleetOp('list', true),
+      () => this.#report.fleetOps('list', true),
       (err: unknown) => {
-        this.#report.fleetOp('list', false);
+        this.#report.fleetOps('list', false);
         this.#log().warn({ err: String(err), op: event.op }, 'fleet store: a list change could not be shared (it holds on this host)');
       },
     );

@@ -2,7 +2,8 @@
 //
 // Every change to the local store (a delta and its counter, at a time) is
 // gathered per key and sent every fleet.flush_interval: one script call per
-// key, all issued in one tick so the client pipelines them. The script
+// CHUNK keys (per key on a Cluster, where the keys of one call must share a
+// slot), all issued in one tick so the client pipelines them. The script
 // decays the stored score to the delta's time (or the delta to the stored
 // time, when another host wrote later) with this host's half-life, adds it,
 // bumps the counters and renews the key's TTL (reputation.ttl): hosts with
@@ -22,30 +23,76 @@ export const MAX_PENDING = 100_000;
 
 const LN2 = Math.LN2;
 
-/** KEYS[1]: the entry's hash. ARGV: delta, at, half-life ms, ttl ms, then counter/count pairs. */
+/** Keys per script call (standalone and Sentinel). */
+export const CHUNK = 500;
+
+/** The counters, in the order a key's changes carry their counts. */
+const COUNTERS: readonly Counter[] = ['ok', 'ab', 'abh', 'rate', 'grey'];
+
+/**
+ * KEYS: the entries' hashes. ARGV: half-life ms, ttl ms, and the changes,
+ * one line per key in KEYS' order: "delta at ok ab abh rate grey" (one
+ * argument for them all: the client encodes every argument, and a flush
+ * carries thousands of keys).
+ */
 export const APPLY = `
-local h = KEYS[1]
-local v = redis.call('HMGET', h, 's', 'at')
-local d, at, hl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local s, at0 = tonumber(v[1]), tonumber(v[2])
-if not s then
-  redis.call('HSET', h, 's', d, 'at', at, 'first', at)
-elseif at >= at0 then
-  redis.call('HSET', h, 's', s * math.exp(-${LN2} * (at - at0) / hl) + d, 'at', at)
-else
-  redis.call('HSET', h, 's', s + d * math.exp(-${LN2} * (at0 - at) / hl))
+local hl, ttl = tonumber(ARGV[1]), ARGV[2]
+local names = {'ok', 'ab', 'abh', 'rate', 'grey'}
+local k = 0
+for line in string.gmatch(ARGV[3], '[^\\n]+') do
+  k = k + 1
+  local h = KEYS[k]
+  local f = {}
+  for x in string.gmatch(line, '%S+') do f[#f + 1] = tonumber(x) end
+  local d, at = f[1], f[2]
+  local v = redis.call('HMGET', h, 's', 'at')
+  local s, at0 = tonumber(v[1]), tonumber(v[2])
+  if not s then
+    redis.call('HSET', h, 's', d, 'at', at, 'first', at)
+  elseif at >= at0 then
+    redis.call('HSET', h, 's', s * math.exp(-${LN2} * (at - at0) / hl) + d, 'at', at)
+  else
+    redis.call('HSET', h, 's', s + d * math.exp(-${LN2} * (at0 - at) / hl))
+  end
+  for i = 1, 5 do
+    if f[i + 2] ~= 0 then redis.call('HINCRBY', h, names[i], f[i + 2]) end
+  end
+  redis.call('PEXPIRE', h, ttl)
 end
-for i = 5, #ARGV, 2 do redis.call('HINCRBY', h, ARGV[i], ARGV[i + 1]) end
-redis.call('PEXPIRE', h, ARGV[4])
-return 1
+return #KEYS
 `;
 const APPLY_SHA = createHash('sha1').update(APPLY).digest('hex');
 
-interface Pending {
-  /** The deltas so far, as one delta at `at` (earlier ones decayed to it). */
-  delta: number;
-  at: number;
-  counts: Partial<Record<Counter, number>>;
+/** Per key waiting: delta (decayed to `at`), at, then the five counts (COUNTERS order). */
+const WIDTH = 7;
+
+/**
+ * Keys with changes waiting, each an index into one slab of numbers: no
+ * object per key. A batch lives for up to a flush interval, long enough for
+ * V8 to promote what it holds; numbers in a typed array cost its collector
+ * nothing.
+ */
+class Batch {
+  readonly index = new Map<string, number>();
+  slab = new Float64Array(WIDTH * 1024);
+
+  /** The key's row (made zeroed at `at` when new), or -1 when the batch is full. */
+  row(key: string, at: number): number {
+    const i = this.index.get(key);
+    if (i !== undefined) return i * WIDTH;
+    const n = this.index.size;
+    if (n >= MAX_PENDING) return -1;
+    if ((n + 1) * WIDTH > this.slab.length) {
+      const grown = new Float64Array(Math.min(this.slab.length * 2, MAX_PENDING * WIDTH));
+      grown.set(this.slab);
+      this.slab = grown;
+    }
+    this.index.set(key, n);
+    const b = n * WIDTH;
+    this.slab.fill(0, b, b + WIDTH);
+    this.slab[b + 1] = at;
+    return b;
+  }
 }
 
 export interface WriterStats {
@@ -58,7 +105,7 @@ export interface WriterStats {
 }
 
 export class FleetWriter {
-  #pending = new Map<string, Pending>();
+  #pending = new Batch();
   #oldest = 0;
   #dropped = 0;
   #written = 0;
@@ -69,67 +116,85 @@ export class FleetWriter {
 
   /** One change to the local store. */
   push(key: string, delta: number, counter: Counter | undefined, at: number): void {
-    let p = this.#pending.get(key);
-    if (p === undefined) {
-      if (this.#pending.size >= MAX_PENDING) {
-        this.#dropped++;
-        return;
-      }
-      p = { delta: 0, at, counts: {} };
-      this.#pending.set(key, p);
-      if (this.#oldest === 0) this.#oldest = at;
-    }
-    const hl = this.settings().halfLifeMs;
-    p.delta = p.delta * Math.exp(-LN2 * Math.max(0, at - p.at) / hl) + delta;
-    p.at = Math.max(p.at, at);
-    if (counter) p.counts[counter] = (p.counts[counter] ?? 0) + 1;
+    this.#add(key, delta, at, counter === undefined ? -1 : COUNTERS.indexOf(counter), 1);
   }
 
-  /** Sends what waits; what fails waits for the next flush. Resolves with the number of keys written. */
-  async flush(store: StoreCommands): Promise<number> {
-    if (this.#flushing || this.#pending.size === 0) return 0;
+  /** Adds a delta at `at` and `n` to one counter (-1: none) to the key's row. */
+  #add(key: string, delta: number, at: number, counter: number, n: number): void {
+    const batch = this.#pending;
+    const b = batch.row(key, at);
+    if (b < 0) {
+      this.#dropped++;
+      return;
+    }
+    if (this.#oldest === 0) this.#oldest = at;
+    const slab = batch.slab;
+    const hl = this.settings().halfLifeMs;
+    const was = slab[b + 1]!;
+    if (at >= was) {
+      slab[b] = slab[b]! * Math.exp(-LN2 * (at - was) / hl) + delta;
+      slab[b + 1] = at;
+    } else {
+      slab[b] = slab[b]! + delta * Math.exp(-LN2 * (was - at) / hl);
+    }
+    if (counter >= 0) slab[b + 2 + counter] = slab[b + 2 + counter]! + n;
+  }
+
+  /** Sends what waits (`perKey`: one call per key, for a Cluster); what fails waits for the next flush. Resolves with the number of calls that worked. */
+  async flush(store: StoreCommands, perKey = false): Promise<number> {
+    if (this.#flushing || this.#pending.index.size === 0) return 0;
     this.#flushing = true;
     const batch = this.#pending;
-    this.#pending = new Map();
+    this.#pending = new Batch();
     const oldest = this.#oldest;
     this.#oldest = 0;
     const { prefix, halfLifeMs, ttlMs } = this.settings();
+    const slab = batch.slab;
     try {
-      const sent = [...batch].map(([key, p]) => {
-        const args = [String(p.delta), String(p.at), String(halfLifeMs), String(ttlMs)];
-        for (const [c, n] of Object.entries(p.counts)) args.push(c, String(n));
-        const o = { keys: [`${prefix}r:${key}`], arguments: args };
-        return store.evalSha(APPLY_SHA, o).catch((err: unknown) => {
+      const size = perKey ? 1 : CHUNK;
+      const sent: Promise<boolean>[] = [];
+      let keys: string[] = [];
+      let changes = '';
+      const send = (chunk: string[], text: string): void => {
+        const o = { keys: chunk.map((k) => `${prefix}r:${k}`), arguments: [String(halfLifeMs), String(ttlMs), text] };
+        sent.push(store.evalSha(APPLY_SHA, o).catch((err: unknown) => {
           if (!String(err).includes('NOSCRIPT')) throw err;
           return store.eval(APPLY, o);
-        }).then(() => true, () => { this.#requeue(key, p, halfLifeMs); return false; });
-      });
-      const ok = (await Promise.all(sent)).filter(Boolean).length;
-      this.#written += ok;
-      this.#failed += batch.size - ok;
-      if (ok < batch.size && this.#oldest === 0) this.#oldest = oldest;
-      return ok;
+        }).then(() => true, () => {
+          for (const k of chunk) this.#requeue(k, slab, batch.index.get(k)! * WIDTH);
+          return false;
+        }));
+      };
+      for (const [key, i] of batch.index) {
+        const b = i * WIDTH;
+        keys.push(key);
+        changes += `${slab[b]} ${slab[b + 1]} ${slab[b + 2]} ${slab[b + 3]} ${slab[b + 4]} ${slab[b + 5]} ${slab[b + 6]}\n`;
+        if (keys.length === size) {
+          send(keys, changes);
+          keys = [];
+          changes = '';
+        }
+      }
+      if (keys.length > 0) send(keys, changes);
+      const done = await Promise.all(sent);
+      const calls = done.filter(Boolean).length;
+      const keysOk = batch.index.size - done.reduce((n, ok, c) => n + (ok ? 0 : Math.min(size, batch.index.size - c * size)), 0);
+      this.#written += keysOk;
+      this.#failed += batch.index.size - keysOk;
+      if (keysOk < batch.index.size && this.#oldest === 0) this.#oldest = oldest;
+      return calls;
     } finally {
       this.#flushing = false;
     }
   }
 
   stats(): WriterStats {
-    return { pending: this.#pending.size, dropped: this.#dropped, written: this.#written, failed: this.#failed, oldest: this.#oldest };
+    return { pending: this.#pending.index.size, dropped: this.#dropped, written: this.#written, failed: this.#failed, oldest: this.#oldest };
   }
 
-  /** A change that could not be written goes back in front of what came since. */
-  #requeue(key: string, p: Pending, hl: number): void {
-    const later = this.#pending.get(key);
-    if (later === undefined) {
-      if (this.#pending.size >= MAX_PENDING) {
-        this.#dropped++;
-        return;
-      }
-      this.#pending.set(key, p);
-      return;
-    }
-    later.delta += p.delta * Math.exp(-LN2 * Math.max(0, later.at - p.at) / hl);
-    for (const [c, n] of Object.entries(p.counts) as [Counter, number][]) later.counts[c] = (later.counts[c] ?? 0) + n;
+  /** A change that could not be written goes back in, merged with what came since. */
+  #requeue(key: string, slab: Float64Array, b: number): void {
+    this.#add(key, slab[b]!, slab[b + 1]!, -1, 0);
+    for (let c = 0; c < COUNTERS.length; c++) if (slab[b + 2 + c]! > 0) this.#add(key, 0, slab[b + 1]!, c, slab[b + 2 + c]!);
   }
 }

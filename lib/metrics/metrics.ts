@@ -29,6 +29,8 @@ export interface Sources {
   openConnections(): number;
   /** The worst event-loop delay in the last second, in milliseconds. */
   loopLagMs(): number;
+  /** Fleet store writes waiting, and dropped for a full buffer since start. */
+  fleetWrites(): { pending: number; dropped: number };
 }
 
 export class Metrics implements DnsReport, FleetReport {
@@ -47,7 +49,7 @@ export class Metrics implements DnsReport, FleetReport {
   readonly dnsQueries: Counter<'zone' | 'result'>;
   readonly dnsSeconds: Histogram;
   readonly #dnsCacheHits = new Map<string, number>();
-  readonly fleetOps: Counter<'op' | 'result'>;
+  readonly fleetCalls: Counter<'op' | 'result'>;
   #server: http.Server | undefined;
 
   constructor(sources: Sources) {
@@ -71,7 +73,7 @@ export class Metrics implements DnsReport, FleetReport {
     });
     this.dnsQueries = new Counter({ name: 'sluice_dns_queries_total', help: 'DNS list queries by zone and result (listed, clean, timeout, servfail, refused, error); failures count as not listed', labelNames: ['zone', 'result'], registers: [r] });
     this.dnsSeconds = new Histogram({ name: 'sluice_dns_query_seconds', help: 'How long DNS list queries took', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5], registers: [r] });
-    this.fleetOps = new Counter({ name: 'sluice_fleet_ops_total', help: 'Fleet store operations by kind (read, write, list) and result (ok, error); writes dropped for a full buffer are in the status', labelNames: ['op', 'result'], registers: [r] });
+    this.fleetCalls = new Counter({ name: 'sluice_fleet_ops_total', help: 'Calls to the fleet store by kind (read: one entry; write: one script call of up to 500 keys; list: one change) and result (ok, error)', labelNames: ['op', 'result'], registers: [r] });
     const hits = this.#dnsCacheHits;
     new Counter({
       name: 'sluice_dns_cache_hits_total', help: 'DNS list lookups answered from the cache, by zone', labelNames: ['zone'], registers: [r],
@@ -87,6 +89,8 @@ export class Metrics implements DnsReport, FleetReport {
     gauge('sluice_connections_open', 'Connections open now', sources.openConnections);
     gauge('sluice_reputation_entries', 'Keys in the reputation LRU', sources.lruSize);
     gauge('sluice_reputation_evictions', 'Keys evicted from the reputation LRU since start', sources.lruEvictions);
+    gauge('sluice_fleet_pending_writes', 'Keys with changes waiting to be written to the fleet store', () => sources.fleetWrites().pending);
+    gauge('sluice_fleet_dropped_writes', 'Changes dropped since start because the fleet store was away and the buffer full', () => sources.fleetWrites().dropped);
     gauge('sluice_event_loop_lag_seconds', 'Worst event-loop delay in the last second', () => sources.loopLagMs() / 1000);
   }
 
@@ -105,8 +109,8 @@ export class Metrics implements DnsReport, FleetReport {
     this.dnsSeconds.observe(seconds);
   }
 
-  fleetOp(op: string, ok: boolean): void {
-    this.fleetOps.inc({ op, result: ok ? 'ok' : 'error' });
+  fleetOps(op: string, ok: boolean, n = 1): void {
+    if (n > 0) this.fleetCalls.inc({ op, result: ok ? 'ok' : 'error' }, n);
   }
 
   cacheHit(zone: string): void {

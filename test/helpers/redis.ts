@@ -28,7 +28,7 @@ async function pong(port: number, ms = 5000): Promise<boolean> {
       const s = net.connect(port, '127.0.0.1');
       s.once('error', () => resolve(false));
       s.once('connect', () => s.write('PING\r\n'));
-      s.once('data', (d: Buffer) => { s.destroy(); resolve(d.toString().startsWith('+PONG')); });
+      s.once('data', (d: Buffer) => { s.destroy(); resolve(/^(\+PONG|-NOAUTH)/.test(d.toString())); });
     });
     if (ok) return true;
     await new Promise((r) => setTimeout(r, 50));
@@ -38,6 +38,8 @@ async function pong(port: number, ms = 5000): Promise<boolean> {
 
 export interface Redis {
   readonly port: number;
+  /** The server's process id now (it changes with restart()). */
+  pid(): number | undefined;
   readonly url: string;
   /** SIGKILL: the store vanishes as in a crash. */
   kill(): Promise<void>;
@@ -62,6 +64,7 @@ export async function startRedis(t: Pick<Test, 'teardown'>, args: string[] = [],
   });
   return {
     port: p, url: `redis://127.0.0.1:${p}`,
+    pid: () => child?.pid,
     kill: async () => {
       const c = child;
       if (!c || c.exitCode !== null) return;
