@@ -13,6 +13,8 @@ import path from 'node:path';
 import { stateDirFor } from './state-dir.js';
 import { VERSION } from './version.js';
 import { CONTROL_VERSION, MAX_LINE, type Response } from '../control/protocol.js';
+import { loadConfig, formatProblem } from '../config/load.js';
+import { formatReport, replayFiles } from '../replay/run.js';
 
 export const EXIT = { ok: 0, notFound: 1, usage: 64, unavailable: 69, failed: 70 } as const;
 
@@ -175,6 +177,17 @@ export async function main(argv: string[], out: (s: string) => void = toStdout):
   program.command('lists').description('the allow and deny lists, static and dynamic').action(action('lists', () => ({})));
   program.command('reload').description('reread the configuration file (as SIGHUP)').action(action('reload', () => ({})));
   program.command('snapshot').description('write the reputation snapshot now').action(action('snapshot', () => ({})));
+  program.command('replay').argument('[log...]', 'Postfix log files (plain or gzip); standard input when none')
+    .description('what sluice would have done with the sessions of a Postfix log (offline: no daemon needed)')
+    .option('-c, --config <file>', 'the configuration to try (default: the built-in defaults)')
+    .action(async (logs: string[], o: { config?: string }) => {
+      const loaded = await loadConfig(o.config);
+      if (!loaded.ok) throw new Exit(EXIT.usage, `${o.config}: ${loaded.problems.map(formatProblem).join('; ')}`);
+      const tty = process.stderr.isTTY;
+      const r = await replayFiles(loaded.config, logs, tty ? (n) => process.stderr.write(`\r${n} lines...`) : undefined);
+      if (tty) process.stderr.write('\r\x1b[K');
+      out(`${program.opts().json ? JSON.stringify(r, null, 2) : formatReport(r)}\n`);
+    });
   program.command('log-level').argument('<level>', 'fatal, error, warn, info, debug, trace or silent').description('change the log level until the next reload').action((level) => run('log-level', { level }));
 
   try {

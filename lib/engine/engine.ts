@@ -132,6 +132,11 @@ export class ReputationEngine implements Engine {
     }
   }
 
+  /** The dry run now, with what the lookups have already found (a replay asks no lookups). */
+  explainNow(e: StageEvent): Verdict {
+    return this.#decide(e, true);
+  }
+
   /** The session's context, opened at its first stage (a dry run opens nothing); `first` says so. */
   #context(e: StageEvent, c: EngineConfig, now: number, dry: boolean): { x: Context; first: boolean } {
     let x = this.#sessions.get(e.session);

@@ -1,0 +1,187 @@
+// replay.ts - what sluice would have done with the sessions of a Postfix log.
+//
+// Each session rebuilt from the log (maillog.ts) is put to the engine stage
+// by stage, on the log's own timeline (a ManualClock moved to each line's
+// time), with the candidate configuration: CONNECT at its connect time, the
+// stages after at the time its last line was logged. The first verdict
+// that is not a plain pass is what sluice would have done; a hold is added
+// up and counted against the hold budget as it would have run. The engine
+// then learns what really happened (delivered; abandoned where it was lost
+// or left without QUIT; ended), so later sessions of the same client meet
+// what it learned. DNS lists and the fleet store are not asked: a replay
+// reads nothing but the log.
+//
+// Config keys: every engine key (thresholds.*, tarpit.*, weights.*, ...).
+
+import type { Config } from '../config/schema.js';
+import { ReputationEngine } from '../engine/engine.js';
+import type { Stage, StageEvent, Verdict } from '../engine/types.js';
+import { ManualClock } from '../util/clock.js';
+import { SessionBuilder, type LogSession } from './maillog.js';
+
+export interface RiskRow {
+  client: string;
+  name: string;
+  stage: Stage;
+  verdict: string;
+  rule: string;
+  /** Sessions of this client that delivered in the log but would have been deferred or rejected. */
+  sessions: number;
+  reason: string[];
+}
+
+export interface ReplayReport {
+  lines: number;
+  unparsed: number;
+  sessions: number;
+  delivered: number;
+  lost: number;
+  /** Would-have verdicts by stage: pass, hold, defer, reject. */
+  verdicts: Record<string, Record<string, number>>;
+  /** Sessions that delivered in the log but would have been deferred or rejected. */
+  deliveredButRefused: number;
+  risk: RiskRow[];
+  /** Sessions lost in the log that would have been held, deferred or rejected before the stage they were lost at. */
+  lostShapedEarlier: number;
+  holdSeconds: number;
+  peakHolds: number;
+  holdBudget: number;
+}
+
+const ORDER: readonly Stage[] = ['connect', 'helo', 'mail', 'rcpt', 'data', 'eom'];
+/** Risky clients kept at most (the report lists the first 20 by sessions). */
+const RISK_KEPT = 10_000;
+
+export class Replay {
+  readonly #clock: ManualClock;
+  readonly #engine: ReputationEngine;
+  readonly #config: Config;
+  readonly #builder: SessionBuilder;
+  readonly #report: ReplayReport;
+  readonly #risk = new Map<string, RiskRow>();
+  /** End times of holds in progress, a min-heap, for the peak. */
+  readonly #holds: number[] = [];
+  #seq = 0;
+
+  constructor(config: Config, year = new Date().getUTCFullYear()) {
+    this.#config = config;
+    this.#clock = new ManualClock(0);
+    this.#engine = new ReputationEngine(() => config, this.#clock.now);
+    this.#builder = new SessionBuilder((s) => this.#session(s), year);
+    this.#report = {
+      lines: 0, unparsed: 0, sessions: 0, delivered: 0, lost: 0, verdicts: {}, deliveredButRefused: 0, risk: [],
+      lostShapedEarlier: 0, holdSeconds: 0, peakHolds: 0, holdBudget: config.tarpit.budget,
+    };
+  }
+
+  /** Feeds one log line. */
+  line(text: string): void {
+    this.#builder.line(text);
+  }
+
+  /** Ends the log: open sessions are taken as they are. */
+  finish(): ReplayReport {
+    this.#builder.finish();
+    const r = this.#report;
+    r.lines = this.#builder.lines;
+    r.unparsed = this.#builder.unparsed;
+    r.risk = [...this.#risk.values()].sort((a, b) => b.sessions - a.sessions).slice(0, 20);
+    return r;
+  }
+
+  #session(s: LogSession): void {
+    const r = this.#report;
+    r.sessions++;
+    if (s.delivered > 0) r.delivered++;
+    const lost = s.lostAt !== undefined || (!s.quit && s.delivered === 0);
+    if (lost) r.lost++;
+    const session = `replay:${++this.#seq}`;
+    let would: { stage: Stage; v: Verdict; e: StageEvent } | undefined;
+    for (const stage of s.stages) {
+      const at = stage === 'connect' ? s.start : s.end;
+      if (at > this.#clock.now()) this.#clock.advance(at - this.#clock.now());
+      const e = event(s, stage, session);
+      const v = this.#engine.decide(e) as Verdict;
+      const kind = v.kind === 'pass' && v.delayMs > 0 ? 'hold' : v.kind === 'accept' ? 'pass' : v.kind;
+      const byStage = (r.verdicts[stage] ??= { pass: 0, hold: 0, defer: 0, reject: 0 });
+      byStage[kind] = (byStage[kind] ?? 0) + 1;
+      if (kind === 'hold') this.#held(v.delayMs);
+      if (kind !== 'pass' && would === undefined) would = { stage, v, e };
+      if (kind === 'defer' || kind === 'reject') break;
+    }
+    if (would && would.v.kind !== 'pass' && s.delivered > 0) {
+      r.deliveredButRefused++;
+      this.#risky(s, would);
+    }
+    if (lost && would) {
+      const lostAt = s.lostAt ?? s.stages.at(-1)!;
+      if (ORDER.indexOf(would.stage) <= ORDER.indexOf(lostAt)) r.lostShapedEarlier++;
+    }
+    // The engine learns what really happened.
+    const last = event(s, s.lostAt ?? s.stages.at(-1) ?? 'connect', session);
+    if (s.delivered > 0) this.#engine.record({ kind: 'delivered', event: last });
+    if (lost) this.#engine.record({ kind: 'abandoned', event: last, held: false });
+    else this.#engine.record({ kind: 'ended', event: last });
+  }
+
+  #held(ms: number): void {
+    const now = this.#clock.now();
+    const h = this.#holds;
+    while (h.length > 0 && h[0]! <= now) popMin(h);
+    pushMin(h, now + ms);
+    this.#report.holdSeconds += ms / 1000;
+    this.#report.peakHolds = Math.max(this.#report.peakHolds, h.length);
+  }
+
+  #risky(s: LogSession, would: { stage: Stage; v: Verdict; e: StageEvent }): void {
+    const row = this.#risk.get(s.client);
+    if (row) {
+      row.sessions++;
+      return;
+    }
+    if (this.#risk.size >= RISK_KEPT) return;
+    const added: RiskRow = { client: s.client, name: s.clientName, stage: would.stage, verdict: would.v.kind, rule: would.v.rule, sessions: 1, reason: [] };
+    this.#risk.set(s.client, added);
+    // The trace as explain gives it, taken now (what the engine knew then).
+    added.reason = [...(this.#engine.explainNow(would.e).reason?.trace ?? [])];
+  }
+
+  /** The configuration replayed with. */
+  get config(): Config {
+    return this.#config;
+  }
+}
+
+function event(s: LogSession, stage: Stage, session: string): StageEvent {
+  return {
+    stage, session, via: 'policy', mta: 'postfix', client: s.client, port: undefined, clientName: s.clientName,
+    helo: stage === 'connect' ? '' : s.helo, sender: stage === 'connect' || stage === 'helo' ? '' : s.sender,
+    recipient: '', recipientCount: 0, size: 0, queueId: s.queueIds[0] ?? '', saslUser: '', tls: undefined, stress: false, repeat: false,
+  };
+}
+
+function pushMin(h: number[], v: number): void {
+  h.push(v);
+  for (let i = h.length - 1; i > 0;) {
+    const p = (i - 1) >> 1;
+    if (h[p]! <= h[i]!) break;
+    [h[p], h[i]] = [h[i]!, h[p]!];
+    i = p;
+  }
+}
+
+function popMin(h: number[]): void {
+  const last = h.pop()!;
+  if (h.length === 0) return;
+  h[0] = last;
+  for (let i = 0; ;) {
+    const l = 2 * i + 1;
+    const r = l + 1;
+    let m = i;
+    if (l < h.length && h[l]! < h[m]!) m = l;
+    if (r < h.length && h[r]! < h[m]!) m = r;
+    if (m === i) break;
+    [h[m], h[i]] = [h[i]!, h[m]!];
+    i = m;
+  }
+}
