@@ -60,13 +60,13 @@ t.test('RFC 3339 timestamps read as the traditional form does; other lines are c
 
 t.test('would-have: delivering clients are not refused; a list says so when it refuses them; zombies are shaped', async (t) => {
   const all = ['quit-after-rcpt', 'drop-after-data', 'rset-abort', 'bdat', 'pipelining', 'ipv6', 'starttls', 'two-msgs', 'burst'].flatMap(log);
-  const plain = new Replay(defaults());
+  const plain = new Replay(defaults(), 2026);
   for (const l of all) plain.line(l);
   const r = plain.finish();
   t.equal(r.deliveredButRefused, 0, 'no session that delivered would have been deferred or rejected');
   t.ok(r.delivered >= 10);
 
-  const listed = new Replay(defaults('lists:\n  deny: ["127.0.0.1"]\n'));
+  const listed = new Replay(defaults('lists:\n  deny: ["127.0.0.1"]\n'), 2026);
   for (const l of all) listed.line(l);
   const lr = listed.finish();
   t.ok(lr.deliveredButRefused > 0, `with a deny list: ${lr.deliveredButRefused} delivering sessions would have been rejected`);
@@ -74,7 +74,7 @@ t.test('would-have: delivering clients are not refused; a list says so when it r
   t.match(lr.risk[0]?.reason.join('\n'), /deny-listed: 127\.0\.0\.1/, 'with the reason explain gives');
 
   // A zombie that drops after RCPT within seconds, again and again.
-  const zombie = new Replay(defaults());
+  const zombie = new Replay(defaults(), 2026);
   for (let i = 0; i < 12; i++) {
     const s = String(10 + i * 5).padStart(2, '0');
     const e = String(12 + i * 5).padStart(2, '0');

@@ -15,6 +15,7 @@ import { VERSION } from './version.js';
 import { CONTROL_VERSION, MAX_LINE, type Response } from '../control/protocol.js';
 import { loadConfig, formatProblem } from '../config/load.js';
 import { formatReport, replayFiles } from '../replay/run.js';
+import { SYSTEM_CLOCK } from '../util/clock.js';
 
 export const EXIT = { ok: 0, notFound: 1, usage: 64, unavailable: 69, failed: 70 } as const;
 
@@ -154,7 +155,7 @@ export async function main(argv: string[], out: (s: string) => void = toStdout):
       const save = out;
       out = (s) => { text += s; };
       try { await run('top', args); } finally { out = save; }
-      out(`\x1b[H\x1b[2J${new Date().toISOString()}  sluicectl top --by ${o.by}\n\n${text}`);
+      out(`\x1b[H\x1b[2J${new Date(SYSTEM_CLOCK.now()).toISOString()}  sluicectl top --by ${o.by}\n\n${text}`);
       await new Promise((r) => setTimeout(r, every));
     }
   });

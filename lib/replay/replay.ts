@@ -63,7 +63,8 @@ export class Replay {
   readonly #holds: number[] = [];
   #seq = 0;
 
-  constructor(config: Config, year = new Date().getUTCFullYear()) {
+  /** `year`: the year of traditional syslog timestamps, which have none. */
+  constructor(config: Config, year: number) {
     this.#config = config;
     this.#clock = new ManualClock(0);
     this.#engine = new ReputationEngine(() => config, this.#clock.now);

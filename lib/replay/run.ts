@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline';
 import { open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Config } from '../config/schema.js';
+import { SYSTEM_CLOCK } from '../util/clock.js';
 import { Replay, type ReplayReport } from './replay.js';
 
 async function isGzip(file: string): Promise<boolean> {
@@ -31,15 +32,16 @@ async function source(file: string | undefined): Promise<Readable> {
 
 /** Replays the logs with `config`; resolves with the report. */
 export async function replayFiles(config: Config, files: readonly string[], progress?: (lines: number) => void): Promise<ReplayReport> {
-  const replay = new Replay(config);
-  let next = Date.now() + 1000;
+  const now = SYSTEM_CLOCK.now;
+  const replay = new Replay(config, new Date(now()).getUTCFullYear());
+  let next = now() + 1000;
   for (const file of files.length ? files : [undefined]) {
     const lines = createInterface({ input: await source(file), crlfDelay: Infinity });
     let n = 0;
     for await (const line of lines) {
       replay.line(line);
-      if (progress && ++n % 10_000 === 0 && Date.now() >= next) {
-        next = Date.now() + 1000;
+      if (progress && ++n % 10_000 === 0 && now() >= next) {
+        next = now() + 1000;
         progress(n);
       }
     }
