@@ -246,3 +246,9 @@ function fmt(n: number): string {
   if (n >= 100) return Math.round(n).toLocaleString('en-US');
   return n.toFixed(2);
 }
+
+/** Prints a benchmark's rows: as JSON (the data rows) under BENCH_JSON, for bench/all.ts, else as a table. */
+export function printRows(rows: (string | number)[][]): void {
+  if (process.env['BENCH_JSON']) process.stdout.write(JSON.stringify(rows.slice(1)) + '\n');
+  else process.stdout.write(table(rows) + '\n');
+}

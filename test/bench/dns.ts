@@ -16,7 +16,7 @@
 // cost (a deferral's log line or a tarpit hold would be measured otherwise).
 import net from 'node:net';
 import { encodeRequest } from '../../dist/policy/codec.js';
-import { cpuOf, startSluiced, table, type Server } from './common.js';
+import { cpuOf, printRows, spread, startSluiced, type Server } from './common.js';
 import { steadyLoad } from '../helpers/load.js';
 import { startRbldnsd } from '../helpers/dns.js';
 
@@ -135,10 +135,9 @@ try {
   const rows: (string | number)[][] = [
     ['dns lists', 'lists on req/s', 'lists off req/s', 'ratio', 'target', 'lookups/s', 'worst loop lag ms', 'round ratios', 'CPU us on', 'CPU us off'],
     [`cold (${CLIENTS} new clients)`, coldOn, coldOff, coldOn / coldOff, '', lookups / coldSeconds, lagCold, '', '', ''],
-    ['warm (cached, median of 5)', warmOn, warmOff, warmOn / warmOff, '>= 0.9', '', lagWarm, `${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}`, median(cpuOn), median(cpuOff)],
+    ['warm (cached, median of 5)', warmOn, warmOff, warmOn / warmOff, '>= 0.9', '', lagWarm, spread(ratios), median(cpuOn), median(cpuOff)],
   ];
-  if (process.env['BENCH_JSON']) process.stdout.write(JSON.stringify(rows.slice(1)) + '\n');
-  else process.stdout.write(table(rows) + '\n');
+  printRows(rows);
 } finally {
   await on.stop();
   await off.stop();

@@ -10,7 +10,7 @@
 // store server's (it shares the machine's cores with both), and the
 // store calls per decision (the daemon's count: a read is one entry, a write
 // one script call for up to 500 keys).
-import { alternate, closedLoop, cpuOf, startSluiced, table, type LoadResult, type Server } from './common.js';
+import { alternate, closedLoop, cpuOf, printRows, spread, startSluiced, type LoadResult, type Server } from './common.js';
 import { encodeRequest } from '../../dist/policy/codec.js';
 import { steadyLoad } from '../helpers/load.js';
 import { startRedis } from '../helpers/redis.js';
@@ -70,10 +70,9 @@ try {
   const [s, o, ratios] = await alternate(() => metered(on, true), () => metered(off, false));
   const rows: (string | number)[][] = [
     ['fleet store', 'store on tx/s', 'store off tx/s', 'ratio', 'target', 'round ratios', 'CPU us on', 'CPU us off', 'redis-server CPU us', 'store calls / decision'],
-    [`${CONNS} conns, ${SECONDS}s rounds`, s.rps, o.rps, s.rps / o.rps, '>= 0.8', `${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}`, s.cpuUs!, o.cpuUs!, [...redisCpu].sort((x, y) => x - y)[redisCpu.length >> 1]!, storeCommands / decisions],
+    [`${CONNS} conns, ${SECONDS}s rounds`, s.rps, o.rps, s.rps / o.rps, '>= 0.8', spread(ratios), s.cpuUs!, o.cpuUs!, [...redisCpu].sort((x, y) => x - y)[redisCpu.length >> 1]!, storeCommands / decisions],
   ];
-  if (process.env['BENCH_JSON']) process.stdout.write(JSON.stringify(rows.slice(1)) + '\n');
-  else process.stdout.write(table(rows) + '\n');
+  printRows(rows);
 } finally {
   await on.stop();
   await off.stop();

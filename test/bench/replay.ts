@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { replayFiles } from '../../dist/replay/run.js';
 import { fromText } from '../../dist/config/load.js';
-import { table } from './common.js';
+import { printRows } from './common.js';
 
 const LINES = Number(process.env['BENCH_LINES'] ?? 1_000_000);
 const dir = mkdtempSync(path.join(tmpdir(), 'sluice-replay-bench-'));
@@ -65,5 +65,4 @@ const rows: (string | number)[][] = [
   ['replay', 'lines/s', 'plain line count lines/s', 'ratio', 'target', 'sessions', 'RSS MiB'],
   [`${plain} lines`, report.lines / replayS, plain / plainS, (report.lines / replayS) / (plain / plainS), '>= 200,000 lines/s', report.sessions, rss],
 ];
-if (process.env['BENCH_JSON']) process.stdout.write(JSON.stringify(rows.slice(1)) + '\n');
-else process.stdout.write(table(rows) + '\n');
+printRows(rows);
