@@ -7,8 +7,11 @@ import { addressKeys, keysFor, type Keys } from '../reputation/keys.js';
 import type { ReputationStore, Ref } from '../reputation/store.js';
 import type { Counts, RateWindows } from './limits.js';
 import { heuristics, type Finding } from './heuristics.js';
-import type { EngineConfig } from './engine.js';
+import type { Config } from '../config/schema.js';
 import type { StageEvent } from './types.js';
+
+/** What a profile is made from (the engine passes its whole config: a profile is kept while that is the same object). */
+export type ProfileConfig = Pick<Config, 'lists' | 'weights'>;
 
 /**
  * What a client's HELO, sender and reverse name make of it: the keys it is
@@ -25,7 +28,7 @@ export interface Profile {
   readonly helo: string;
   readonly sender: string;
   readonly clientName: string;
-  readonly config: EngineConfig;
+  readonly config: ProfileConfig;
   readonly keys: Keys;
   /** The client's and network's keys as counted (an unparsable address stands for both). */
   readonly ip: string;
@@ -48,7 +51,7 @@ export function reach(e: StageEvent): 0 | 1 | 2 {
 }
 
 /** The client's kept profile for this stage (kept with its counts) if the event repeats it, else a new one (kept, unless a dry run). */
-export function profileFor(e: StageEvent, c: EngineConfig, dry: boolean, counts: Counts, store: ReputationStore, rates: RateWindows, a?: ReturnType<typeof addressKeys>): Profile {
+export function profileFor(e: StageEvent, c: ProfileConfig, dry: boolean, counts: Counts, store: ReputationStore, rates: RateWindows, a?: ReturnType<typeof addressKeys>): Profile {
   const kept = counts.profile as Profiles | undefined;
   const at = reach(e);
   const known = kept?.[at];
@@ -87,7 +90,7 @@ function keptWith(kept: Profiles | undefined, match: (p: Profile) => boolean): P
 }
 
 /** The profile was made from this HELO, sender and name, under this config. */
-export function fits(p: Profile, e: StageEvent, c: EngineConfig): boolean {
+export function fits(p: Profile, e: StageEvent, c: ProfileConfig): boolean {
   return p.helo === e.helo && p.sender === e.sender && p.clientName === e.clientName && p.config === c;
 }
 
