@@ -102,6 +102,8 @@ export class Daemon {
       d.#parts.services.closeControl();
       d.metrics.close();
       d.#parts.lag.stop();
+      // A store connection left open would keep the process from exiting.
+      await d.#parts.fleet.close().catch(() => {});
       throw err;
     }
     d.#unhook.push(d.#parts.shield.installProcessHooks());
