@@ -126,7 +126,7 @@ export class Parts {
       reputationEntries: this.engine.store.size, sessions: s.sessions, errors: w.errors,
       dnsLists: this.dnsLists.active() ? {
         sites: c.dnsbl.sites.length + c.dnsbl.rhsbl_sites.length, refusing: this.dnsLists.refusing,
-        cached: this.dnsLists.resolver.size, in_flight: this.lookups.inFlight,
+        cached: this.dnsLists.cached, in_flight: this.lookups.inFlight,
       } : undefined,
       fleet: this.fleet.status(),
     });

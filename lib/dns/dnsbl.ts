@@ -24,8 +24,9 @@ import type { Enrichment, StageEvent } from '../engine/types.js';
 import type { Provider } from '../enrich/enricher.js';
 import type { Logger } from '../log/logger.js';
 import type { Clock, Timer } from '../util/clock.js';
-import { LRUCache } from 'lru-cache';
-import { CachedResolver, type Answer } from './resolver.js';
+import type { LRUCache } from 'lru-cache';
+import { boundedLru } from '../reputation/lru.js';
+import { ListResolver, type Answer } from './resolver.js';
 import { isRefusal, matches, siteOf, type Site, type SiteEntry } from './sites.js';
 
 /** How often a zone that refuses us is asked again. */
@@ -69,7 +70,7 @@ interface Tally {
 
 export class DnsLists implements Provider<Looked> {
   readonly name = 'dnsbl';
-  readonly resolver: CachedResolver;
+  readonly #resolver: ListResolver;
   readonly #config: () => DnsblConfig;
   readonly #clock: Clock;
   readonly #log: () => Logger;
@@ -77,6 +78,8 @@ export class DnsLists implements Provider<Looked> {
   #parsed: Parsed | undefined;
   /** Answers kept per address or name (made with the first lookup, sized by dns.cache_entries). */
   #kept: LRUCache<string, Looked> | undefined;
+  /** dns.cache_entries when #kept was made (a reload that changes it starts a new one). */
+  #keptSize = 0;
   /** Zones that refuse our resolver, with the timer that asks them again. */
   readonly #refusing = new Map<string, Timer>();
   readonly #tally: Tally = { sum: 0, weighed: 0, hits: [], trace: undefined };
@@ -86,7 +89,7 @@ export class DnsLists implements Provider<Looked> {
     this.#clock = clock;
     this.#log = log;
     this.#report = report;
-    this.resolver = new CachedResolver(() => config().dns, clock);
+    this.#resolver = new ListResolver(() => config().dns, clock);
   }
 
   active(): boolean {
@@ -96,6 +99,11 @@ export class DnsLists implements Provider<Looked> {
 
   budget(): number {
     return this.#config().dns.timeout;
+  }
+
+  /** Addresses and names whose answers are kept now. */
+  get cached(): number {
+    return this.#kept?.size ?? 0;
   }
 
   /** Zones left out because they refuse our resolver. */
@@ -118,7 +126,7 @@ export class DnsLists implements Provider<Looked> {
     return k;
   }
 
-  /** Asks every zone about the address or name at once; what the resolver has cached is not asked again. */
+  /** Asks every zone about the address or name at once. */
   async fetch(key: string): Promise<Looked> {
     const p = this.#sites();
     const address = isIP(key) !== 0;
@@ -137,7 +145,13 @@ export class DnsLists implements Provider<Looked> {
       else if (a !== undefined) expires = Math.min(expires, now + (a.kind === 'listed' ? a.ttl : this.#config().dns.min_ttl));
     }
     const looked: Looked = { parsed: p, answers, expires: expires === Infinity ? now + this.#config().dns.min_ttl : expires };
-    if (looked.expires > now) (this.#kept ??= new LRUCache({ max: this.#config().dns.cache_entries })).set(key, looked);
+    // Sized for a flood that most days never comes: grown as it fills.
+    const size = this.#config().dns.cache_entries;
+    if (this.#kept === undefined || this.#keptSize !== size) {
+      this.#kept = boundedLru(size);
+      this.#keptSize = size;
+    }
+    if (looked.expires > now) this.#kept.set(key, looked);
     return looked;
   }
 
@@ -203,14 +217,12 @@ export class DnsLists implements Provider<Looked> {
   close(): void {
     for (const t of this.#refusing.values()) this.#clock.clear(t);
     this.#refusing.clear();
-    this.resolver.cancel();
+    this.#resolver.cancel();
   }
 
-  /** One query name of one zone: from the resolver's cache, else asked and counted. */
+  /** One query name of one zone, asked and counted. */
   async #ask(name: string, zone: string): Promise<Answer> {
-    const cached = this.resolver.cached(name);
-    if (cached !== undefined) return cached;
-    const { answer, ms } = await this.resolver.query(name);
+    const { answer, ms } = await this.#resolver.query(name);
     this.#report.queried(zone, answer.kind === 'failed' ? answer.why : answer.kind, ms / 1000);
     if (answer.kind === 'listed' && answer.addresses.some(isRefusal)) {
       this.#refused(zone, answer.addresses);
@@ -227,7 +239,7 @@ export class DnsLists implements Provider<Looked> {
   }
 
   async #recheck(zone: string): Promise<void> {
-    const { answer } = await this.resolver.query(`2.0.0.127.${zone}`);
+    const { answer } = await this.#resolver.query(`2.0.0.127.${zone}`);
     if (!this.#refusing.has(zone)) return;
     if (answer.kind === 'failed' || (answer.kind === 'listed' && answer.addresses.some(isRefusal))) return;
     this.#clock.clear(this.#refusing.get(zone));

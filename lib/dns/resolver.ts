@@ -1,18 +1,17 @@
-// resolver.ts - A-record lookups for DNS lists, cached with a clamped TTL.
+// resolver.ts - A-record lookups for DNS lists, with the TTL clamped.
 //
 // Node's resolver (c-ares, never the thread pool) asks the configured
 // servers, or the system's resolv.conf when dns.resolvers is empty, one try
-// each bounded by dns.timeout. Answers and NXDOMAIN are cached per name:
-// an answer for its DNS TTL clamped to [dns.min_ttl, dns.max_ttl] as
-// postscreen does; NXDOMAIN (whose negative TTL c-ares does not pass on)
-// for dns.min_ttl. Failures (timeout, SERVFAIL, refusal) are not cached:
-// they count as "not listed" for the session that asked, and the next
-// session asks again. The cache runs on the injected clock.
+// each bounded by dns.timeout. An answer carries its DNS TTL clamped to
+// [dns.min_ttl, dns.max_ttl], as postscreen clamps it; NXDOMAIN and "no
+// records" are "clean"; a timeout, SERVFAIL or refusal is a failure, which
+// the caller counts as "not listed". Caching is the caller's (dnsbl.ts keeps
+// an address's or a name's answers from all its zones together). A reload
+// that changes dns.* makes a new resolver.
 //
-// Config keys: dns.*.
+// Config keys: dns.resolvers, dns.timeout, dns.min_ttl, dns.max_ttl.
 
 import { Resolver } from 'node:dns/promises';
-import { LRUCache } from 'lru-cache';
 import type { Config } from '../config/schema.js';
 import type { Clock } from '../util/clock.js';
 
@@ -25,50 +24,22 @@ export type Answer =
 
 const CLEAN: Answer = Object.freeze({ kind: 'clean' });
 
-/** A cached answer and when it stops being one (on the injected clock). */
-interface Kept {
-  readonly answer: Answer;
-  readonly expires: number;
-}
-
 /** c-ares error codes, as what they tell us. */
 const FAILURES: Readonly<Record<string, Failure | 'clean'>> = {
   ENOTFOUND: 'clean', ENODATA: 'clean',
   ETIMEOUT: 'timeout', ESERVFAIL: 'servfail', EREFUSED: 'refused',
 };
 
-export class CachedResolver {
+export class ListResolver {
   readonly #settings: () => Config['dns'];
   readonly #clock: Clock;
   #resolver: Resolver | undefined;
   /** The settings the resolver was made from. */
   #made: Config['dns'] | undefined;
-  /** Expiry is kept with each answer and checked on read: cheaper than the LRU's own TTL on a path taken per new client and zone. */
-  #cache: LRUCache<string, Kept> | undefined;
 
   constructor(settings: () => Config['dns'], clock: Clock) {
     this.#settings = settings;
     this.#clock = clock;
-  }
-
-  /** The cached answer for a name, if any. */
-  cached(name: string): Answer | undefined {
-    const k = this.#cache?.get(name);
-    if (k === undefined) return undefined;
-    if (k.expires > this.#clock.now()) return k.answer;
-    this.#cache!.delete(name);
-    return undefined;
-  }
-
-  /** How long a cached answer is kept yet (ms); 0 when there is none. */
-  remaining(name: string): number {
-    const k = this.#cache?.get(name);
-    return k === undefined ? 0 : Math.max(0, k.expires - this.#clock.now());
-  }
-
-  /** Cached entries now. */
-  get size(): number {
-    return this.#cache?.size ?? 0;
   }
 
   /** Asks the servers; never rejects (a failure is an answer). `ms` is how long it took. */
@@ -88,9 +59,6 @@ export class CachedResolver {
       const told = FAILURES[(err as NodeJS.ErrnoException).code ?? ''] ?? 'error';
       answer = told === 'clean' ? CLEAN : { kind: 'failed', why: told };
     }
-    if (answer.kind !== 'failed' && this.#made === s) {
-      this.#cache!.set(name, { answer, expires: this.#clock.now() + (answer.kind === 'listed' ? answer.ttl : s.min_ttl) });
-    }
     return { answer, ms: this.#clock.now() - start };
   }
 
@@ -99,16 +67,11 @@ export class CachedResolver {
     this.#resolver?.cancel();
   }
 
-  /** The resolver and cache for these settings: made again after a reload changes them. */
   #resolverFor(s: Config['dns']): Resolver {
     if (this.#made === s && this.#resolver) return this.#resolver;
-    const before = this.#made;
     const r = new Resolver({ timeout: s.timeout, tries: 1 });
     if (s.resolvers.length > 0) r.setServers([...s.resolvers]);
     this.#resolver = r;
-    if (!this.#cache || before?.cache_entries !== s.cache_entries || before.min_ttl !== s.min_ttl || before.max_ttl !== s.max_ttl) {
-      this.#cache = new LRUCache<string, Kept>({ max: s.cache_entries });
-    }
     this.#made = s;
     return r;
   }

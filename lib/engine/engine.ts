@@ -40,7 +40,7 @@ import { addressKeys, keysFor } from '../reputation/keys.js';
 import { ReputationStore } from '../reputation/store.js';
 import type { Now } from '../util/clock.js';
 import { Lists, type ListEntry } from './lists.js';
-import { current, RateWindows, Sessions, type Counts, type Live } from './limits.js';
+import { current, RateWindows, Sessions, type Live } from './limits.js';
 import { Greylist } from './greylist.js';
 import { HoldBudget, holdFor } from './tarpit.js';
 import { clientKey, fits, profileFor, type Profile } from './profile.js';

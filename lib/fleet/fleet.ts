@@ -28,6 +28,7 @@ import type { ListEntry, Lists } from '../engine/lists.js';
 import type { Provider } from '../enrich/enricher.js';
 import type { Logger } from '../log/logger.js';
 import { addressKeys } from '../reputation/keys.js';
+import { boundedLru } from '../reputation/lru.js';
 import { FIELDS, type ReputationStore } from '../reputation/store.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { connect, type Connection } from './connect.js';
@@ -35,6 +36,8 @@ import { FleetWriter } from './writer.js';
 
 /** A client read from the store is not read again for this long (its changes here are written there anyway). */
 export const READ_AGAIN_MS = 60_000;
+/** Clients remembered as read at most (the least recently read go first). */
+const READ_KEPT = 100_000;
 
 /** What the fleet counts, for metrics. */
 export interface FleetReport {
@@ -68,7 +71,7 @@ export class Fleet implements Provider<true> {
   #flushTimer: Timer | undefined;
   #flushEvery = 0;
   /** Clients read lately, with when. */
-  readonly #read = new Map<string, number>();
+  readonly #read = boundedLru<string, number>(READ_KEPT);
 
   /** `engine`: where the local store and lists are (made after the lookups that include this). */
   constructor(config: () => FleetConfig, engine: () => { readonly store: ReputationStore; readonly lists: Lists }, clock: Clock, log: () => Logger, report: FleetReport) {
@@ -162,7 +165,6 @@ export class Fleet implements Provider<true> {
     if (conn === undefined || !this.#up) return true;
     const now = this.#clock.now();
     this.#read.set(key, now);
-    if (this.#read.size > 100_000) for (const [k, at] of this.#read) if (now - at >= READ_AGAIN_MS || this.#read.size > 100_000) this.#read.delete(k);
     const net = key.startsWith('ip:') ? addressKeys(key.slice(3))?.net : undefined;
     const prefix = this.#config().fleet.prefix;
     await Promise.all([key, net].filter((k): k is string => k !== undefined).map(async (k) => {

@@ -46,6 +46,8 @@ export interface ReplayReport {
   holdSeconds: number;
   peakHolds: number;
   holdBudget: number;
+  /** Holds the budget did not grant (the client was let through at once). */
+  holdsRefused: number;
 }
 
 const ORDER: readonly Stage[] = ['connect', 'helo', 'mail', 'rcpt', 'data', 'eom'];
@@ -55,23 +57,19 @@ const RISK_KEPT = 10_000;
 export class Replay {
   readonly #clock: ManualClock;
   readonly #engine: ReputationEngine;
-  readonly #config: Config;
   readonly #builder: SessionBuilder;
   readonly #report: ReplayReport;
   readonly #risk = new Map<string, RiskRow>();
-  /** End times of holds in progress, a min-heap, for the peak. */
-  readonly #holds: number[] = [];
   #seq = 0;
 
   /** `year`: the year of traditional syslog timestamps, which have none. */
   constructor(config: Config, year: number) {
-    this.#config = config;
     this.#clock = new ManualClock(0);
     this.#engine = new ReputationEngine(() => config, this.#clock.now);
     this.#builder = new SessionBuilder((s) => this.#session(s), year);
     this.#report = {
       lines: 0, unparsed: 0, sessions: 0, delivered: 0, lost: 0, verdicts: {}, deliveredButRefused: 0, risk: [],
-      lostShapedEarlier: 0, holdSeconds: 0, peakHolds: 0, holdBudget: config.tarpit.budget,
+      lostShapedEarlier: 0, holdSeconds: 0, peakHolds: 0, holdBudget: config.tarpit.budget, holdsRefused: 0,
     };
   }
 
@@ -86,6 +84,7 @@ export class Replay {
     const r = this.#report;
     r.lines = this.#builder.lines;
     r.unparsed = this.#builder.unparsed;
+    r.holdsRefused = this.#engine.stats().holdsRefused;
     r.risk = [...this.#risk.values()].sort((a, b) => b.sessions - a.sessions).slice(0, 20);
     return r;
   }
@@ -125,13 +124,10 @@ export class Replay {
     else this.#engine.record({ kind: 'ended', event: last });
   }
 
+  /** A hold the engine granted: its budget's leases are the holds in progress. */
   #held(ms: number): void {
-    const now = this.#clock.now();
-    const h = this.#holds;
-    while (h.length > 0 && h[0]! <= now) popMin(h);
-    pushMin(h, now + ms);
     this.#report.holdSeconds += ms / 1000;
-    this.#report.peakHolds = Math.max(this.#report.peakHolds, h.length);
+    this.#report.peakHolds = Math.max(this.#report.peakHolds, this.#engine.stats().holdsActive);
   }
 
   #risky(s: LogSession, would: { stage: Stage; v: Verdict; e: StageEvent }): void {
@@ -146,11 +142,6 @@ export class Replay {
     // The trace as explain gives it, taken now (what the engine knew then).
     added.reason = [...(this.#engine.explainNow(would.e).reason?.trace ?? [])];
   }
-
-  /** The configuration replayed with. */
-  get config(): Config {
-    return this.#config;
-  }
 }
 
 function event(s: LogSession, stage: Stage, session: string): StageEvent {
@@ -159,30 +150,4 @@ function event(s: LogSession, stage: Stage, session: string): StageEvent {
     helo: stage === 'connect' ? '' : s.helo, sender: stage === 'connect' || stage === 'helo' ? '' : s.sender,
     recipient: '', recipientCount: 0, size: 0, queueId: s.queueIds[0] ?? '', saslUser: '', tls: undefined, stress: false, repeat: false,
   };
-}
-
-function pushMin(h: number[], v: number): void {
-  h.push(v);
-  for (let i = h.length - 1; i > 0;) {
-    const p = (i - 1) >> 1;
-    if (h[p]! <= h[i]!) break;
-    [h[p], h[i]] = [h[i]!, h[p]!];
-    i = p;
-  }
-}
-
-function popMin(h: number[]): void {
-  const last = h.pop()!;
-  if (h.length === 0) return;
-  h[0] = last;
-  for (let i = 0; ;) {
-    const l = 2 * i + 1;
-    const r = l + 1;
-    let m = i;
-    if (l < h.length && h[l]! < h[m]!) m = l;
-    if (r < h.length && h[r]! < h[m]!) m = r;
-    if (m === i) break;
-    [h[m], h[i]] = [h[i]!, h[m]!];
-    i = m;
-  }
 }

@@ -63,6 +63,6 @@ export function formatReport(r: ReplayReport): string {
     for (const line of row.reason) out.push(`      ${line}`);
   }
   out.push(`lost in the log and shaped at or before where they were lost: ${r.lostShapedEarlier} sessions`);
-  out.push(`hold time asked of the MTA: ${Math.round(r.holdSeconds)} s; peak holds at once: ${r.peakHolds} (budget ${r.holdBudget})`);
+  out.push(`hold time asked of the MTA: ${Math.round(r.holdSeconds)} s; peak holds at once: ${r.peakHolds} (budget ${r.holdBudget}); holds not granted for want of budget: ${r.holdsRefused}`);
   return out.join('\n');
 }
