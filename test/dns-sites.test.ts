@@ -1,7 +1,8 @@
 // The DNS list sites parser against postconf(5)'s postscreen_dnsbl_sites
 // examples: weights, filters with ranges and lists, negative weights.
 import t from 'tap';
-import { isRefusal, matches, parseSite } from '../dist/dns/sites.js';
+import { isRefusal, matches } from '../dist/dns/match.js';
+import { parseSite } from '../dist/config/sites.js';
 import { fromText } from '../dist/config/load.js';
 
 t.test('postconf(5) examples parse with their weights and filters', async (t) => {

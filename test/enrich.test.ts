@@ -1,7 +1,8 @@
 // The lookup seam on a manual clock: lookups start at a session's first
 // event, one fetch per key however many sessions want it, a decision waits
-// at most the budget, what arrives later is used by the next stage, and a
-// fetch no session wants any more is aborted.
+// at most the budget, what arrives later is used by the next stage, a
+// fetch no session wants any more is dropped, and what a dry run (explain)
+// fetched is not kept.
 import t from 'tap';
 import { Enricher, type Provider } from '../dist/enrich/enricher.js';
 import { ReputationEngine } from '../dist/engine/engine.js';
@@ -14,17 +15,19 @@ import { settle, track } from './helpers/daemon.js';
 class Hand implements Provider<number> {
   readonly name = 'hand';
   readonly asked: string[] = [];
-  readonly aborted: string[] = [];
+  readonly kept: string[] = [];
   readonly #waiting = new Map<string, (n: number) => void>();
   readonly cache = new Map<string, number>();
   active(): boolean { return true; }
   budget(): number { return 500; }
   wants(e: StageEvent, add: (key: string) => void): void { add(`hand:${e.client}`); }
   known(key: string): number | undefined { return this.cache.get(key); }
-  fetch(key: string, signal: AbortSignal): Promise<number> {
+  fetch(key: string): Promise<number> {
     this.asked.push(key);
-    signal.addEventListener('abort', () => this.aborted.push(key));
     return new Promise((resolve) => this.#waiting.set(key, resolve));
+  }
+  keep(key: string): void {
+    this.kept.push(key);
   }
   answer(key: string, n: number): void {
     this.cache.set(key, n);
@@ -72,17 +75,38 @@ t.test('one fetch per key, a decision waits for it, at most the budget', async (
   t.notOk(cached instanceof Promise, 'a known answer costs no wait');
 });
 
-t.test('a fetch no session wants any more is aborted; a waiting decision goes on', async (t) => {
+t.test('a fetch no session wants any more is dropped; a waiting decision goes on', async (t) => {
   const { hand, engine, lookups } = rig();
   const e = ev({ client: '203.0.113.3', session: 's5', stage: 'connect' });
   const v = track(Promise.resolve(engine.decide(e)));
   await settle(5);
+  t.equal(lookups.inFlight, 1);
   engine.record({ kind: 'abandoned', event: e, held: false });
   await settle(5);
-  t.same(hand.aborted, ['hand:203.0.113.3'], 'the last session ended: aborted');
   t.ok(v.done, 'the waiting decision went on');
-  t.equal(lookups.sessions, 0, 'nothing kept for the session');
-  t.equal(lookups.inFlight, 0);
+  t.equal(lookups.inFlight, 0, 'the last session ended: the fetch is no longer in the table');
+  t.equal(engine.stats().sessions, 0, 'nothing kept for the session');
+  hand.answer('hand:203.0.113.3', 20);
+  await settle(5);
+  t.same(hand.kept, [], 'an answer nobody waited for is not kept');
+});
+
+t.test('explain fetches, but what only it wanted is not kept; a live session\'s answer is', async (t) => {
+  const { hand, engine } = rig();
+  const dry = track(engine.explain(ev({ client: '203.0.113.9', session: 'explain:1', stage: 'rcpt' })));
+  await settle(5);
+  hand.answer('hand:203.0.113.9', 3);
+  await settle(5);
+  t.match(dry.value, { kind: 'pass' });
+  t.ok((dry.value as { reason?: { trace: string[] } }).reason?.trace.includes('hand said 3'), 'explain saw the answer');
+  t.same(hand.kept, [], 'and kept nothing');
+  t.equal(engine.stats().sessions, 0, 'nor opened a session');
+  const live = track(Promise.resolve(engine.decide(ev({ client: '203.0.113.10', session: 's9', stage: 'rcpt' }))));
+  await settle(5);
+  hand.answer('hand:203.0.113.10', 3);
+  await settle(5);
+  t.ok(live.done);
+  t.same(hand.kept, ['hand:203.0.113.10'], 'a live session\'s answer is offered to keep');
 });
 
 t.test('a client a provider vouches for is never held and nothing is learned against it', async (t) => {

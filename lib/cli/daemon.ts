@@ -19,7 +19,7 @@ import { createLogger, type LogHandle, type Logger } from '../log/logger.js';
 import type { ReputationEngine } from '../engine/engine.js';
 import type { Rule } from '../engine/types.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { SYSTEM_CLOCK, type Clock, type Timer } from '../util/clock.js';
+import { SYSTEM_CLOCK, type Clock } from '../util/clock.js';
 import { statsReport } from '../control/report.js';
 import { exceptionHandler } from './exceptions.js';
 import { Parts } from './parts.js';
@@ -48,7 +48,6 @@ export class Daemon {
   readonly #parts: Parts;
   readonly #breaker: CircuitBreaker;
   readonly errorCounts = new Map<number, number>();
-  #tick: Timer | undefined;
   #metricsUrl: string | undefined;
   #stopping: Promise<void> | undefined;
   #unhook: (() => void)[] = [];
@@ -98,12 +97,8 @@ export class Daemon {
       }));
       if (config.metrics.listen) d.#metricsUrl = await d.metrics.listen(config.metrics.listen);
     } catch (err) {
-      d.#parts.services.stopAccepting();
-      d.#parts.services.closeControl();
-      d.metrics.close();
-      d.#parts.lag.stop();
-      // A store connection left open would keep the process from exiting.
-      await d.#parts.fleet.close().catch(() => {});
+      // A store connection or a listener left open would keep the process from exiting.
+      await d.#parts.close({ drainMs: 0, snapshot: false }).catch(() => {});
       throw err;
     }
     d.#unhook.push(d.#parts.shield.installProcessHooks());
@@ -121,7 +116,7 @@ export class Daemon {
         },
       }));
     }
-    d.#startTimers();
+    d.#parts.startTimers();
     logs.logger.info({ listen: d.endpoints, control: d.controlSocket, metrics: d.#metricsUrl ?? null, state_dir: stateDir, config: loaded.file }, `sluiced ready: policy on ${d.endpoints.policy.join(', ') || '(none)'}, milter on ${d.endpoints.milter.join(', ') || '(none)'}`);
     return d;
   }
@@ -141,12 +136,6 @@ export class Daemon {
 
   get controlSocket(): string {
     return path.resolve(this.#stateDir, this.#config.control.socket);
-  }
-
-  /** The once-a-second work (Parts.tick); the snapshot has its own timer, re-timed by a reload. */
-  #startTimers(): void {
-    this.#tick = this.#parts.shield.setInterval({ label: 'timer:tick' }, 1000, () => this.#parts.tick());
-    this.#parts.keeper.retime(this.#config.reputation.snapshot_interval);
   }
 
   /** The counters, as sluicectl stats shows them. */
@@ -169,11 +158,8 @@ export class Daemon {
     const { config: next, kept } = keepStartOnly(this.#config, withLogLevel(loaded.config, this.#opts.logLevel));
     if (kept.length > 0) this.log.warn({ keys: kept }, `read at start only, so kept as running until the next start: ${kept.join(', ')}`);
     this.#config = next;
-    this.engine.reloaded();
-    this.#parts.fleet.retime();
     this.#logs.logger.level = next.log.level;
-    this.#parts.services.setIdleTimeout(next.limits.idle_timeout);
-    if (this.#tick) this.#parts.keeper.retime(next.reputation.snapshot_interval);
+    this.#parts.reload();
     this.log.info({ config: loaded.file }, 'configuration reloaded');
     return true;
   }
@@ -185,24 +171,7 @@ export class Daemon {
   }
 
   async #drain(): Promise<void> {
-    const s = this.#parts.services;
-    s.stopAccepting();
-    s.flushAll();
-    // Decisions still in flight (a slow rule) finish on their own time: polled
-    // in real time, since an injected clock may stand still.
-    for (let waited = 0; s.busy > 0 && waited < this.#config.limits.drain_timeout; waited += 20) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    s.closeAll();
-    s.closeControl();
-    this.metrics.close();
-    this.#parts.lag.stop();
-    this.#parts.shield.clear(this.#tick);
-    this.#tick = undefined;
-    this.#parts.keeper.stop();
-    this.#parts.dnsLists.close();
-    await this.#parts.keeper.write();
-    await this.#parts.fleet.close();
+    await this.#parts.close({ drainMs: this.#config.limits.drain_timeout, snapshot: true });
     for (const u of this.#unhook) u();
     this.#unhook = [];
     this.log.info({ errors: Object.fromEntries(this.errorCounts) }, 'sluiced stopped');
@@ -217,9 +186,7 @@ export class Daemon {
   async #restart(): Promise<void> {
     await this.#parts.keeper.write();
     this.log.error({ code: CATALOGUE.OVERLOAD_BREAKER.code, err: 'OVERLOAD_BREAKER', limit: this.#config.shield.breaker_limit }, 'circuit breaker tripped: restarting services');
-    this.#parts.services.stopAccepting();
-    this.#parts.services.flushAll();
-    this.#parts.services.closeAll();
+    await this.#parts.services.close(0);
     try {
       await this.#parts.services.open();
       this.#breaker.reset();

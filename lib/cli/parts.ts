@@ -1,9 +1,12 @@
 // parts.ts - what sluiced is made of, built from a config and wired together.
 //
-// The clock, the shield, the metrics, the first-contact lookups (the DNS
-// lists), the engine, the snapshot keeper, load shedding, the services
-// (listeners) and what sluicectl may ask of them. The daemon (daemon.ts)
-// starts, reloads, drains and restarts them; it builds nothing itself.
+// The clock, the shield, the metrics, the reputation store and lists (made
+// first, then handed to the engine and the fleet store), the first-contact
+// lookups (the DNS lists, the fleet store's reader), the engine, the
+// snapshot keeper, load shedding, the services (listeners) and what
+// sluicectl may ask of them. The daemon (daemon.ts) starts them and says
+// when to reload and close; Parts knows how (reload(), close(): one
+// teardown for a failed start and a drain).
 //
 // Config keys: reputation.snapshot_file (the keeper), limits.max_loop_lag,
 // tarpit.budget* (shedding); the rest are read by the parts themselves.
@@ -14,7 +17,8 @@ import { LoopLag } from '../shield/lag.js';
 import { LoadShedding } from '../shield/shedding.js';
 import { Shield } from '../shield/shield.js';
 import type { Logger } from '../log/logger.js';
-import { ReputationEngine } from '../engine/engine.js';
+import { newStore, ReputationEngine } from '../engine/engine.js';
+import { Lists } from '../engine/lists.js';
 import { EngineOperator } from '../engine/operator.js';
 import type { Rule } from '../engine/types.js';
 import type { ListEntry } from '../engine/lists.js';
@@ -27,7 +31,7 @@ import { Report } from '../metrics/report.js';
 import { commands, type Controller } from '../control/commands.js';
 import type { Dispatch } from '../control/server.js';
 import { statusReport, statsReport } from '../control/report.js';
-import type { Clock } from '../util/clock.js';
+import type { Clock, Timer } from '../util/clock.js';
 import { Services } from './services.js';
 import { VERSION } from './version.js';
 
@@ -63,6 +67,7 @@ export class Parts {
   readonly services: Services;
   readonly started: number;
   readonly #o: PartsOptions;
+  #tick: Timer | undefined;
 
   constructor(o: PartsOptions) {
     this.#o = o;
@@ -78,11 +83,13 @@ export class Parts {
       loopLagMs: () => this.lag.lastMs,
       fleetWrites: () => this.fleet.writes(),
     });
+    // What the engine and the fleet store share, made first.
+    const made = { store: newStore(config(), clock.now), lists: new Lists() };
     // The first-contact lookups: the DNS lists, and what the fleet store knows.
     this.dnsLists = new DnsLists(config, clock, log, this.metrics);
-    this.fleet = new Fleet(config, () => this.engine, clock, log, this.metrics);
-    this.lookups = new Enricher([this.dnsLists, this.fleet], clock, (err) => this.shield.raise({ label: 'lookup' }, err, 'timer'));
-    this.engine = new ReputationEngine(config, clock.now, o.rules, this.lookups);
+    this.fleet = new Fleet(config, made, clock, log, this.metrics);
+    this.lookups = new Enricher([this.dnsLists, this.fleet.reader], clock, (err) => this.shield.raise({ label: 'lookup' }, err, 'timer'));
+    this.engine = new ReputationEngine(config, clock.now, o.rules, this.lookups, made);
     this.keeper = new SnapshotKeeper({
       store: this.engine.store,
       lists: (now) => this.engine.lists.dynamic(now),
@@ -105,11 +112,45 @@ export class Parts {
     this.services.tick(this.clock.now());
   }
 
+  /** Starts the once-a-second work and the snapshot's timer. */
+  startTimers(): void {
+    this.#tick = this.shield.setInterval({ label: 'timer:tick' }, 1000, () => this.tick());
+    this.keeper.retime(this.#o.config().reputation.snapshot_interval);
+  }
+
+  /** The running config was swapped: each part takes what it reads at reload. */
+  reload(): void {
+    const c = this.#o.config();
+    this.engine.reloaded();
+    this.fleet.reload();
+    this.services.setIdleTimeout(c.limits.idle_timeout);
+    if (this.#tick) this.keeper.retime(c.reputation.snapshot_interval);
+  }
+
+  /**
+   * Stops everything, in order: the services (held replies answered, in-flight
+   * decisions given up to `drainMs`), sluicectl's socket, the metrics, the
+   * timers, the DNS lists, the snapshot (when `snapshot`), and the fleet
+   * store's last writes. A drain and a failed start both end here.
+   */
+  async close(o: { drainMs: number; snapshot: boolean }): Promise<void> {
+    await this.services.close(o.drainMs);
+    this.services.closeControl();
+    this.metrics.close();
+    this.lag.stop();
+    this.shield.clear(this.#tick);
+    this.#tick = undefined;
+    this.keeper.stop();
+    this.dnsLists.close();
+    if (o.snapshot) await this.keeper.write();
+    await this.fleet.close();
+  }
+
   /** What sluicectl may ask (control/commands.ts); the daemon's own part of it comes in `own`. */
   commands(own: Pick<Controller, 'status' | 'reload' | 'setLogLevel'>): Dispatch {
     return commands({
       ...own,
-      engine: new EngineOperator(this.engine, this.clock.now, this.lookups, this.fleet),
+      engine: new EngineOperator(this.engine, this.clock.now, this.lookups),
       policy: () => this.#o.config().policy,
       stats: () => statsReport(this.metrics.registry),
       snapshot: async () => ({ file: this.keeper.file, entries: await this.keeper.write() }),

@@ -141,6 +141,22 @@ export class Services {
     for (const l of this.#protocols) l.closeAll();
   }
 
+  /**
+   * Stops the policy and milter service: no new connections, held replies
+   * answered now, decisions still in flight (a slow rule) given up to
+   * `waitMs` (polled in real time: an injected clock may stand still), then
+   * every connection closed. A drain, a failed start and the breaker's
+   * restart all stop this way.
+   */
+  async close(waitMs: number): Promise<void> {
+    this.stopAccepting();
+    this.flushAll();
+    for (let waited = 0; this.busy > 0 && waited < waitMs; waited += 20) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    this.closeAll();
+  }
+
   closeControl(): void {
     this.#control?.stopAccepting();
     this.#control?.closeAll();

@@ -3,8 +3,9 @@
 // Unknown keys and wrong types are errors (strict objects); keys that are
 // valid alone but defeat each other (a hold margin as long as the timeout it
 // is taken from) are errors at the key to change. Durations and
-// sizes are converted to milliseconds and bytes here, so the rest of sluice
-// never parses units. Validation runs on the merged (defaults + file) raw
+// sizes are converted to milliseconds and bytes here, and endpoints, DNS
+// list sites and host:port values to typed values, so the rest of sluice
+// never parses a config value again. Validation runs on the merged (defaults + file) raw
 // object; load.ts maps each issue's path back to a line of the file.
 
 import { z } from 'zod';
@@ -12,8 +13,7 @@ import { parseDuration, parseSize } from './units.js';
 import { parseEndpoint, type Endpoint } from './endpoint.js';
 import { parseListValue } from './list-value.js';
 import { isIP } from 'node:net';
-import { Resolver } from 'node:dns/promises';
-import { siteOf } from '../dns/sites.js';
+import { siteOf, type Site } from './sites.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -64,21 +64,45 @@ const mode = z.unknown().transform((v, ctx) => {
 });
 const count = (min: number, max: number) => z.number().int().min(min).max(max);
 
-/** "host:port", the host a name, an IPv4 address or a bracketed IPv6 address. */
-const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:26379');
-/** A DNS server as Node's resolver takes it. */
-const resolverAddress = z.string().refine((v) => {
-  try {
-    new Resolver().setServers([v]);
-    return true;
-  } catch {
-    return false;
+/** A port as every listener and client takes it: c-ares aborts the process on 0, and the kernel knows no port past 65535. */
+function port(text: string): number | undefined {
+  const n = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  return n >= 1 && n <= 65535 ? n : undefined;
+}
+
+/** A server's address and port, parsed once. */
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+  /** As written, for messages and status. */
+  readonly text: string;
+}
+
+/** "host:port", the host a name, an IPv4 address or a bracketed IPv6 address; the port 1-65535. */
+const hostPort = z.string().transform((v, ctx): HostPort => {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(v);
+  const p = m ? port(m[3]!) : undefined;
+  if (!m || p === undefined || (m[1] !== undefined && isIP(m[1]) !== 6)) {
+    ctx.addIssue({ code: 'custom', message: m ? `"${v}": the port must be from 1 to 65535` : `"${v}": expected host:port, e.g. 127.0.0.1:26379` });
+    return z.NEVER;
   }
-}, 'expected a DNS server address such as "127.0.0.1", "127.0.0.1:5353" or "[::1]:53"');
-/** A DNS list site in postscreen's syntax, or { site, ipv4_only }. */
-const dnsSite = z.union([z.string(), z.strictObject({ site: z.string(), ipv4_only: z.boolean() })]).superRefine((v, ctx) => {
+  return { host: m[1] ?? m[2]!, port: p, text: v };
+});
+/** A DNS server as Node's resolver takes it: an address, with a port (1-65535) after a colon, IPv6 in brackets when it has one. */
+const resolverAddress = z.string().refine((v) => {
+  if (isIP(v) !== 0) return true;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(v);
+  if (!m || port(m[3]!) === undefined) return false;
+  return m[1] !== undefined ? isIP(m[1]) === 6 : isIP(m[2]!) === 4;
+}, 'expected a DNS server address such as "127.0.0.1", "127.0.0.1:5353" or "[::1]:53" (port 1-65535)');
+/** A DNS list site in postscreen's syntax, or { site, ipv4_only }: parsed here, once. */
+const dnsSite = z.union([z.string(), z.strictObject({ site: z.string(), ipv4_only: z.boolean() })]).transform((v, ctx): Site => {
   const s = siteOf(v);
-  if (typeof s === 'string') ctx.addIssue({ code: 'custom', message: s });
+  if (typeof s === 'string') {
+    ctx.addIssue({ code: 'custom', message: s });
+    return z.NEVER;
+  }
+  return s;
 });
 
 export const schema = z.strictObject({

@@ -16,7 +16,7 @@ import { keyFromText, addressKeys } from '../reputation/keys.js';
 import type { Operator } from '../engine/operator.js';
 import { STAGES, type Stage, type StageEvent, type Verdict } from '../engine/types.js';
 import { CommandError, type Request } from './protocol.js';
-import { policyHold } from '../policy/hold.js';
+import { policyHold } from '../config/policy-hold.js';
 import type { Config } from '../config/schema.js';
 
 export interface Controller {

@@ -25,9 +25,10 @@ import type { Provider } from '../enrich/enricher.js';
 import type { Logger } from '../log/logger.js';
 import type { Clock, Timer } from '../util/clock.js';
 import type { LRUCache } from 'lru-cache';
-import { boundedLru } from '../reputation/lru.js';
+import { boundedLru } from '../util/lru.js';
 import { ListResolver, type Answer } from './resolver.js';
-import { isRefusal, matches, siteOf, type Site, type SiteEntry } from './sites.js';
+import type { Site } from '../config/sites.js';
+import { isRefusal, matches } from './match.js';
 
 /** How often a zone that refuses us is asked again. */
 export const RECHECK_MS = 5 * 60_000;
@@ -250,9 +251,8 @@ export class DnsLists implements Provider<Looked> {
   #sites(): Parsed {
     const c = this.#config().dnsbl;
     if (this.#parsed?.from === c) return this.#parsed;
-    const parse = (entries: readonly SiteEntry[]): Site[] => entries.map(siteOf).filter((s): s is Site => typeof s !== 'string');
-    const ip = parse(c.sites as readonly SiteEntry[]);
-    const names = parse(c.rhsbl_sites as readonly SiteEntry[]);
+    const ip: readonly Site[] = c.sites;
+    const names: readonly Site[] = c.rhsbl_sites;
     // A zone is asked about IPv6 clients unless every site naming it is IPv4-only.
     const v4only = new Map<string, boolean>();
     for (const s of ip) v4only.set(s.zone, (v4only.get(s.zone) ?? true) && s.ipv4Only);

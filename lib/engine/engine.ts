@@ -25,7 +25,9 @@
 // lib/enrich); a decision waits for them at most their budget.
 // A repeated question (Postfix's retries and per-list RCPT queries) is
 // answered the same way but counted nowhere. explain() runs the same
-// pipeline as a dry run: it records nothing and grants no hold.
+// pipeline as a dry run: it records nothing (what its lookups read is not
+// kept) and grants no hold. A session's context carries its lookups' state
+// (LookupSlot): its end, by outcome or by the sweep, ends them too.
 // Learning: record() moves scores by weights.*, from the outcomes the
 // protocols report (delivered; abandoned at stage S, held or not; ended).
 // The engine knows no protocol: how a protocol tells an outcome is its own
@@ -44,7 +46,7 @@ import { current, RateWindows, Sessions, type Live } from './limits.js';
 import { Greylist } from './greylist.js';
 import { HoldBudget, holdFor } from './tarpit.js';
 import { clientKey, fits, profileFor, type Profile } from './profile.js';
-import type { Engine, Enrichment, Lookups, Outcome, Reason, Reply, Rule, StageEvent, Verdict } from './types.js';
+import type { Engine, Enrichment, LookupSlot, Lookups, Outcome, Reason, Reply, Rule, StageEvent, Verdict } from './types.js';
 
 export type EngineConfig = Pick<Config, 'reputation' | 'weights' | 'thresholds' | 'tarpit' | 'rates' | 'greylist' | 'lists' | 'replies'>;
 
@@ -59,7 +61,7 @@ export interface EngineStats {
  * again when HELO, sender or name change, and its list match, again when the
  * lists change.
  */
-interface Context extends Live {
+interface Context extends Live, LookupSlot {
   profile: Profile;
   listsVersion: number;
   listed: ListEntry | undefined;
@@ -67,13 +69,20 @@ interface Context extends Live {
   vouched: boolean;
 }
 
+/** What an engine is built on when its caller made them first (the fleet store shares both): else it makes its own. */
+export interface EngineParts {
+  readonly store?: ReputationStore;
+  readonly lists?: Lists;
+}
+
 export class ReputationEngine implements Engine {
   readonly store: ReputationStore;
-  readonly lists = new Lists();
+  readonly lists: Lists;
   readonly #config: () => EngineConfig;
   readonly #now: Now;
   readonly #rates: RateWindows;
-  readonly #sessions = new Sessions<Context>();
+  /** A session's end (its outcome, or the sweep) ends its lookups too. */
+  readonly #sessions = new Sessions<Context>((x) => this.#lookups?.end(x));
   /** Made on first use: most sites never turn greylisting on. */
   #grey: Greylist | undefined;
   readonly #budget = new HoldBudget();
@@ -83,14 +92,19 @@ export class ReputationEngine implements Engine {
 
   readonly #lookups: Lookups | undefined;
 
-  /** `rules`: asked first, in order; the first verdict wins (types.ts, Rule). `lookups`: the first-contact lookups. */
-  constructor(config: () => EngineConfig, now: Now, rules: readonly Rule[] = [], lookups?: Lookups) {
+  /**
+   * `rules`: asked first, in order; the first verdict wins (types.ts, Rule).
+   * `lookups`: the first-contact lookups. `parts`: a store and lists made
+   * by the caller (newStore() makes one as the engine would).
+   */
+  constructor(config: () => EngineConfig, now: Now, rules: readonly Rule[] = [], lookups?: Lookups, parts: EngineParts = {}) {
     this.#lookups = lookups;
     const c = config();
     this.#config = config;
     this.#now = now;
     this.#rules = rules;
-    this.store = new ReputationStore({ maxEntries: c.reputation.max_entries, ttlMs: c.reputation.ttl, halfLifeMs: c.reputation.half_life, now });
+    this.store = parts.store ?? newStore(c, now);
+    this.lists = parts.lists ?? new Lists();
     this.#rates = new RateWindows(c.rates.max_entries);
     this.lists.setStatic(c.lists.allow, c.lists.deny, now());
   }
@@ -116,53 +130,68 @@ export class ReputationEngine implements Engine {
       const v = r.decide(e);
       if (v !== undefined) return v;
     }
-    const wait = this.#lookups?.begin(e);
-    if (wait === undefined) return this.#decide(e, false);
+    const c = this.#config();
+    const { x, first, changed } = this.#context(e, c, this.#now(), false);
+    const wait = this.#lookups?.begin(e, x, changed);
+    if (wait === undefined) return this.#decide(e, c, x, first, false);
     // A session that ended while it waited gets an answer that changes nothing (nobody reads it).
-    return wait.then((alive) => this.#decide(e, !alive));
+    return wait.then((alive) => {
+      if (alive) return this.#decide(e, this.#config(), x, first, false);
+      const now = this.#now();
+      const dry = this.#context(e, this.#config(), now, true);
+      return this.#decide(e, this.#config(), dry.x, dry.first, true);
+    });
   }
 
-  /** The same pipeline as a dry run, after the lookups: records nothing, grants no hold lease. */
+  /** The same pipeline as a dry run, after the lookups: records nothing (what they read is not kept), grants no hold lease. */
   async explain(e: StageEvent): Promise<Verdict> {
+    const c = this.#config();
+    const { x, first, changed } = this.#context(e, c, this.#now(), true);
     try {
-      await this.#lookups?.begin(e);
-      return this.#decide(e, true);
+      await this.#lookups?.begin(e, x, changed, true);
+      return this.#decide(e, this.#config(), x, first, true);
     } finally {
-      this.#lookups?.end(e.session);
+      this.#lookups?.end(x);
     }
   }
 
   /** The dry run now, with what the lookups have already found (a replay asks no lookups). */
   explainNow(e: StageEvent): Verdict {
-    return this.#decide(e, true);
+    const c = this.#config();
+    const { x, first } = this.#context(e, c, this.#now(), true);
+    return this.#decide(e, c, x, first, true);
   }
 
-  /** The session's context, opened at its first stage (a dry run opens nothing); `first` says so. */
-  #context(e: StageEvent, c: EngineConfig, now: number, dry: boolean): { x: Context; first: boolean } {
-    let x = this.#sessions.get(e.session);
+  /**
+   * The session's context, opened at its first stage (a dry run opens
+   * nothing and gets a context of its own); `first` says it was opened now,
+   * `changed` that its profile was made now (a new HELO, sender or name).
+   */
+  #context(e: StageEvent, c: EngineConfig, now: number, dry: boolean): { x: Context; first: boolean; changed: boolean } {
+    let x = dry ? undefined : this.#sessions.get(e.session);
     const first = x === undefined;
+    let changed = first;
     if (x === undefined) {
       const a = addressKeys(e.client);
       const ipCounts = this.#rates.get(clientKey(a?.ip, e.client), now, dry);
       const p = profileFor(e, c, dry, ipCounts, this.store, this.#rates, a);
-      x = { ipCounts, netCounts: this.#rates.get(p.net, now, dry), seen: now, profile: p, listsVersion: -1, listed: undefined, vouched: false };
+      x = { ipCounts, netCounts: this.#rates.get(p.net, now, dry), seen: now, profile: p, listsVersion: -1, listed: undefined, vouched: false, lookup: undefined };
       if (!dry) this.#sessions.open(e.session, x);
     } else if (!fits(x.profile, e, c)) {
       x.profile = profileFor(e, c, dry, x.ipCounts, this.store, this.#rates);
       x.listsVersion = -1;
+      changed = true;
     }
     if (!dry) x.seen = now;
+    return { x, first, changed };
+  }
+
+  #decide(e: StageEvent, c: EngineConfig, x: Context, first: boolean, dry: boolean): Verdict {
+    const now = this.#now();
     if (x.listsVersion !== this.lists.version || (x.listed?.expires ?? Infinity) <= now) {
       x.listed = this.lists.match(e.client, e.helo, e.sender, now);
       x.listsVersion = this.lists.version;
     }
-    return { x, first };
-  }
-
-  #decide(e: StageEvent, dry: boolean): Verdict {
-    const c = this.#config();
-    const now = this.#now();
-    const { x, first } = this.#context(e, c, now, dry);
     const { ip, net } = x.profile;
     // The trace and inputs are built for explain() only: on the hot path the
     // rule and score say enough, and string building is most of the cost.
@@ -197,7 +226,7 @@ export class ReputationEngine implements Engine {
     // At first contact a bad sender domain says nothing of this client.
     const fresh = s.domain < 0 && !this.store.knows(r.ip, now);
     if (fresh) s.domain = 0;
-    const found = this.#lookups?.findings(e, dry) ?? NONE;
+    const found = this.#lookups?.findings(e, x, dry) ?? NONE;
     let extra = 0;
     let vouched = false;
     let named: Enrichment | undefined;
@@ -287,7 +316,6 @@ export class ReputationEngine implements Engine {
     if (o.kind === 'ended') {
       // Nothing to learn (past end of message, refused, or not judged): the session only closes.
       this.#sessions.end(e.session);
-      this.#lookups?.end(e.session);
       return;
     }
     const c = this.#config();
@@ -303,7 +331,6 @@ export class ReputationEngine implements Engine {
         this.store.add(k.domain, w.delivered, 'ok');
         return;
       case 'abandoned': {
-        this.#lookups?.end(e.session);
         if (x?.vouched) {
           this.#sessions.end(e.session);
           return;
@@ -323,7 +350,6 @@ export class ReputationEngine implements Engine {
     const c = this.#config();
     const now = this.#now();
     this.#sessions.sweep(now, c.rates.abandon_window * 10);
-    this.#lookups?.sweep(now, c.rates.abandon_window * 10);
   }
 
   stats(): EngineStats {
@@ -332,6 +358,11 @@ export class ReputationEngine implements Engine {
 }
 
 const NONE: readonly Enrichment[] = [];
+
+/** A reputation store sized and timed by the config, as an engine makes its own. */
+export function newStore(c: Pick<Config, 'reputation'>, now: Now): ReputationStore {
+  return new ReputationStore({ maxEntries: c.reputation.max_entries, ttlMs: c.reputation.ttl, halfLifeMs: c.reputation.half_life, now });
+}
 
 /** One verdict, built in one go (the hot path makes one per question). */
 function verdict(kind: Verdict['kind'], rule: string, score: number, reply: Reply | undefined, delayMs: number, reason: Reason | undefined): Verdict {

@@ -7,7 +7,7 @@
 // zombies seldom do. Bounded by greylist.max_entries.
 
 import type { LRUCache } from 'lru-cache';
-import { boundedLru } from '../reputation/lru.js';
+import { boundedLru } from '../util/lru.js';
 
 export interface GreylistSettings {
   readonly min_delay: number;

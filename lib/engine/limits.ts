@@ -13,7 +13,7 @@
 // Config keys: rates.*.
 
 import type { LRUCache } from 'lru-cache';
-import { boundedLru } from '../reputation/lru.js';
+import { boundedLru } from '../util/lru.js';
 import { YoungMap } from '../util/young-map.js';
 
 /** A client's or a network's counts in its current window, and its live sessions. */
@@ -46,7 +46,7 @@ export class RateWindows {
   /** Records kept now that carry a profile. */
   #profiled = 0;
   constructor(max: number) {
-    this.#lru = boundedLru(max, (c) => { if (c.profile !== undefined) this.#profiled--; });
+    this.#lru = boundedLru(max, { dispose: (c) => { if (c.profile !== undefined) this.#profiled--; } });
   }
 
   /**
@@ -81,6 +81,12 @@ export interface Live {
 
 export class Sessions<L extends Live> {
   readonly #live = new YoungMap<string, L>();
+  /** Told of every session that ends, by its outcome or the sweep: what else it held goes with it. */
+  readonly #ended: ((l: L) => void) | undefined;
+
+  constructor(ended?: (l: L) => void) {
+    this.#ended = ended;
+  }
 
   get(session: string): L | undefined {
     return this.#live.get(session);
@@ -98,6 +104,7 @@ export class Sessions<L extends Live> {
     this.#live.delete(session);
     l.ipCounts.live--;
     l.netCounts.live--;
+    this.#ended?.(l);
   }
 
   /** Ends sessions silent for longer than idleMs; returns how many. */

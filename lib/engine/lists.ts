@@ -5,7 +5,8 @@
 // expiry and a reason, and are kept in the snapshot. A deny beats an allow;
 // an expired entry is dropped when next looked at. CIDR math is ipaddr.js's.
 // Entries are written "192.0.2.0/24", "192.0.2.7", "mail.example.net" (a
-// HELO name) or "@example.net" (a sender domain).
+// HELO name) or "@example.net" (a sender domain). A watcher is told of
+// every dynamic change (the fleet store shares them with the other hosts).
 
 import ipaddr from 'ipaddr.js';
 import { parseListValue, type Matcher } from '../config/list-value.js';
@@ -27,8 +28,13 @@ interface Live {
   readonly match: Matcher;
 }
 
+/** A change to the dynamic entries, as a watcher is told of it. */
+export type ListChange = { readonly op: 'add'; readonly entry: ListEntry } | { readonly op: 'remove'; readonly value: string };
+
 export class Lists {
   #static: Live[] = [];
+  /** Told of every dynamic add and remove (the fleet store shares them); not of restores or config entries. */
+  #watcher: ((change: ListChange) => void) | undefined;
   #dynamic = new Map<string, Live>();
   /** Bumped on every change, so a session can keep its match until the lists change. */
   version = 0;
@@ -56,14 +62,23 @@ export class Lists {
     const entry: ListEntry = { kind, value, source: 'dynamic', added: now, ...(ttlMs ? { expires: now + ttlMs } : {}), ...(reason ? { reason } : {}) };
     this.#dynamic.set(`${kind} ${value}`, { entry, match });
     this.version++;
+    this.#watcher?.({ op: 'add', entry });
     return entry;
   }
 
   /** Removes dynamic entries for this value (both kinds); true when one was there. */
   remove(value: string): boolean {
     const removed = [this.#dynamic.delete(`allow ${value}`), this.#dynamic.delete(`deny ${value}`)].some(Boolean);
-    if (removed) this.version++;
+    if (removed) {
+      this.version++;
+      this.#watcher?.({ op: 'remove', value });
+    }
     return removed;
+  }
+
+  /** Tells `fn` of every dynamic add and remove from now on (undefined: no one). */
+  watch(fn: ((change: ListChange) => void) | undefined): void {
+    this.#watcher = fn;
   }
 
   /** The deciding entry for a client, HELO and sender: deny first. */

@@ -4,7 +4,8 @@
 // this interface: a dry-run decision, one key's standing, a pass over every
 // client and network, forgetting a key, and the allow and deny lists. They
 // never reach into the store or the lists themselves. EngineOperator answers
-// from the engine's store and lists, on the engine's clock.
+// from the engine's store and lists, on the engine's clock; what it changes
+// there reaches other hosts through their watchers (lib/fleet), not from here.
 
 import type { Entry } from '../reputation/score.js';
 import type { Now } from '../util/clock.js';
@@ -39,19 +40,10 @@ export interface Operator {
   lists(): ListEntry[];
 }
 
-/** Where an operator's changes go besides this host. */
-export interface Shared {
-  listed(entry: ListEntry): void;
-  unlisted(value: string): void;
-  forgot(key: string): void;
-}
-
 export class EngineOperator implements Operator {
-  /** `shared`: told of every change an operator makes, to share it with other hosts (the fleet store). */
   constructor(
     private readonly engine: ReputationEngine, private readonly now: Now,
     private readonly lookups?: { describe(client: string): Record<string, unknown> },
-    private readonly shared?: Shared,
   ) {}
 
   explain(event: StageEvent): Promise<Verdict> {
@@ -73,7 +65,6 @@ export class EngineOperator implements Operator {
   }
 
   forget(key: string): boolean {
-    this.shared?.forgot(key);
     return this.engine.store.forget(key);
   }
 
@@ -82,15 +73,11 @@ export class EngineOperator implements Operator {
   }
 
   list(kind: ListKind, value: string, ttlMs?: number, reason?: string): ListEntry | string {
-    const entry = this.engine.lists.add(kind, value, this.now(), ttlMs, reason);
-    if (typeof entry !== 'string') this.shared?.listed(entry);
-    return entry;
+    return this.engine.lists.add(kind, value, this.now(), ttlMs, reason);
   }
 
   unlist(value: string): boolean {
-    const removed = this.engine.lists.remove(value);
-    if (removed) this.shared?.unlisted(value);
-    return removed;
+    return this.engine.lists.remove(value);
   }
 
   lists(): ListEntry[] {

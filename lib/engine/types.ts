@@ -91,20 +91,31 @@ export interface Enrichment {
   readonly trace: readonly string[];
 }
 
+/**
+ * Where a session's lookups keep their state: a field of the engine's own
+ * session context, which only the lookups read or write. A session's end
+ * (or its sweep) is then one end() call, and the lookups keep no table of
+ * sessions of their own.
+ */
+export interface LookupSlot {
+  lookup: unknown;
+}
+
 /** The lookup seam as the engine sees it (lib/enrich/enricher.ts). */
 export interface Lookups {
   /**
    * Starts the lookups this event calls for (deduplicated, concurrent).
-   * undefined: nothing to wait for; else a promise that settles when they
-   * have arrived or the budget is spent: false if the session ended meanwhile.
+   * `changed`: the event brought a client, HELO, sender or name the session
+   * had not shown (the engine made its profile again). `dry`: a dry run
+   * (explain), whose answers are not kept. undefined: nothing to wait for;
+   * else a promise that settles when they have arrived or the budget is
+   * spent: false if the session ended meanwhile.
    */
-  begin(e: StageEvent): Promise<boolean> | undefined;
+  begin(e: StageEvent, slot: LookupSlot, changed: boolean, dry?: boolean): Promise<boolean> | undefined;
   /** What has arrived about this session's client so far; with `explain`, each with its trace. */
-  findings(e: StageEvent, explain?: boolean): readonly Enrichment[];
+  findings(e: StageEvent, slot: LookupSlot, explain?: boolean): readonly Enrichment[];
   /** The session is over: what it started is no longer needed by it. */
-  end(session: string): void;
-  /** Periodic work: forgets sessions silent longer than idleMs. */
-  sweep(now: number, idleMs: number): void;
+  end(slot: LookupSlot): void;
 }
 
 /** The decision side of the seam. */

@@ -1,22 +1,30 @@
 // enricher.ts - the lookup seam: what is found out about a client at first
 // contact, while its first decision waits a bounded time.
 //
-// A Provider (the DNS lists, lib/dns/dnsbl.ts) says which lookups an event
-// calls for, each by a key, answers from its own cache when it can, and
-// otherwise fetches. The Enricher starts them at a session's first event
-// (milter CONNECT; the first policy request seen for it, at any stage) and
-// again for what a later stage adds (a HELO name, a sender domain): all at
-// once, one fetch per key however many sessions want it. A decision waits
+// A Provider (the DNS lists, lib/dns/dnsbl.ts; the fleet store's reader,
+// lib/fleet/reader.ts) says which lookups an event calls for, each by a key,
+// answers from its own cache when it can, and otherwise fetches. The
+// Enricher starts them at a session's first event (milter CONNECT; the first
+// policy request seen for it, at any stage) and again when the engine says
+// a later stage brought something new (a HELO name, a sender domain): all
+// at once, one fetch per key however many sessions want it. A decision waits
 // for the session's lookups until they have arrived or the provider's
 // budget, counted from when they started, is spent; it never blocks another
 // session. What arrives later is used by the next stage, so lookups keep
-// running while a client is held. When the last session that wanted a
-// fetch ends, its signal aborts. The engine reads the findings through
-// engine/types.ts (Lookups) and knows no provider.
+// running while a client is held. An answer that arrives for a session that
+// decides for real is offered to its provider to keep (Provider.keep: the
+// fleet reader copies entries into the local store); one that only a dry
+// run (explain) wanted is not. A session's lookups live in the slot the
+// engine keeps on its own session context (LookupSlot): the Enricher keeps
+// only the fetches under way, by key, and a session's end, or its sweep by
+// the engine, is one call (end). A fetch no session waits for any more is
+// dropped from the table; it completes on its own (a DNS query, a store
+// read: neither can be cancelled alone) and only fills its provider's cache.
+// The engine reads the findings through engine/types.ts (Lookups) and knows
+// no provider.
 
-import type { Enrichment, Lookups, StageEvent } from '../engine/types.js';
+import type { Enrichment, LookupSlot, Lookups, StageEvent } from '../engine/types.js';
 import type { Clock, Timer } from '../util/clock.js';
-import { YoungMap } from '../util/young-map.js';
 
 export interface Provider<A = unknown> {
   readonly name: string;
@@ -28,8 +36,10 @@ export interface Provider<A = unknown> {
   wants(e: StageEvent, add: (key: string) => void): void;
   /** The answer when it is known without asking (a cache), else undefined. */
   known(key: string): A | undefined;
-  /** Asks. A failure must come back as an answer (fail open is the provider's call); the signal aborts when no session needs it any more. */
-  fetch(key: string, signal: AbortSignal): Promise<A>;
+  /** Asks. A failure must come back as an answer (fail open is the provider's call). */
+  fetch(key: string): Promise<A>;
+  /** An answer arrived that a session deciding for real wanted: keep what it brings (never called for a dry run's). */
+  keep?(key: string, answer: A): void;
   /** What the answers that have arrived make of the client (a key not yet arrived is absent); with `explain`, a trace line per answer. */
   judge(e: StageEvent, answers: ReadonlyMap<string, A>, explain: boolean): Enrichment | undefined;
   /** What is cached about a client address, for `sluicectl show`. */
@@ -41,15 +51,12 @@ interface Flight {
   /** The provider's index. */
   readonly at: number;
   readonly wants: Set<Want>;
-  readonly abort: AbortController;
 }
 
-/** One session's lookups. */
+/** One session's lookups, kept in its LookupSlot. */
 interface Want {
-  client: string;
-  helo: string;
-  sender: string;
-  seen: number;
+  /** A dry run (explain): what arrives for it alone is not kept. */
+  readonly dry: boolean;
   /** When its decisions stop waiting. */
   deadline: number;
   /** Per provider (by index): the keys asked and not answered at once, and the answers arrived. */
@@ -69,7 +76,6 @@ const NO_ANSWERS: ReadonlyMap<string, unknown> = new Map<string, unknown>();
 export class Enricher implements Lookups {
   readonly #providers: readonly Provider[];
   readonly #clock: Clock;
-  readonly #sessions = new YoungMap<string, Want>();
   /** What #add works on: the session and provider being asked for, and when (fields, not an object per ask). */
   #askW: Want | undefined;
   #askAt = 0;
@@ -92,32 +98,20 @@ export class Enricher implements Lookups {
     return this.#inflight.reduce((n, m) => n + m.size, 0);
   }
 
-  /** Sessions with lookups kept. */
-  get sessions(): number {
-    return this.#sessions.size;
-  }
-
-  begin(e: StageEvent): Promise<boolean> | undefined {
+  begin(e: StageEvent, slot: LookupSlot, changed: boolean, dry = false): Promise<boolean> | undefined {
     if (!this.#active()) return undefined;
     const now = this.#clock.now();
-    let w = this.#sessions.get(e.session);
+    let w = slot.lookup as Want | undefined;
     if (w === undefined) {
-      w = {
-        client: e.client, helo: e.helo, sender: e.sender, seen: now, deadline: 0,
-        asked: [], answers: [], flights: undefined, judged: undefined, wait: undefined, release: undefined, timer: undefined,
-      };
+      w = { dry, deadline: 0, asked: [], answers: [], flights: undefined, judged: undefined, wait: undefined, release: undefined, timer: undefined };
       this.#ask(w, e, now);
-      // A session no provider wanted anything for is not kept: its next stage asks again (cheaply).
+      // A session no provider wanted anything for keeps nothing: its next stage asks again (cheaply).
       if (w.answers.length === 0 && w.asked.length === 0) return undefined;
-      this.#sessions.set(e.session, w);
-    } else if (w.helo !== e.helo || w.sender !== e.sender || w.client !== e.client) {
-      w.client = e.client;
-      w.helo = e.helo;
-      w.sender = e.sender;
+      slot.lookup = w;
+    } else if (changed) {
       w.judged = undefined;
       this.#ask(w, e, now);
     }
-    w.seen = now;
     if (w.flights === undefined || w.flights.size === 0 || now >= w.deadline) return undefined;
     if (w.wait !== undefined) return w.wait;
     const want = w;
@@ -126,8 +120,8 @@ export class Enricher implements Lookups {
     return w.wait;
   }
 
-  findings(e: StageEvent, explain = false): readonly Enrichment[] {
-    const w = this.#sessions.get(e.session);
+  findings(e: StageEvent, slot: LookupSlot, explain = false): readonly Enrichment[] {
+    const w = slot.lookup as Want | undefined;
     if (w === undefined) return NONE;
     if (w.judged !== undefined && !explain) return w.judged;
     const out: Enrichment[] = [];
@@ -142,19 +136,17 @@ export class Enricher implements Lookups {
     return found;
   }
 
-  end(session: string): void {
-    const w = this.#sessions.get(session);
+  end(slot: LookupSlot): void {
+    const w = slot.lookup as Want | undefined;
     if (w === undefined) return;
-    this.#sessions.delete(session);
-    if (w.flights === undefined) return;
-    for (const f of w.flights) {
-      f.wants.delete(w);
-      if (f.wants.size === 0) {
-        this.#inflight[f.at]!.delete(f.key);
-        f.abort.abort();
+    slot.lookup = undefined;
+    if (w.flights !== undefined) {
+      for (const f of w.flights) {
+        f.wants.delete(w);
+        if (f.wants.size === 0) this.#inflight[f.at]!.delete(f.key);
       }
+      w.flights = undefined;
     }
-    w.flights = undefined;
     this.#settle(w, false);
   }
 
@@ -163,10 +155,6 @@ export class Enricher implements Lookups {
     const out: Record<string, unknown> = {};
     for (const p of this.#providers) if (p.active() && p.describe) out[p.name] = p.describe(client);
     return out;
-  }
-
-  sweep(now: number, idleMs: number): void {
-    for (const [id, w] of this.#sessions) if (now - w.seen > idleMs) this.end(id);
   }
 
   /** Lets the session's waiting decision go on. */
@@ -222,10 +210,18 @@ export class Enricher implements Lookups {
   #fetch(at: number, key: string): Flight {
     const p = this.#providers[at]!;
     const inflight = this.#inflight[at]!;
-    const f: Flight = { key, at, wants: new Set(), abort: new AbortController() };
+    const f: Flight = { key, at, wants: new Set() };
     inflight.set(key, f);
     const arrived = (answer: unknown, ok: boolean): void => {
       if (inflight.get(key) === f) inflight.delete(key);
+      // Kept before any waiting decision goes on, so that it finds what was kept.
+      if (ok && p.keep !== undefined && [...f.wants].some((w) => !w.dry)) {
+        try {
+          p.keep(key, answer);
+        } catch (err) {
+          this.#failed(err);
+        }
+      }
       for (const w of f.wants) {
         if (ok) (w.answers[at] ??= new Map()).set(key, answer);
         w.judged = undefined;
@@ -236,7 +232,7 @@ export class Enricher implements Lookups {
     };
     let asked: Promise<unknown>;
     try {
-      asked = p.fetch(key, f.abort.signal);
+      asked = p.fetch(key);
     } catch (err) {
       asked = Promise.reject(err);
     }

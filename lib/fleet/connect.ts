@@ -39,11 +39,6 @@ export type StateFn = (up: boolean, why?: string) => void;
 
 const reconnectStrategy = (retries: number): number => Math.min(100 * (retries + 1), 5000);
 
-function hostPort(v: string): { host: string; port: number } {
-  const i = v.lastIndexOf(':');
-  return { host: v.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(v.slice(i + 1)) };
-}
-
 function password(file: string): string | undefined {
   if (!file) return undefined;
   try {
@@ -64,7 +59,7 @@ export function connect(c: Config['fleet'], state: StateFn): Connection {
   };
   if (c.cluster.length > 0) {
     const cluster = createCluster({
-      rootNodes: c.cluster.map((n) => ({ socket: { ...hostPort(n), reconnectStrategy, connectTimeout: 2000 } })),
+      rootNodes: c.cluster.map((n) => ({ socket: { host: n.host, port: n.port, reconnectStrategy, connectTimeout: 2000 } })),
       defaults: { password: pass, disableOfflineQueue: true, socket },
     });
     watch(cluster as never);
@@ -79,7 +74,7 @@ export function connect(c: Config['fleet'], state: StateFn): Connection {
   if (c.sentinels.length > 0) {
     const sentinel = createSentinel({
       name: c.master_name,
-      sentinelRootNodes: c.sentinels.map(hostPort),
+      sentinelRootNodes: c.sentinels.map((n) => ({ host: n.host, port: n.port })),
       nodeClientOptions: { password: pass, disableOfflineQueue: true, socket },
       sentinelClientOptions: { socket },
     });

@@ -10,12 +10,15 @@
 // the same half-life agree. Nothing is written on the decision path. While
 // the store is away the deltas wait, at most MAX_PENDING keys (then new
 // ones are dropped and counted), and go with the next flush that works.
+// One flush runs at a time; at stop, drain() waits for it and sends the
+// rest, and what still could not be written is abandoned: counted as
+// dropped (the fleet logs how many), never lost without a word.
 //
 // Config keys: fleet.flush_interval, fleet.prefix, reputation.half_life,
 // reputation.ttl.
 
 import { createHash } from 'node:crypto';
-import type { Counter } from '../reputation/store.js';
+import { AT, COUNTERS, ENTRY_FIELDS, FIRST, S, type Counter } from '../reputation/entry.js';
 import type { StoreCommands } from './connect.js';
 
 /** Keys with changes waiting at most; past it new keys' changes are dropped. */
@@ -26,18 +29,18 @@ const LN2 = Math.LN2;
 /** Keys per script call (standalone and Sentinel). */
 export const CHUNK = 500;
 
-/** The counters, in the order a key's changes carry their counts. */
-const COUNTERS: readonly Counter[] = ['ok', 'ab', 'abh', 'rate', 'grey'];
+const [FS, FAT, FFIRST] = [ENTRY_FIELDS[S], ENTRY_FIELDS[AT], ENTRY_FIELDS[FIRST]];
 
 /**
  * KEYS: the entries' hashes. ARGV: half-life ms, ttl ms, and the changes,
- * one line per key in KEYS' order: "delta at ok ab abh rate grey" (one
- * argument for them all: the client encodes every argument, and a flush
- * carries thousands of keys).
+ * one line per key in KEYS' order: the delta, its time, then one count per
+ * counter in COUNTERS' order (one argument for them all: the client encodes
+ * every argument, and a flush carries thousands of keys). The field names
+ * come from reputation/entry.ts.
  */
 export const APPLY = `
 local hl, ttl = tonumber(ARGV[1]), ARGV[2]
-local names = {'ok', 'ab', 'abh', 'rate', 'grey'}
+local names = {${COUNTERS.map((c) => `'${c}'`).join(', ')}}
 local k = 0
 for line in string.gmatch(ARGV[3], '[^\\n]+') do
   k = k + 1
@@ -45,16 +48,16 @@ for line in string.gmatch(ARGV[3], '[^\\n]+') do
   local f = {}
   for x in string.gmatch(line, '%S+') do f[#f + 1] = tonumber(x) end
   local d, at = f[1], f[2]
-  local v = redis.call('HMGET', h, 's', 'at')
+  local v = redis.call('HMGET', h, '${FS}', '${FAT}')
   local s, at0 = tonumber(v[1]), tonumber(v[2])
   if not s then
-    redis.call('HSET', h, 's', d, 'at', at, 'first', at)
+    redis.call('HSET', h, '${FS}', d, '${FAT}', at, '${FFIRST}', at)
   elseif at >= at0 then
-    redis.call('HSET', h, 's', s * math.exp(-${LN2} * (at - at0) / hl) + d, 'at', at)
+    redis.call('HSET', h, '${FS}', s * math.exp(-${LN2} * (at - at0) / hl) + d, '${FAT}', at)
   else
-    redis.call('HSET', h, 's', s + d * math.exp(-${LN2} * (at0 - at) / hl))
+    redis.call('HSET', h, '${FS}', s + d * math.exp(-${LN2} * (at0 - at) / hl))
   end
-  for i = 1, 5 do
+  for i = 1, #names do
     if f[i + 2] ~= 0 then redis.call('HINCRBY', h, names[i], f[i + 2]) end
   end
   redis.call('PEXPIRE', h, ttl)
@@ -63,8 +66,8 @@ return #KEYS
 `;
 const APPLY_SHA = createHash('sha1').update(APPLY).digest('hex');
 
-/** Per key waiting: delta (decayed to `at`), at, then the five counts (COUNTERS order). */
-const WIDTH = 7;
+/** Per key waiting: delta (decayed to `at`), at, then one count per counter (COUNTERS order). */
+const WIDTH = 2 + COUNTERS.length;
 
 /**
  * Keys with changes waiting, each an index into one slab of numbers: no
@@ -110,7 +113,9 @@ export class FleetWriter {
   #dropped = 0;
   #written = 0;
   #failed = 0;
-  #flushing = false;
+  /** The flush under way, and how many keys it carries. */
+  #running: Promise<number> | undefined;
+  #carrying = 0;
 
   constructor(private readonly settings: () => { prefix: string; halfLifeMs: number; ttlMs: number }) {}
 
@@ -140,52 +145,81 @@ export class FleetWriter {
     if (counter >= 0) slab[b + 2 + counter] = slab[b + 2 + counter]! + n;
   }
 
-  /** Sends what waits (`perKey`: one call per key, for a Cluster); what fails waits for the next flush. Resolves with the number of calls that worked. */
-  async flush(store: StoreCommands, perKey = false): Promise<number> {
-    if (this.#flushing || this.#pending.index.size === 0) return 0;
-    this.#flushing = true;
+  /**
+   * Sends what waits (`perKey`: one call per key, for a Cluster); what fails
+   * waits for the next flush. Resolves with the number of calls that worked;
+   * 0 at once while another flush is under way (the timer's next one takes
+   * what came since; drain() waits for it).
+   */
+  flush(store: StoreCommands, perKey = false): Promise<number> {
+    if (this.#running !== undefined || this.#pending.index.size === 0) return Promise.resolve(0);
+    this.#carrying = this.#pending.index.size;
+    const run = this.#send(store, perKey).finally(() => {
+      this.#running = undefined;
+      this.#carrying = 0;
+    });
+    this.#running = run;
+    return run;
+  }
+
+  /** At stop: waits for the flush under way, then sends what waits; resolves with the calls that worked. */
+  async drain(store: StoreCommands, perKey = false): Promise<number> {
+    let calls = 0;
+    while (this.#running !== undefined) calls += await this.#running;
+    return calls + await this.flush(store, perKey);
+  }
+
+  /** Gives up on what is still unwritten (at stop, past its bound): counted as dropped. Returns how many keys' changes that was. */
+  abandon(): number {
+    const n = this.#pending.index.size + this.#carrying;
+    this.#dropped += n;
+    this.#pending = new Batch();
+    this.#oldest = 0;
+    return n;
+  }
+
+  async #send(store: StoreCommands, perKey: boolean): Promise<number> {
     const batch = this.#pending;
     this.#pending = new Batch();
     const oldest = this.#oldest;
     this.#oldest = 0;
     const { prefix, halfLifeMs, ttlMs } = this.settings();
     const slab = batch.slab;
-    try {
-      const size = perKey ? 1 : CHUNK;
-      const sent: Promise<boolean>[] = [];
-      let keys: string[] = [];
-      let changes = '';
-      const send = (chunk: string[], text: string): void => {
-        const o = { keys: chunk.map((k) => `${prefix}r:${k}`), arguments: [String(halfLifeMs), String(ttlMs), text] };
-        sent.push(store.evalSha(APPLY_SHA, o).catch((err: unknown) => {
-          if (!String(err).includes('NOSCRIPT')) throw err;
-          return store.eval(APPLY, o);
-        }).then(() => true, () => {
-          for (const k of chunk) this.#requeue(k, slab, batch.index.get(k)! * WIDTH);
-          return false;
-        }));
-      };
-      for (const [key, i] of batch.index) {
-        const b = i * WIDTH;
-        keys.push(key);
-        changes += `${slab[b]} ${slab[b + 1]} ${slab[b + 2]} ${slab[b + 3]} ${slab[b + 4]} ${slab[b + 5]} ${slab[b + 6]}\n`;
-        if (keys.length === size) {
-          send(keys, changes);
-          keys = [];
-          changes = '';
-        }
+    const size = perKey ? 1 : CHUNK;
+    const sent: Promise<boolean>[] = [];
+    let keys: string[] = [];
+    let changes = '';
+    const send = (chunk: string[], text: string): void => {
+      const o = { keys: chunk.map((k) => `${prefix}r:${k}`), arguments: [String(halfLifeMs), String(ttlMs), text] };
+      sent.push(store.evalSha(APPLY_SHA, o).catch((err: unknown) => {
+        if (!String(err).includes('NOSCRIPT')) throw err;
+        return store.eval(APPLY, o);
+      }).then(() => true, () => {
+        this.#carrying -= chunk.length;
+        for (const k of chunk) this.#requeue(k, slab, batch.index.get(k)! * WIDTH);
+        return false;
+      }));
+    };
+    for (const [key, i] of batch.index) {
+      const b = i * WIDTH;
+      keys.push(key);
+      changes += `${slab[b]} ${slab[b + 1]}`;
+      for (let c = 2; c < WIDTH; c++) changes += ` ${slab[b + c]}`;
+      changes += '\n';
+      if (keys.length === size) {
+        send(keys, changes);
+        keys = [];
+        changes = '';
       }
-      if (keys.length > 0) send(keys, changes);
-      const done = await Promise.all(sent);
-      const calls = done.filter(Boolean).length;
-      const keysOk = batch.index.size - done.reduce((n, ok, c) => n + (ok ? 0 : Math.min(size, batch.index.size - c * size)), 0);
-      this.#written += keysOk;
-      this.#failed += batch.index.size - keysOk;
-      if (keysOk < batch.index.size && this.#oldest === 0) this.#oldest = oldest;
-      return calls;
-    } finally {
-      this.#flushing = false;
     }
+    if (keys.length > 0) send(keys, changes);
+    const done = await Promise.all(sent);
+    const calls = done.filter(Boolean).length;
+    const keysOk = batch.index.size - done.reduce((n, ok, c) => n + (ok ? 0 : Math.min(size, batch.index.size - c * size)), 0);
+    this.#written += keysOk;
+    this.#failed += batch.index.size - keysOk;
+    if (keysOk < batch.index.size && this.#oldest === 0) this.#oldest = oldest;
+    return calls;
   }
 
   stats(): WriterStats {

@@ -6,7 +6,7 @@
 // SMFIR_PROGRESS), it goes out at its cadence while the reply is held. The
 // timers are the shield's, on the injected clock: a failing answer is the
 // shield's to handle, and tests advance the clock instead of sleeping.
-// How long to hold is the protocol's business (policy/hold.ts, milter/mta.ts).
+// How long to hold is the protocol's business (config/policy-hold.ts, milter/mta.ts).
 
 import type { Shield, ShieldContext } from '../shield/shield.js';
 import type { Timer } from '../util/clock.js';

@@ -37,7 +37,7 @@ import { PolicyDecoder, type PolicyAttributes } from './codec.js';
 import { REQUEST_ATTRS, repeatKey, toRequest, toStageEvent } from './request.js';
 import { DUNNO_REPLY, renderPrepend, renderReply } from './render.js';
 import type { RecentQuestions } from './repeats.js';
-import { policyHold } from './hold.js';
+import { policyHold } from '../config/policy-hold.js';
 import type { PolicyOutcomes } from './outcomes.js';
 import { HeldReply } from '../net/hold.js';
 import { Inbox } from '../net/inbox.js';

@@ -4,20 +4,7 @@
 // score * 0.5^((t - at) / halfLife). Nothing is rewritten to decay: reads
 // compute it, writes store the decayed value plus the change.
 
-export interface Entry {
-  /** Score as of `at`; negative is bad. */
-  s: number;
-  /** When `s` was last written (ms). */
-  at: number;
-  /** First seen (ms). */
-  first: number;
-  /** Counters: delivered, abandoned (not held), abandoned held, rate/concurrency exceeded, greylist passes. */
-  ok: number;
-  ab: number;
-  abh: number;
-  rate: number;
-  grey: number;
-}
+export type { Entry } from './entry.js';
 
 /**
  * Score s, as of time at, at time now. As e^(-ln2 t/h) rather than

@@ -23,7 +23,8 @@
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import path from 'node:path';
-import { AT, FIELDS, leastRecentFirst } from './store.js';
+import { leastRecentFirst } from './store.js';
+import { AT, FIELDS } from './entry.js';
 
 export const FORMAT = 'sluice-snapshot';
 export const VERSION = 1;

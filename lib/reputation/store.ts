@@ -18,10 +18,11 @@
 // Config keys: reputation.max_entries, reputation.ttl, reputation.half_life.
 
 import { LRUCache } from 'lru-cache';
-import { decay, type Entry } from './score.js';
+import { decay } from './score.js';
+import { AT, COUNTER_AT, ENTRY_FIELDS, FIELDS, FIRST, S, type Counter, type Entry } from './entry.js';
 import type { Now } from '../util/clock.js';
 
-export type Counter = 'ok' | 'ab' | 'abh' | 'rate' | 'grey';
+export type { Counter } from './entry.js';
 
 /**
  * A session's hold on a key's entry: reading it again costs an array read,
@@ -37,6 +38,12 @@ export interface Ref {
   added: number;
 }
 
+/** What watches a store: its changes and its forgets. */
+export interface StoreWatcher {
+  changed(key: string, delta: number, counter: Counter | undefined, at: number): void;
+  forgot(key: string): void;
+}
+
 export interface StoreOptions {
   readonly maxEntries: number;
   readonly ttlMs: number;
@@ -44,12 +51,7 @@ export interface StoreOptions {
   readonly now: Now;
 }
 
-/** Values per entry, and where its time of last change is among them (the snapshot's layout too). */
-export const FIELDS = 8;
-const S = 0;
-export const AT = 1;
-const FIRST = 2;
-const COUNTER: Readonly<Record<Counter, number>> = { ok: 3, ab: 4, abh: 5, rate: 6, grey: 7 };
+const COUNTER = COUNTER_AT;
 
 export class ReputationStore {
   readonly #lru: LRUCache<string, number>;
@@ -63,8 +65,8 @@ export class ReputationStore {
   /** Bumped whenever a key gets a slot (so that refs to absent keys look again). */
   #added = 0;
   evictions = 0;
-  /** Told of every change add() makes (the fleet store writes them behind). */
-  #watcher: ((key: string, delta: number, counter: Counter | undefined, at: number) => void) | undefined;
+  /** Told of every change add() makes and every forget() (the fleet store shares them). */
+  #watcher: StoreWatcher | undefined;
 
   constructor(opts: StoreOptions) {
     this.#opts = opts;
@@ -184,7 +186,7 @@ export class ReputationStore {
   /** The entry whose values start at offset b of the slab. */
   #read(b: number): Entry {
     const v = this.#slab;
-    return { s: v[b]!, at: v[b + AT]!, first: v[b + FIRST]!, ok: v[b + 3]!, ab: v[b + 4]!, abh: v[b + 5]!, rate: v[b + 6]!, grey: v[b + 7]! };
+    return Object.fromEntries(ENTRY_FIELDS.map((f, i) => [f, v[b + i]!])) as Entry;
   }
 
   /** Moves a key's score by delta and bumps a counter; creates the entry when new. */
@@ -205,12 +207,12 @@ export class ReputationStore {
     this.#slab[b + S] = this.#score(slot, now) + delta;
     this.#slab[b + AT] = now;
     if (counter) this.#slab[b + COUNTER[counter]]!++;
-    this.#watcher?.(key, delta, counter, now);
+    this.#watcher?.changed(key, delta, counter, now);
   }
 
-  /** Tells `fn` of every change add() makes from now on (put() and load() are not told: they copy entries in). */
-  watch(fn: (key: string, delta: number, counter: Counter | undefined, at: number) => void): void {
-    this.#watcher = fn;
+  /** Tells `w` of every change add() makes and every forget() from now on (put() and load() are not told: they copy entries in). */
+  watch(w: StoreWatcher | undefined): void {
+    this.#watcher = w;
   }
 
   /** True when the key has a live entry. */
@@ -218,7 +220,9 @@ export class ReputationStore {
     return this.#get(key, now) !== undefined;
   }
 
-  forget(key: string): boolean {
+  /** Drops a key's entry (an operator's forget; `quiet`: not told to the watcher, for one that came from it). */
+  forget(key: string, quiet = false): boolean {
+    if (!quiet) this.#watcher?.forgot(key);
     return this.#lru.delete(key);
   }
 
@@ -286,7 +290,7 @@ export class ReputationStore {
   load(entries: Iterable<[string, Entry]>): number {
     let n = 0;
     for (const [k, e] of entries) {
-      if (this.put(k, [e.s, e.at, e.first, e.ok, e.ab, e.abh, e.rate, e.grey])) n++;
+      if (this.put(k, ENTRY_FIELDS.map((f) => e[f]))) n++;
     }
     return n;
   }

@@ -18,7 +18,8 @@
 import { pino } from 'pino';
 import { fromText } from '../../dist/config/load.js';
 import type { Config } from '../../dist/config/schema.js';
-import { ReputationEngine } from '../../dist/engine/engine.js';
+import { newStore, ReputationEngine } from '../../dist/engine/engine.js';
+import { Lists } from '../../dist/engine/lists.js';
 import type { Stage, StageEvent, Verdict } from '../../dist/engine/types.js';
 import { Enricher } from '../../dist/enrich/enricher.js';
 import { DnsLists } from '../../dist/dns/dnsbl.js';
@@ -61,11 +62,11 @@ async function hosts(n: number, clock: ManualClock, yaml: string): Promise<Host[
   const config: Config = loaded.config;
   const out: Host[] = [];
   for (let i = 0; i < n; i++) {
-    let engine: ReputationEngine | undefined;
+    const made = { store: newStore(config, clock.now), lists: new Lists() };
     const dns = new DnsLists(() => config, clock, () => silent, { queried: () => {}, cacheHit: () => {} });
-    const fleet = new Fleet(() => config, () => engine!, clock, () => silent, { fleetOps: () => {} });
-    const lookups = new Enricher([dns, fleet], clock, (err) => { throw err; });
-    engine = new ReputationEngine(() => config, clock.now, [], lookups);
+    const fleet = new Fleet(() => config, made, clock, () => silent, { fleetOps: () => {} });
+    const lookups = new Enricher([dns, fleet.reader], clock, (err) => { throw err; });
+    const engine = new ReputationEngine(() => config, clock.now, [], lookups, made);
     fleet.start();
     out.push({ engine, fleet, peak: 0 });
   }

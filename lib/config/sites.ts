@@ -9,8 +9,9 @@
 // of numbers and number..number ranges separated by ";" or "," (postconf(5),
 // postscreen_dnsbl_sites; Postfix 2.8 added the ranges). The same zone may
 // be named several times with different filters: each site that matches an
-// answer adds its weight. Pure: the config schema parses with it, and the
-// DNS list provider matches answers with it.
+// answer adds its weight. Pure: the config schema parses every site with it
+// once, and the loaded config holds the typed Site (dns/match.ts matches
+// answers against it).
 
 export interface Site {
   /** The zone queried, lowercase, without a trailing dot. */
@@ -63,24 +64,7 @@ function parseFilter(filter: string): [number, number][][] | string {
   return out;
 }
 
-/** True when an answer (an IPv4 address such as 127.0.0.2) passes the site's filter. */
-export function matches(site: Site, answer: string): boolean {
-  if (site.octets === undefined) return true;
-  const parts = answer.split('.');
-  if (parts.length !== 4) return false;
-  for (let i = 0; i < 4; i++) {
-    const n = Number(parts[i]);
-    if (!site.octets[i]!.some(([lo, hi]) => n >= lo && n <= hi)) return false;
-  }
-  return true;
-}
-
-/** An answer in 127.255.255.0/24: the list refuses this resolver (Spamhaus's "query refused" codes), it says nothing of the client. */
-export function isRefusal(answer: string): boolean {
-  return answer.startsWith('127.255.255.');
-}
-
-/** A site entry as the config holds it: postscreen text, or the text with ipv4_only. */
+/** A site entry as a config file writes it: postscreen text, or the text with ipv4_only. */
 export type SiteEntry = string | { readonly site: string; readonly ipv4_only: boolean };
 
 export function siteOf(entry: SiteEntry): Site | string {
