@@ -1,8 +1,9 @@
 // The fleet store end to end: two sluiced share a real redis-server (and a
 // three-node Redis Cluster, and a Sentinel setup). A client that gives up
-// held sessions on A is shaped on B at its first request there; a deny on A
-// is enforced by B within a second; a restarted B still knows; the store
-// killed under load loses no answer.
+// held sessions on A is shaped on B at its first request there (IPv4, and
+// an IPv6 /48 through its /64s); a deny on A is enforced by B within a
+// second; a restarted B still knows; the store killed under load loses no
+// answer; a stop in the middle of a flush loses no change without a word.
 import t from 'tap';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -152,4 +153,84 @@ t.test('a password from fleet.password_file: used, and never logged, shown or pr
   const refused = run(t, [path.join(ROOT, 'bin', 'sluiced'), '--foreground', '--config', bad]);
   t.equal((await refused.exited).code, 78, 'exit 78');
   t.match(refused.stderr(), /fleet\.password_file: cannot read .*absent\.pass: ENOENT/);
+});
+
+t.test('IPv6: several /64s of one /48 hang up under holds on A; a new /64 of that /48 is shaped on B at its first request', redisGate(t), async (t) => {
+  const redis = await startRedis(t);
+  const ca = new ManualClock();
+  const a = await startDaemon(t, fleetYaml(`url: "${redis.url}"`), undefined, ca);
+  const b = await startDaemon(t, fleetYaml(`url: "${redis.url}"`), undefined, new ManualClock());
+  t.ok(await until(() => [a, b].every((h) => (h.daemon.status()['fleet'] as { state: string }).state === 'up')), 'both connected');
+  const NET = 'net:2001:db8:1::/48';
+  for (let i = 1; i <= 8; i++) {
+    const client = `2001:db8:1:${i}::66`;
+    const m = await MilterClient.connect(portOf(a.daemon.endpoints.milter[0]));
+    await m.open('Postfix 3.7.11', client, 'unknown');
+    m.send(mta.helo(client));
+    await settle(30);
+    m.close();
+    await m.idle;
+  }
+  const gone = (): number => a.daemon.engine.store.count(NET, 'abh') + a.daemon.engine.store.count(NET, 'ab');
+  t.ok(await until(() => gone() === 8), `A learned that eight /64s of the /48 hung up (${a.daemon.engine.store.count(NET, 'abh')} under a hold)`);
+  t.ok(a.daemon.engine.store.score(NET) < -30, `the /48's score on A: ${a.daemon.engine.store.score(NET)}`);
+  const p = await PolicyClient.connect({ port: portOf(a.daemon.endpoints.policy[0]) });
+  t.teardown(() => p.close());
+  const onA = track(p.ask(rcptRequest({ client_address: '2001:db8:1:99::1', instance: `a6.${Math.random()}` })));
+  await until(() => onA.done, 1000);
+  t.ok(!onA.done || onA.value !== 'action=DUNNO\n\n', `A itself shapes a new /64 of that /48: ${onA.done ? JSON.stringify(onA.value) : 'held'}`);
+  ca.advance(100);
+  t.ok(await until(() => /first/.test(redis.cli('hgetall', `sluice:r:${NET}`))), 'the /48 is in the store');
+
+  t.equal(b.daemon.engine.store.score(NET), 0, 'B knows nothing of the /48 locally');
+  const pb = await PolicyClient.connect({ port: portOf(b.daemon.endpoints.policy[0]) });
+  t.teardown(() => pb.close());
+  const reply = track(pb.ask(rcptRequest({ client_address: '2001:db8:1:77::1', instance: `b6.${Math.random()}` })));
+  await until(() => reply.done, 1000);
+  t.ok(b.daemon.engine.store.score(NET) < -10, `B read the /48 from the store: ${b.daemon.engine.store.score(NET)}`);
+  t.ok(!reply.done || reply.value !== 'action=DUNNO\n\n', `a new /64 is shaped at its first request on B: ${reply.done ? JSON.stringify(reply.value) : 'held'}`);
+});
+
+/** Keys in the store under the reputation prefix. */
+const stored = (cli: (...a: string[]) => string): number => Number(cli('eval', "return #redis.call('keys', 'sluice:r:*')", '0').trim());
+
+t.test('stopped in the middle of a flush to a slow store: every change is written, or counted as dropped and logged', redisGate(t), async (t) => {
+  const redis = await startRedis(t);
+  const clock = new ManualClock();
+  const h = await startDaemon(t, fleetYaml(`url: "${redis.url}"`), undefined, clock);
+  t.ok(await until(() => (h.daemon.status()['fleet'] as { state: string }).state === 'up'), 'connected');
+  const store = h.daemon.engine.store;
+  const add = (from: number, n: number): void => { for (let i = from; i < from + n; i++) store.add(`ip:198.18.${(i >> 8) & 255}.${i & 255}`, -1, 'ab'); };
+  add(0, 20_000);
+  process.kill(redis.pid()!, 'SIGSTOP');
+  t.teardown(() => { try { process.kill(redis.pid()!, 'SIGCONT'); } catch { /* gone */ } });
+  clock.advance(100);
+  await settle(50);
+  t.equal((h.daemon.status()['fleet'] as { pending_writes: number }).pending_writes, 0, 'a flush of 20,000 keys is under way, the store not answering');
+  add(20_000, 20_000);
+  const stopping = h.daemon.stop();
+  await settle(300);
+  process.kill(redis.pid()!, 'SIGCONT');
+  await stopping;
+  t.equal(stored(redis.cli), 40_000, 'every change is in the store after the stop');
+  t.notOk(h.logs().some((l) => /could not be written before stop/.test(String(l['msg']))), 'nothing dropped');
+});
+
+t.test('a store that never answers at stop: what is unwritten is counted as dropped and said in one line', redisGate(t), async (t) => {
+  const redis = await startRedis(t);
+  const clock = new ManualClock();
+  const h = await startDaemon(t, fleetYaml(`url: "${redis.url}"`), undefined, clock);
+  t.ok(await until(() => (h.daemon.status()['fleet'] as { state: string }).state === 'up'), 'connected');
+  for (let i = 0; i < 3000; i++) h.daemon.engine.store.add(`ip:198.19.${(i >> 8) & 255}.${i & 255}`, -1, 'ab');
+  process.kill(redis.pid()!, 'SIGSTOP');
+  t.teardown(() => { try { process.kill(redis.pid()!, 'SIGCONT'); } catch { /* gone */ } });
+  clock.advance(100);
+  await settle(50);
+  const stopping = h.daemon.stop();
+  await settle(50);
+  clock.advance(5000);
+  await stopping;
+  const said = h.logs().filter((l) => /could not be written before stop/.test(String(l['msg'])));
+  t.equal(said.length, 1, 'one line');
+  t.match(said[0], { dropped: 3000 }, 'naming every key whose changes were not confirmed');
 });

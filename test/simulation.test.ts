@@ -8,7 +8,8 @@
 // It prints a confusion table and checks the promises in issue 5.
 import t from 'tap';
 import { engineFor, ev } from './helpers/engine.js';
-import type { StageEvent, Verdict } from '../dist/engine/types.js';
+import type { StageEvent } from '../dist/engine/types.js';
+import { conclude, drive, type Driven } from '../dist/engine/drive.js';
 
 type Kind = 'mta' | 'zombie' | 'dictionary' | 'burst';
 type End = 'delivered' | 'held+delivered' | 'deferred' | 'rejected' | 'abandoned under hold';
@@ -49,46 +50,44 @@ const count = (k: Kind, e: End): void => {
 };
 
 let port = 1000;
-/** One SMTP session; returns how it ended. */
+/** One SMTP session, driven stage by stage (lib/engine/drive.ts); returns how it ended. */
 function session(a: Agent, recipients: number): End {
   const base: Partial<StageEvent> = { client: a.client, clientName: a.clientName, helo: a.helo, session: `${a.client}:${port++}:25`, sender: `u@${a.kind}.example`, via: 'milter' };
+  const events = [
+    ...(['connect', 'helo', 'mail'] as const).map((stage) => ev({ ...base, stage })),
+    ...Array.from({ length: recipients }, (_, r) => ev({ ...base, stage: 'rcpt', recipient: `user${r}@example.org` })),
+    ...(['data', 'eoh', 'eom'] as const).map((stage) => ev({ ...base, stage })),
+  ];
   let held = false;
-  let last: StageEvent = ev({ ...base, stage: 'connect' });
-  const step = (stage: StageEvent['stage'], recipient = ''): Verdict | 'gave up' => {
-    last = ev({ ...base, stage, recipient });
-    const v = engine.decide(last);
+  let gaveUp = false;
+  let accepted = 0;
+  let refused: End | undefined;
+  const driven = drive(engine, events, ({ event, verdict: v }, i) => {
     if (v.delayMs > 0) {
       if (a.delivered && a.kind === 'mta') a.heldAfterTrust++;
       if (a.kind === 'zombie' && v.delayMs > 10_000) {
-        engine.record({ kind: 'abandoned', event: last, held: true });
-        return 'gave up';
+        gaveUp = true;
+        return false;
       }
       // Holds overlap in real time: the session waits, the clock is shared.
       held = true;
     }
-    return v;
-  };
-  for (const stage of ['connect', 'helo', 'mail'] as const) {
-    const v = step(stage);
-    if (v === 'gave up') return 'abandoned under hold';
-    if (v.kind === 'defer' || v.kind === 'reject') { engine.record({ kind: 'ended', event: last }); return v.kind === 'defer' ? 'deferred' : 'rejected'; }
+    if (event.stage === 'rcpt') {
+      if (v.kind === 'pass' || v.kind === 'accept') accepted++;
+      else refused ??= v.kind === 'defer' ? 'deferred' : 'rejected';
+      // Past the last recipient with none accepted, the client has nothing to send.
+      return events[i + 1]?.stage === 'rcpt' || accepted > 0;
+    }
+    if (v.kind === 'defer' || v.kind === 'reject') refused = v.kind === 'defer' ? 'deferred' : 'rejected';
+    return v.kind !== 'defer' && v.kind !== 'reject';
+  }) as Driven;
+  const last = driven.steps.at(-1)!.event;
+  if (gaveUp) {
+    conclude(engine, last, { delivered: false, abandoned: true, held: true });
+    return 'abandoned under hold';
   }
-  let accepted = 0;
-  let refused: End | undefined;
-  for (let r = 0; r < recipients; r++) {
-    const v = step('rcpt', `user${r}@example.org`);
-    if (v === 'gave up') return 'abandoned under hold';
-    if (v.kind === 'pass' || v.kind === 'accept') accepted++;
-    else refused ??= v.kind === 'defer' ? 'deferred' : 'rejected';
-  }
-  if (accepted === 0) { engine.record({ kind: 'ended', event: last }); return refused ?? 'deferred'; }
-  for (const stage of ['data', 'eoh', 'eom'] as const) {
-    const v = step(stage);
-    if (v === 'gave up') return 'abandoned under hold';
-    if (v.kind === 'defer' || v.kind === 'reject') { engine.record({ kind: 'ended', event: last }); return v.kind === 'defer' ? 'deferred' : 'rejected'; }
-  }
-  engine.record({ kind: 'delivered', event: last });
-  engine.record({ kind: 'ended', event: last });
+  conclude(engine, last, { delivered: driven.finished, abandoned: false });
+  if (!driven.finished) return refused ?? 'deferred';
   a.delivered = true;
   return held ? 'held+delivered' : 'delivered';
 }

@@ -7,6 +7,7 @@
 // The socket is --socket, else $SLUICE_SOCKET, else control.sock in the
 // state directory sluiced would use.
 
+import { ASKED } from '../engine/types.js';
 import { Command, Option } from '@commander-js/extra-typings';
 import net from 'node:net';
 import path from 'node:path';
@@ -165,7 +166,7 @@ export async function main(argv: string[], out: (s: string) => void = toStdout):
     .option('--client-name <name>', 'reverse DNS name, or unknown', 'unknown')
     .option('--sender <address>', 'envelope sender', '')
     .option('--recipient <address>', 'envelope recipient', '')
-    .addOption(new Option('--stage <stage>', 'SMTP stage').choices(['connect', 'helo', 'mail', 'rcpt', 'data', 'eoh', 'eom']).default('rcpt'))
+    .addOption(new Option('--stage <stage>', 'SMTP stage').choices(ASKED).default('rcpt'))
     .action((o) => run('explain', { client: o.client, helo: o.helo, client_name: o.clientName, sender: o.sender, recipient: o.recipient, stage: o.stage }));
   for (const kind of ['allow', 'deny'] as const) {
     program.command(kind).argument('<value>', 'an address or CIDR, a HELO name, or @domain')

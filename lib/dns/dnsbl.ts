@@ -5,7 +5,9 @@
 // IPv4-only), and every zone of dnsbl.rhsbl_sites about its HELO name and
 // sender domain once they are known. One lookup is one address or one name
 // asked of all its zones at once; its answers are kept together under it
-// until the first of them expires, so a known client costs one cache read. Each site whose filter matches an
+// until the first of them expires (lru-cache's ttl on the injected clock),
+// so a known client costs one cache read. The sites come parsed from the
+// config (config/sites.ts). Each site whose filter matches an
 // answer adds its weight to one sum, as postscreen adds them: at or above
 // dnsbl.threshold the client is listed (dnsbl.action), at or below a
 // negative dnsbl.allowlist_threshold it is trusted, and each unit moves the
@@ -55,9 +57,10 @@ interface Parsed {
 
 /** One address's or name's answers, by zone index; undefined: not asked (IPv4-only, or the zone refuses us). */
 export interface Looked {
+  /** The sites' zones they were asked under (a reload with other sites does not use them). */
   readonly parsed: Parsed;
   readonly answers: readonly (Answer | undefined)[];
-  /** When the first of them expires; 0 when one failed (not kept). */
+  /** When the first of them expires (the cache's ttl); 0 when one failed (not kept). */
   readonly expires: number;
 }
 
@@ -121,7 +124,7 @@ export class DnsLists implements Provider<Looked> {
 
   known(key: string): Looked | undefined {
     const k = this.#kept?.get(key);
-    if (k === undefined || k.parsed !== this.#sites() || k.expires <= this.#clock.now()) return undefined;
+    if (k === undefined || k.parsed !== this.#sites()) return undefined;
     const zones = isIP(key) !== 0 ? k.parsed.ipZones : undefined;
     for (let i = 0; i < k.answers.length; i++) if (k.answers[i] !== undefined) this.#report.cacheHit(zones ? zones[i]!.zone : k.parsed.nameZones[i]!);
     return k;
@@ -146,13 +149,14 @@ export class DnsLists implements Provider<Looked> {
       else if (a !== undefined) expires = Math.min(expires, now + (a.kind === 'listed' ? a.ttl : this.#config().dns.min_ttl));
     }
     const looked: Looked = { parsed: p, answers, expires: expires === Infinity ? now + this.#config().dns.min_ttl : expires };
-    // Sized for a flood that most days never comes: grown as it fills.
+    // Sized for a flood that most days never comes: grown as it fills. Each
+    // answer goes when the first of its zones' TTLs runs out (lru-cache's ttl).
     const size = this.#config().dns.cache_entries;
     if (this.#kept === undefined || this.#keptSize !== size) {
-      this.#kept = boundedLru(size);
+      this.#kept = boundedLru(size, { now: this.#clock.now });
       this.#keptSize = size;
     }
-    if (looked.expires > now) this.#kept.set(key, looked);
+    if (looked.expires > now) this.#kept.set(key, looked, { ttl: looked.expires - now });
     return looked;
   }
 
@@ -204,7 +208,7 @@ export class DnsLists implements Provider<Looked> {
   /** Each zone's cached answer about the client address. */
   describe(client: string): { zone: string; answer: string; expires_in_s?: number }[] {
     const k = this.#kept?.get(client);
-    const fresh = k !== undefined && k.parsed === this.#sites() && k.expires > this.#clock.now();
+    const fresh = k !== undefined && k.parsed === this.#sites();
     return this.#sites().ipZones.map(({ zone, ipv4Only }, i) => {
       if (ipv4Only && isIP(client) === 6) return { zone, answer: 'not asked (IPv4-only list)' };
       if (this.#refusing.has(zone)) return { zone, answer: 'left out: it refuses our resolver' };
@@ -263,8 +267,7 @@ export class DnsLists implements Provider<Looked> {
       ip: ip.map((s) => [s, ipZones.findIndex((z) => z.zone === s.zone)] as const),
       names: names.map((s) => [s, nameZones.indexOf(s.zone)] as const),
     };
-    // Answers kept under the old sites are of no use under the new ones.
-    this.#kept = undefined;
+    // Answers kept under the old sites are not used under the new ones (each knows its `parsed`).
     return this.#parsed;
   }
 }

@@ -4,8 +4,11 @@
 // Verdict it gets back; the engine sees neither sockets nor protocol
 // constants. Both sides import only this file.
 
-export type Stage = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'eoh' | 'eom' | 'end';
-export const STAGES: readonly Stage[] = ['connect', 'helo', 'mail', 'rcpt', 'data', 'eoh', 'eom', 'end'];
+/** The SMTP stages in the order a session passes them: the only place that order is written. */
+export const STAGES = ['connect', 'helo', 'mail', 'rcpt', 'data', 'eoh', 'eom', 'end'] as const;
+export type Stage = (typeof STAGES)[number];
+/** The stages a client can be asked about (every one but the session's end). */
+export const ASKED: readonly Stage[] = STAGES.filter((s) => s !== 'end');
 
 export interface StageEvent {
   readonly stage: Stage;

@@ -13,7 +13,7 @@
 // Other Postfix programs' lines (postscreen, cleanup, qmgr) are read past;
 // lines that are not Postfix's are counted, never fatal.
 
-import type { Stage } from '../engine/types.js';
+import { STAGES, type Stage } from '../engine/types.js';
 
 export interface LogSession {
   readonly client: string;
@@ -163,9 +163,9 @@ export class SessionBuilder {
         else if (Number(ok) > 0 && s.queueIds.length > 0) s.delivered += s.queueIds.length;
       }
     }
-    const order: Stage[] = ['connect', 'helo', 'mail', 'rcpt', 'data'];
     s.stages.length = 0;
-    for (const st of order) if (reached.has(st)) s.stages.push(st);
+    // In SMTP's order; a log shows no end of headers, and end of message only as a delivery.
+    for (const st of STAGES) if (reached.has(st) && st !== 'eom') s.stages.push(st);
     if (s.delivered > 0) s.stages.push('eom');
   }
 }

@@ -16,6 +16,7 @@
 import type { Config } from '../config/schema.js';
 import { ReputationEngine } from '../engine/engine.js';
 import type { Stage, StageEvent, Verdict } from '../engine/types.js';
+import { conclude, drive, stageOrder } from '../engine/drive.js';
 import { ManualClock } from '../util/clock.js';
 import { SessionBuilder, type LogSession } from './maillog.js';
 
@@ -50,7 +51,6 @@ export interface ReplayReport {
   holdsRefused: number;
 }
 
-const ORDER: readonly Stage[] = ['connect', 'helo', 'mail', 'rcpt', 'data', 'eom'];
 /** Risky clients kept at most (the report lists the first 20 by sessions). */
 const RISK_KEPT = 10_000;
 
@@ -97,31 +97,31 @@ export class Replay {
     if (lost) r.lost++;
     const session = `replay:${++this.#seq}`;
     let would: { stage: Stage; v: Verdict; e: StageEvent } | undefined;
-    for (const stage of s.stages) {
-      const at = stage === 'connect' ? s.start : s.end;
-      if (at > this.#clock.now()) this.#clock.advance(at - this.#clock.now());
-      const e = event(s, stage, session);
-      const v = this.#engine.decide(e) as Verdict;
+    const events = s.stages.map((stage) => event(s, stage, session));
+    // A replay asks no lookups: the engine answers at once.
+    drive(this.#engine, events, ({ event: e, verdict: v }) => {
+      const stage = e.stage;
       const kind = v.kind === 'pass' && v.delayMs > 0 ? 'hold' : v.kind === 'accept' ? 'pass' : v.kind;
       const byStage = (r.verdicts[stage] ??= { pass: 0, hold: 0, defer: 0, reject: 0 });
       byStage[kind] = (byStage[kind] ?? 0) + 1;
       if (kind === 'hold') this.#held(v.delayMs);
       if (kind !== 'pass' && would === undefined) would = { stage, v, e };
-      if (kind === 'defer' || kind === 'reject') break;
-    }
+      return kind !== 'defer' && kind !== 'reject';
+    }, (e) => {
+      // CONNECT at the session's connect time, the stages after at the time its last line was logged.
+      const at = e.stage === 'connect' ? s.start : s.end;
+      if (at > this.#clock.now()) this.#clock.advance(at - this.#clock.now());
+    });
     if (would && would.v.kind !== 'pass' && s.delivered > 0) {
       r.deliveredButRefused++;
       this.#risky(s, would);
     }
     if (lost && would) {
       const lostAt = s.lostAt ?? s.stages.at(-1)!;
-      if (ORDER.indexOf(would.stage) <= ORDER.indexOf(lostAt)) r.lostShapedEarlier++;
+      if (stageOrder(would.stage, lostAt) <= 0) r.lostShapedEarlier++;
     }
     // The engine learns what really happened.
-    const last = event(s, s.lostAt ?? s.stages.at(-1) ?? 'connect', session);
-    if (s.delivered > 0) this.#engine.record({ kind: 'delivered', event: last });
-    if (lost) this.#engine.record({ kind: 'abandoned', event: last, held: false });
-    else this.#engine.record({ kind: 'ended', event: last });
+    conclude(this.#engine, event(s, s.lostAt ?? s.stages.at(-1) ?? 'connect', session), { delivered: s.delivered > 0, abandoned: lost });
   }
 
   /** A hold the engine granted: its budget's leases are the holds in progress. */
