@@ -69,7 +69,7 @@ const hasMan = spawnSync('sh', ['-c', 'command -v man'], { encoding: 'utf8' }).s
 
 t.test('man pages render with no groff warning (man --warnings)', { skip: hasMan ? false : 'man is not installed here (.ci/run installs man-db)' }, async (t) => {
   const render = (page: string) => spawnSync('man', ['--warnings', '-l', '-Tutf8', path.join(ROOT, 'man', page)], { encoding: 'utf8', env: { ...process.env, MANWIDTH: '80' } });
-  for (const page of ['sluiced.8', 'sluice.conf.5', 'sluicectl.8']) {
+  for (const page of ['sluiced.8', 'sluice.conf.5', 'sluicectl.8', 'sluice-scenario.5']) {
     const r = render(page);
     t.equal(r.status, 0, `${page} renders`);
     t.equal(r.stderr.trim(), '', `${page}: no groff warnings`);

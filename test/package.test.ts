@@ -30,7 +30,7 @@ t.test('npm pack, npm install -g without dev dependencies, and the installed com
   t.equal(tarball, `sluice-${version}.tgz`);
   if (!tarball) return;
   const listing = sh('tar', ['-tzf', path.join(dir, tarball)]).stdout.split('\n');
-  for (const f of ['package/bin/sluiced', 'package/bin/sluicectl', 'package/dist/cli/sluiced.js', 'package/man/sluiced.8', 'package/man/sluice.conf.5', 'package/man/sluicectl.8', 'package/contrib/systemd/sluiced.service', 'package/contrib/sluice.yaml', 'package/README.md']) {
+  for (const f of ['package/bin/sluiced', 'package/bin/sluicectl', 'package/dist/cli/sluiced.js', 'package/man/sluiced.8', 'package/man/sluice.conf.5', 'package/man/sluicectl.8', 'package/man/sluice-scenario.5', 'package/contrib/scenarios/flood.yaml', 'package/contrib/systemd/sluiced.service', 'package/contrib/sluice.yaml', 'package/README.md']) {
     t.ok(listing.includes(f), `the tarball has ${f}`);
   }
   t.notOk(listing.some((f) => f.startsWith('package/test/') || f.startsWith('package/lib/')), 'no tests or TypeScript sources');

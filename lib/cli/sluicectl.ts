@@ -2,8 +2,10 @@
 //
 // Talks to the control socket (protocol.ts). Tables for people, --json for
 // scripts. Exit statuses: 0 ok, 1 not found, 64 bad arguments (EX_USAGE),
-// 69 daemon unreachable (EX_UNAVAILABLE; the message names the socket),
-// 70 the command failed in the daemon. Each problem is one line on stderr.
+// 65 a bad scenario file (EX_DATAERR), 69 daemon unreachable, or a server
+// a simulation needs missing (EX_UNAVAILABLE; the message names the socket
+// or the package), 70 the command failed in the daemon, 78 a bad
+// configuration file (EX_CONFIG). Each problem is one line on stderr.
 // The socket is --socket, else $SLUICE_SOCKET, else control.sock in the
 // state directory sluiced would use.
 
@@ -16,9 +18,10 @@ import { VERSION } from './version.js';
 import { CONTROL_VERSION, MAX_LINE, type Response } from '../control/protocol.js';
 import { loadConfig, formatProblem } from '../config/load.js';
 import { formatReport, replayFiles } from '../replay/run.js';
+import { simulateFiles } from '../sim/files.js';
 import { SYSTEM_CLOCK } from '../util/clock.js';
 
-export const EXIT = { ok: 0, notFound: 1, usage: 64, unavailable: 69, failed: 70 } as const;
+export const EXIT = { ok: 0, notFound: 1, usage: 64, dataErr: 65, unavailable: 69, failed: 70, config: 78 } as const;
 
 class Exit extends Error {
   constructor(readonly status: number, message: string) {
@@ -189,6 +192,15 @@ export async function main(argv: string[], out: (s: string) => void = toStdout):
       const r = await replayFiles(loaded.config, logs, tty ? (n) => process.stderr.write(`\r${n} lines...`) : undefined);
       if (tty) process.stderr.write('\r\x1b[K');
       out(`${program.opts().json ? JSON.stringify(r, null, 2) : formatReport(r)}\n`);
+    });
+  program.command('simulate').argument('<scenario...>', 'scenario files (sluice-scenario(5))')
+    .description('run scenarios against the real engine on a simulated clock (offline: no daemon needed)')
+    .option('-c, --config <file>', 'the configuration under test (default: the built-in defaults)')
+    .option('--store <url>', 'an existing fleet store (redis://...) for scenarios that share reputation, instead of a private redis-server')
+    .action(async (files: string[], o: { config?: string; store?: string }) => {
+      const r = await simulateFiles(files, { ...o, json: program.opts().json === true, tty: process.stderr.isTTY === true });
+      if (r.output) out(r.output);
+      if (r.status !== EXIT.ok) throw new Exit(r.status, r.problem ?? 'simulation failed');
     });
   program.command('log-level').argument('<level>', 'fatal, error, warn, info, debug, trace or silent').description('change the log level until the next reload').action((level) => run('log-level', { level }));
 

@@ -27,8 +27,8 @@ const unit = (parse: (v: string | number) => number | undefined, form: string) =
   return n;
 });
 
-const duration = unit(parseDuration, 'a duration (e.g. 250ms, 30s, 5m, 1h)');
-const size = unit((v) => parseSize(v) || undefined, 'a size (e.g. 4096, 64KiB, 1MiB)');
+export const duration = unit(parseDuration, 'a duration (e.g. 250ms, 30s, 5m, 1h)');
+export const size = unit((v) => parseSize(v) || undefined, 'a size (e.g. 4096, 64KiB, 1MiB)');
 
 /** An endpoint in the admin's words; `orNone` ends the message when "" would also do. */
 function toEndpoint(v: unknown, ctx: z.RefinementCtx, orNone = ''): Endpoint {

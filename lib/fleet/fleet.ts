@@ -99,10 +99,16 @@ export class Fleet {
     this.#flushTimer = this.#clock.setInterval(() => { void this.flush(); }, every).unref();
   }
 
-  /** Writes what waits now. */
+  /** Writes what waits now (the timer's: skipped while another flush is under way). */
   async flush(): Promise<void> {
     if (this.#conn === undefined || !this.#up) return;
     this.#wrote(await this.#writer.flush(this.#conn.commands, this.#perKey()));
+  }
+
+  /** Waits for a flush under way, then writes what waits: everything changed so far is in the store (the simulation's step). */
+  async flushed(): Promise<void> {
+    if (this.#conn === undefined || !this.#up) return;
+    this.#wrote(await this.#writer.drain(this.#conn.commands, this.#perKey()));
   }
 
   /** Stops sharing: the last writes (waited for within FLUSH_AT_STOP_MS), then the connection. */

@@ -1,15 +1,12 @@
 // DNS servers for the DNS list tests, all on 127.0.0.1 and free ports:
 // rbldnsd (the Debian package) serving zones from a temp dir, a socket that
 // never answers (a dead resolver), and one that answers SERVFAIL to all.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { Resolver } from 'node:dns/promises';
 import type { Test } from 'tap';
+import { RBLDNSD, startRbldnsd as startServer, type Zone } from '../../dist/sim/servers.js';
 
-export const RBLDNSD = '/usr/sbin/rbldnsd';
+export { RBLDNSD };
 
 /** Skips the file's tests, with the reason, when rbldnsd is missing; under CI a missing rbldnsd fails. */
 export function rbldnsdGate(t: Test): { skip: string | false } {
@@ -19,60 +16,13 @@ export function rbldnsdGate(t: Test): { skip: string | false } {
   return { skip: why && !process.env['CI'] ? why : false };
 }
 
-async function freeUdpPort(): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-export interface Zone {
-  /** e.g. "bl.test" */
-  readonly name: string;
-  /** rbldnsd dataset type: ip4set, ip6trie, dnset. */
-  readonly type: 'ip4set' | 'ip6trie' | 'dnset';
-  /** The data file's lines (rbldnsd syntax). */
-  readonly data: readonly string[];
-}
+export type { Zone } from '../../dist/sim/servers.js';
 
 /** rbldnsd on a free 127.0.0.1 port serving `zones`; stopped at teardown. Resolves once it answers. */
 export async function startRbldnsd(t: Pick<Test, 'teardown'>, zones: readonly Zone[], ttl = 300): Promise<{ server: string; port: number }> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'sluice-rbl-'));
-  // Started as root, rbldnsd reads its files as its own user (rbldns).
-  chmodSync(dir, 0o755);
-  const specs = zones.map((z, i) => {
-    writeFileSync(path.join(dir, `z${i}`), z.data.join('\n') + '\n', { mode: 0o644 });
-    return `${z.name}:${z.type}:z${i}`;
-  });
-  for (let attempt = 0; ; attempt++) {
-    const port = await freeUdpPort();
-    const child = spawn(RBLDNSD, ['-n', '-b', `127.0.0.1/${port}`, '-w', dir, '-t', String(ttl), ...specs], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    const server = `127.0.0.1:${port}`;
-    const r = new Resolver({ timeout: 200, tries: 1 });
-    r.setServers([server]);
-    let up = false;
-    for (let i = 0; i < 50 && child.exitCode === null && !up; i++) {
-      try {
-        await r.resolve4(`ready.probe.${zones[0]!.name}`);
-        up = true;
-      } catch (e) {
-        up = (e as NodeJS.ErrnoException).code === 'ENOTFOUND';
-        if (!up) await new Promise((res) => setTimeout(res, 50));
-      }
-    }
-    if (up) {
-      t.teardown(() => {
-        child.kill('SIGTERM');
-        rmSync(dir, { recursive: true, force: true });
-      });
-      return { server, port };
-    }
-    child.kill('SIGKILL');
-    if (attempt >= 2) throw new Error(`rbldnsd did not start: ${err.trim()}`);
-  }
+  const r = await startServer(zones, ttl);
+  t.teardown(() => r.stop());
+  return { server: r.server, port: r.port };
 }
 
 /** A UDP socket on 127.0.0.1 that reads queries and answers none of them. */

@@ -2,15 +2,15 @@
 // from the Debian packages, on free 127.0.0.1 ports, in temp dirs, no
 // persistence; stopped at teardown. A Redis Cluster of three masters made
 // with redis-cli --cluster create.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import net from 'node:net';
 import type { Test } from 'tap';
 import { freePort } from './postfix.js';
+import { pong, REDIS_SERVER, startRedisServer } from '../../dist/sim/servers.js';
 
-export const REDIS_SERVER = '/usr/bin/redis-server';
+export { REDIS_SERVER };
 
 /** Skips the file's tests, with the reason, when redis-server is missing; under CI a missing one fails. */
 export function redisGate(t: Test, tools = [REDIS_SERVER]): { skip: string | false } {
@@ -18,22 +18,6 @@ export function redisGate(t: Test, tools = [REDIS_SERVER]): { skip: string | fal
   const why = missing.length ? `${missing.join(', ')} missing: Debian packages redis-server and redis-sentinel (.ci/run installs them)` : undefined;
   if (why && process.env['CI']) t.fail(`fleet store tests cannot run under CI: ${why}`);
   return { skip: why && !process.env['CI'] ? why : false };
-}
-
-/** Resolves once something answers PING with PONG on the port. */
-async function pong(port: number, ms = 5000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('error', () => resolve(false));
-      s.once('connect', () => s.write('PING\r\n'));
-      s.once('data', (d: Buffer) => { s.destroy(); resolve(/^(\+PONG|-NOAUTH)/.test(d.toString())); });
-    });
-    if (ok) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return false;
 }
 
 export interface Redis {
@@ -50,28 +34,18 @@ export interface Redis {
 
 /** redis-server on a free port; `args` are extra server arguments. */
 export async function startRedis(t: Pick<Test, 'teardown'>, args: string[] = [], port?: number): Promise<Redis> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'sluice-redis-'));
-  const p = port ?? await freePort();
-  let child: ChildProcess | undefined;
-  const start = async (): Promise<void> => {
-    child = spawn(REDIS_SERVER, ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', ...args], { stdio: 'ignore' });
-    if (!(await pong(p))) throw new Error(`redis-server did not start on ${p}`);
-  };
-  await start();
-  t.teardown(() => {
-    child?.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const r = await startRedisServer(args, port);
+  t.teardown(() => r.stop());
   return {
-    port: p, url: `redis://127.0.0.1:${p}`,
-    pid: () => child?.pid,
+    port: r.port, url: r.url,
+    pid: () => r.process()?.pid,
     kill: async () => {
-      const c = child;
+      const c = r.process();
       if (!c || c.exitCode !== null) return;
-      await new Promise<void>((r) => { c.once('exit', () => r()); c.kill('SIGKILL'); });
+      await new Promise<void>((res) => { c.once('exit', () => res()); c.kill('SIGKILL'); });
     },
-    restart: start,
-    cli: (...a: string[]) => spawnSync('redis-cli', ['-p', String(p), ...a], { encoding: 'utf8' }).stdout,
+    restart: () => r.restart(),
+    cli: (...a: string[]) => spawnSync('redis-cli', ['-p', String(r.port), ...a], { encoding: 'utf8' }).stdout,
   };
 }
 
