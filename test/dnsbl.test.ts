@@ -32,7 +32,7 @@ function dnsbl(server: string, action = 'defer', extra = ''): string {
 t.test('listed, unlisted, allowlisted, RHSBL and IPv6 clients through the policy service and the milter', gate, async (t) => {
   const { server } = await startRbldnsd(t, ZONES);
   const clock = new ManualClock();
-  const h = await startDaemon(t, dnsbl(server) + 'tarpit:\n  hold_per_point: 2s\n', undefined, clock);
+  const h = await startDaemon(t, dnsbl(server) + 'tarpit:\n  hold_per_point: 2s\n  min_hold: 2s\n', undefined, clock);
   const p = await PolicyClient.connect({ port: portOf(h.daemon.endpoints.policy[0]) });
   t.teardown(() => p.close());
   const ask = (over: Record<string, string>) => p.ask(rcptRequest(over));

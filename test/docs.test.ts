@@ -121,7 +121,7 @@ t.test('contrib: systemd unit hardened, logrotate by unit, Grafana queries only 
   t.notMatch(rotate, /pkill|killall/, 'never a match on command lines');
 
   const { Metrics } = await import('../dist/metrics/metrics.js');
-  const m = new Metrics({ lruSize: () => 0, lruEvictions: () => 0, holdsActive: () => 0, openConnections: () => 0, loopLagMs: () => 0, fleetWrites: () => ({ pending: 0, dropped: 0 }) });
+  const m = new Metrics({ lruSize: () => 0, lruEvictions: () => 0, holdsActive: () => 0, openConnections: () => 0, loopLagMs: () => 0, fleetWrites: () => ({ pending: 0, dropped: 0 }), patience: () => [] });
   t.teardown(() => m.close());
   const exported = new Set((await m.registry.getMetricsAsJSON()).map((x) => x.name));
   const dash = JSON.parse(readFileSync(path.join(ROOT, 'contrib', 'grafana', 'sluice-dashboard.json'), 'utf8')) as { panels: { title: string; targets: { expr: string }[] }[] };

@@ -10,7 +10,7 @@ import { ManualClock } from '../dist/util/clock.js';
 
 t.test('observe mode: would-have verdicts logged and counted, the MTA goes on at once', async (t) => {
   // The daemon's clock never moves: whatever is answered was answered at once.
-  const h = await startDaemon(t, 'mode: observe\nlists:\n  deny: ["198.51.100.66"]\ntarpit:\n  hold_per_point: 2s\n', undefined, new ManualClock());
+  const h = await startDaemon(t, 'mode: observe\nlists:\n  deny: ["198.51.100.66"]\ntarpit:\n  hold_per_point: 2s\n  min_hold: 2s\n', undefined, new ManualClock());
   t.equal(h.daemon.status()['mode'], 'observe', 'status shows the mode');
   const p = await PolicyClient.connect({ port: portOf(h.daemon.endpoints.policy[0]) });
   t.teardown(() => p.close());

@@ -222,7 +222,7 @@ t.test('live session: pass, defer, reject, hold, fail mode, repeats', async (t) 
 });
 
 t.test('the next session on a connection concludes the one before it, from all its stages', async (t) => {
-  const h = await startDaemon(t, 'policy:\n  listen: ["inet:127.0.0.1:0"]\nrates:\n  abandon_window: 1h\ntarpit:\n  hold_per_point: 200ms\n');
+  const h = await startDaemon(t, 'policy:\n  listen: ["inet:127.0.0.1:0"]\nrates:\n  abandon_window: 1h\ntarpit:\n  hold_per_point: 200ms\n  min_hold: 200ms\n');
   const port = portOf(h.daemon.endpoints.policy[0]);
   const rep = h.daemon.engine;
   // One smtpd process, two check_policy_service strings: RCPT asked on a, end of message on b.
@@ -245,7 +245,7 @@ t.test('the next session on a connection concludes the one before it, from all i
 });
 
 t.test('asked at RCPT alone, sessions end unjudged, and the log says why once', async (t) => {
-  const h = await startDaemon(t, 'policy:\n  listen: ["inet:127.0.0.1:0"]\nrates:\n  abandon_window: 1h\ntarpit:\n  hold_per_point: 100ms\n');
+  const h = await startDaemon(t, 'policy:\n  listen: ["inet:127.0.0.1:0"]\nrates:\n  abandon_window: 1h\ntarpit:\n  hold_per_point: 100ms\n  min_hold: 100ms\n');
   const port = portOf(h.daemon.endpoints.policy[0]);
   const rep = h.daemon.engine;
   const a = await PolicyClient.connect({ port });
@@ -421,8 +421,8 @@ t.test('policy sessions: silence after a stage is abandonment there; end of mess
   clock.advance(30 * S);
   t.same(po.due(clock.now(), 60 * S), [], 'not yet');
   clock.advance(31 * S);
-  t.same(po.due(clock.now(), 60 * S), [], 'the window starts after the 4 s hold');
-  clock.advance(4 * S);
+  t.same(po.due(clock.now(), 60 * S), [], 'the window starts after the 15 s hold');
+  clock.advance(15 * S);
   const due = po.due(clock.now(), 60 * S);
   t.match(due, [{ kind: 'abandoned', held: true, event: { stage: 'rcpt', client: '203.0.113.60' } }]);
   t.equal(engine.store.entry('ip:203.0.113.60')?.abh, 1, 'recorded once');

@@ -123,7 +123,7 @@ t.test('circuit breaker trips once at the limit within the window, then re-arms'
 
 t.test('a lagging event loop sheds holds: 403 logged and counted once, then holds again', async (t) => {
   const clock = new ManualClock(); // holds and the once-a-second look run on it; the lag itself is real
-  const h = await startDaemon(t, 'limits:\n  max_loop_lag: 150ms\ntarpit:\n  hold_per_point: 300ms\n', undefined, clock);
+  const h = await startDaemon(t, 'limits:\n  max_loop_lag: 150ms\ntarpit:\n  hold_per_point: 300ms\n  min_hold: 300ms\n', undefined, clock);
   const port = portOf(h.daemon.endpoints.policy[0]);
   const c = await PolicyClient.connect({ port });
   t.teardown(() => c.close());
@@ -153,7 +153,7 @@ t.test('a lagging event loop sheds holds: 403 logged and counted once, then hold
 
 t.test('a spent hold budget: 402 logged and counted when refusing starts, logged when it ends', async (t) => {
   const clock = new ManualClock();
-  const h = await startDaemon(t, 'tarpit:\n  hold_per_point: 1500ms\n  budget: 1\n', undefined, clock);
+  const h = await startDaemon(t, 'tarpit:\n  hold_per_point: 1500ms\n  min_hold: 1500ms\n  budget: 1\n', undefined, clock);
   const port = portOf(h.daemon.endpoints.policy[0]);
   const ask = async (n: number): Promise<string> => {
     const c = await PolicyClient.connect({ port });

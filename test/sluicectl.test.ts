@@ -24,7 +24,7 @@ t.test('sluicectl against a running sluiced', async (t) => {
     `state_dir: ${dir}`, 'log:', '  format: json',
     'policy:', '  listen: ["inet:127.0.0.1:0"]', 'milter:', '  listen: ["inet:127.0.0.1:0"]',
     'metrics:', `  listen: "inet:127.0.0.1:${metricsPort}"`,
-    'lists:', '  allow: ["192.0.2.0/24"]', 'rates:', '  abandon_window: 1s', 'tarpit:', '  hold_per_point: 300ms', '',
+    'lists:', '  allow: ["192.0.2.0/24"]', 'rates:', '  abandon_window: 1s', 'tarpit:', '  hold_per_point: 300ms', '  min_hold: 300ms', '',
   ].join('\n'));
   const d = sluiced(t, ['-c', cfg, '-f']);
   const ready = await d.waitFor((l) => String(l['msg']).startsWith('sluiced ready'));
@@ -168,7 +168,7 @@ t.test('top ranks clients and networks by score, holds or drops, and counts them
 
 t.test('counts kept as plain numbers reach every scrape exactly, and a scrape does not add them again', async (t) => {
   const { Metrics } = await import('../dist/metrics/metrics.js');
-  const m = new Metrics({ lruSize: () => 0, lruEvictions: () => 0, holdsActive: () => 0, openConnections: () => 0, loopLagMs: () => 0, fleetWrites: () => ({ pending: 0, dropped: 0 }) });
+  const m = new Metrics({ lruSize: () => 0, lruEvictions: () => 0, holdsActive: () => 0, openConnections: () => 0, loopLagMs: () => 0, fleetWrites: () => ({ pending: 0, dropped: 0 }), patience: () => [] });
   for (let i = 0; i < 3; i++) m.connected('milter');
   m.connected('policy');
   for (let i = 0; i < 5; i++) m.verdict('rcpt', 'pass', 'policy');
@@ -197,7 +197,7 @@ t.test('stats: sums of seconds to the millisecond, without float noise', async (
 });
 
 t.test('explain holds as the policy service would: cut to policy.timeout minus policy.hold_margin', async (t) => {
-  const { engine, clock } = engineFor('tarpit:\n  hold_per_point: 4s\n  max_hold: 60s\n');
+  const { engine, clock } = engineFor('tarpit:\n  hold_per_point: 4s\n  min_hold: 4s\n  max_hold: 60s\n');
   const ctl = controller(new EngineOperator(engine, clock.now), { timeout: 10_000, hold_margin: 4_000 });
   const ask = async (args: Record<string, unknown>) => (await commands(ctl, clock.now)({ v: 1, cmd: 'explain', args })) as { verdict: { delayMs: number; reason: { trace: string[] } } };
   const raw = await engine.explain({ stage: 'rcpt', session: 'x', via: 'policy', mta: 'postfix', client: '203.0.113.50', port: 0, clientName: 'unknown', helo: '203.0.113.50', sender: '', recipient: '', recipientCount: 0, size: 0, queueId: '', saslUser: '', tls: undefined, stress: false, repeat: false });

@@ -82,6 +82,7 @@ export class Parts {
       openConnections: () => this.services.openConnections,
       loopLagMs: () => this.lag.lastMs,
       fleetWrites: () => this.fleet.writes(),
+      patience: () => this.engine.patience(),
     });
     // What the engine and the fleet store share, made first.
     const made = { store: newStore(config(), clock.now), lists: new Lists() };

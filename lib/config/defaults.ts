@@ -112,16 +112,34 @@ export const DEFAULTS = {
     hold: -1,
     defer: -15,
     reject: -30,
+    // A client is trusted (never shaped by score) once it has delivered, has
+    // a score of 0 or more, never hung up under a hold, and abandoned at most
+    // this many sessions per delivery.
+    trust_abandon_rate: 0.25,
   },
   tarpit: {
     enabled: true,
     hold_per_point: '4s',
     max_hold: '30s',
+    // The shortest hold: one a giving-up client waits out teaches nothing.
+    min_hold: '15s',
+    // Make holds outlast the 90th percentile of how long clients that hung up
+    // under a hold lasted (per stage, learned), times 1.5.
+    learn_patience: true,
     // Holds at CONNECT (Postfix asks there only with smtpd_delay_reject = no).
     at_connect: false,
-    // Concurrent holds, in total and per network: each held policy reply pins an smtpd process.
-    budget: 20,
+    // The MTA's smtpd process limit (Postfix default_process_limit), and the
+    // share of it holds may take: each held reply pins a process.
+    process_limit: 100,
+    hold_share: 0.2,
+    // Concurrent holds: auto = process_limit x hold_share; and per network.
+    budget: 'auto' as number | 'auto',
     budget_per_network: 4,
+    // A would-be hold when the budget is spent: defer (4xx at RCPT) or pass.
+    when_spent: 'defer' as 'defer' | 'pass',
+    // Hang-ups under a hold in a network (with its score at or below
+    // thresholds.hold) before its new clients are deferred at RCPT.
+    network_hangups: 2,
   },
   rates: {
     window: '60s',

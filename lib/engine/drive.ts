@@ -35,6 +35,10 @@ export interface Ending {
   /** The client left without QUIT (or hung up under a hold: `held`). */
   readonly abandoned: boolean;
   readonly held?: boolean;
+  /** How long it waited under the hold before it hung up, where that is seen. */
+  readonly lasted?: number;
+  /** It waited a held reply out and left later. */
+  readonly waitedOut?: boolean;
 }
 
 /** The default: a deferral or a rejection ends the session. */
@@ -70,7 +74,10 @@ export function drive(engine: Engine, events: readonly StageEvent[], go: Go = re
 /** Tells the engine how the session ended. */
 export function conclude(engine: Engine, last: StageEvent, end: Ending): void {
   if (end.delivered) engine.record({ kind: 'delivered', event: last });
-  engine.record(end.abandoned ? { kind: 'abandoned', event: last, held: end.held ?? false } : { kind: 'ended', event: last });
+  engine.record(end.abandoned ? {
+    kind: 'abandoned', event: last, held: end.held ?? false,
+    ...(end.lasted === undefined ? {} : { lasted: end.lasted }), ...(end.waitedOut === undefined ? {} : { waitedOut: end.waitedOut }),
+  } : { kind: 'ended', event: last });
 }
 
 /** -1, 0 or 1 as stage a comes before, with or after b in an SMTP session. */

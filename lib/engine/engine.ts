@@ -42,9 +42,11 @@ import { addressKeys, keysFor } from '../reputation/keys.js';
 import { ReputationStore } from '../reputation/store.js';
 import type { Now } from '../util/clock.js';
 import { Lists, type ListEntry } from './lists.js';
-import { current, RateWindows, Sessions, type Live } from './limits.js';
+import { overLimit, RateWindows, Sessions, type Live } from './limits.js';
 import { Greylist } from './greylist.js';
 import { HoldBudget, holdFor } from './tarpit.js';
+import { Patience, type StagePatience } from './patience.js';
+import { standing } from './standing.js';
 import { clientKey, fits, profileFor, type Profile } from './profile.js';
 import type { Engine, Enrichment, LookupSlot, Lookups, Outcome, Reason, Reply, Rule, StageEvent, Verdict } from './types.js';
 
@@ -86,6 +88,7 @@ export class ReputationEngine implements Engine {
   /** Made on first use: most sites never turn greylisting on. */
   #grey: Greylist | undefined;
   readonly #budget = new HoldBudget();
+  readonly #patience = new Patience();
   readonly #rules: readonly Rule[];
   #holdsRefused = 0;
   #shedding = false;
@@ -211,7 +214,7 @@ export class ReputationEngine implements Engine {
 
     // 2. rates and concurrency, counted once per question
     if (!e.repeat) {
-      const over = this.#overLimit(e, x, first, dry, c, now);
+      const over = overLimit(e.stage, x, first, dry, c.rates, now);
       if (over) {
         trace?.push(`over rates.${over}`);
         if (!dry) this.store.add(ip, c.weights.rate_exceeded, 'rate');
@@ -221,11 +224,8 @@ export class ReputationEngine implements Engine {
 
     // 3. score
     const w = c.weights;
-    const r = x.profile.refs;
-    const s = { ip: this.store.scoreOf(r.ip, now), net: this.store.scoreOf(r.net, now), helo: this.store.scoreOf(r.helo, now), domain: this.store.scoreOf(r.domain, now) };
-    // At first contact a bad sender domain says nothing of this client.
-    const fresh = s.domain < 0 && !this.store.knows(r.ip, now);
-    if (fresh) s.domain = 0;
+    const th = c.thresholds;
+    const st = standing(this.store, x.profile.refs, now, c);
     const found = this.#lookups?.findings(e, x, dry) ?? NONE;
     let extra = 0;
     let vouched = false;
@@ -238,27 +238,38 @@ export class ReputationEngine implements Engine {
     }
     if (vouched) named = undefined;
     if (!dry) x.vouched = vouched;
-    const score = s.ip + w.network_share * s.net + w.helo_share * s.helo + w.domain_share * s.domain + x.profile.points + extra;
-    const trusted = vouched || (s.ip >= 0 && this.store.countOf(r.ip, 'ok', now) > 0);
+    const score = st.ip + w.network_share * st.net + w.helo_share * st.helo + w.domain_share * st.domain + x.profile.points + extra;
+    const trusted = vouched || st.trusted;
+    // Holds are the probe, a deferral the answer: one that hung up under a hold (or whose network did, often enough) is not held again while it stays bad.
+    // A network with enough hang-ups under holds (and abandoning too much) defers a known client with no good record of
+    // its own; a new client there is probed with a hold from the spare half of the budget first, and deferred only when
+    // none is spare: real MTAs share networks with zombies, and one deferred for ever could never show what it is.
+    const netFlagged = c.tarpit.network_hangups > 0 && st.netHangups >= c.tarpit.network_hangups && st.net <= th.hold && st.suspect === 'network' && !st.earned;
+    const hungUp = !trusted && score <= th.hold && (st.hungUp ? 'client' : netFlagged && st.known ? 'network' : undefined);
     if (inputs && trace) {
-      Object.assign(inputs, { score_ip: round(s.ip), score_net: round(s.net), score_helo: round(s.helo), score_domain: round(s.domain), score: round(score), trusted });
+      Object.assign(inputs, { score_ip: round(st.ip), score_net: round(st.net), score_helo: round(st.helo), score_domain: round(st.domain), score: round(score), trusted });
       for (const f of x.profile.findings) trace.push(`${f.name} ${f.points}`);
-      if (fresh) trace.push('sender domain\'s bad score left out: the client itself is not known yet');
-      trace.push(`score ${round(score)} = ip ${round(s.ip)} + ${w.network_share} x net ${round(s.net)} + ${w.helo_share} x helo ${round(s.helo)} + ${w.domain_share} x domain ${round(s.domain)}${x.profile.findings.length ? ' + findings' : ''}${found.length ? ` + lookups ${round(extra)}` : ''}`);
-      if (trusted) trace.push(vouched ? 'trusted: a DNS allowlist vouches for it' : 'trusted: has delivered, score >= 0');
+      if (st.domainOut) trace.push(`sender domain's score left out: ${st.domainOut}`);
+      trace.push(`score ${round(score)} = ip ${round(st.ip)} + ${w.network_share} x net ${round(st.net)} + ${w.helo_share} x helo ${round(st.helo)} + ${w.domain_share} x domain ${round(st.domain)}${x.profile.findings.length ? ' + findings' : ''}${found.length ? ` + lookups ${round(extra)}` : ''}`);
+      if (trusted) trace.push(vouched ? 'trusted: a DNS allowlist vouches for it' : 'trusted: has delivered, score >= 0, no hang-up under a hold, few abandoned sessions');
+      else if (st.hungUp) trace.push('hung up under a hold before: not held again while its score stays at or below thresholds.hold');
+      else if (st.netHangups > 0) trace.push(`its network: ${st.netHangups} hang-ups under holds (tarpit.network_hangups ${c.tarpit.network_hangups})`);
     }
     if (named?.listed === 'reject') return done('reject', named.rule, score, { code: 554, enhanced: '5.7.1', text: c.replies.reject });
     if (named?.listed === 'defer') return done('defer', named.rule, score, { code: 451, enhanced: '4.7.1', text: c.replies.defer });
-    // 4. at RCPT: thresholds, then greylisting
+    const defer = (rule: string, why: string, text = c.replies.defer): Verdict => {
+      trace?.push(why);
+      return done('defer', rule, score, { code: 451, enhanced: '4.7.1', text });
+    };
+    // 4. at RCPT: thresholds, hang-ups under holds, then greylisting
     if (e.stage === 'rcpt' && !trusted) {
-      if (score <= c.thresholds.reject) {
-        trace?.push(`score <= thresholds.reject ${c.thresholds.reject}`);
+      if (score <= th.reject) {
+        trace?.push(`score <= thresholds.reject ${th.reject}`);
         return done('reject', 'reputation-reject', score, { code: 550, enhanced: '5.7.1', text: c.replies.reject });
       }
-      if (score <= c.thresholds.defer) {
-        trace?.push(`score <= thresholds.defer ${c.thresholds.defer}`);
-        return done('defer', 'reputation-defer', score, { code: 451, enhanced: '4.7.1', text: c.replies.defer });
-      }
+      if (score <= th.defer) return defer('reputation-defer', `score <= thresholds.defer ${th.defer}`);
+      if (hungUp === 'client') return defer('hung-up-under-hold', 'deferred: it hung up under a hold, and its score is still at or below thresholds.hold');
+      if (hungUp === 'network') return defer('network-hung-up', `deferred: ${st.netHangups} clients of its network hung up under holds, and the network's score is at or below thresholds.hold`);
       if (c.greylist.enabled && !e.repeat) {
         const g = (this.#grey ??= new Greylist(c.greylist.max_entries)).check(net, e.sender, e.recipient, now, c.greylist, dry);
         trace?.push(`greylist: ${g}`);
@@ -270,43 +281,36 @@ export class ReputationEngine implements Engine {
     // 5. tarpit
     const why = !c.tarpit.enabled ? 'tarpit disabled' : trusted ? undefined : e.stress ? 'stress=yes' : e.repeat ? 'repeated question'
       : this.#shedding ? 'the event loop lags (limits.max_loop_lag)'
+      : hungUp ? 'it (or its network) hung up under a hold: deferred at RCPT instead'
       : e.stage === 'connect' && !c.tarpit.at_connect ? 'no holds at CONNECT' : undefined;
     if (!trusted && why === undefined) {
-      const ms = holdFor(named ? Math.min(score, c.thresholds.hold) : score, c.thresholds.hold, c.tarpit.hold_per_point, c.tarpit.max_hold, e.stage);
+      // A suspect its score alone would not hold is probed at RCPT: the more it abandoned past the trusted rate, the longer.
+      const probe = st.suspect !== undefined && e.stage === 'rcpt' && score > th.hold && !named;
+      const learned = c.tarpit.learn_patience ? this.#patience.holdFor(e.stage, now, c.reputation.half_life) : 0;
+      const floor = Math.max(c.tarpit.min_hold * (probe ? 1 + st.excess : 1), learned);
+      const ms = holdFor(named || probe ? Math.min(score, th.hold) : score, th.hold, c.tarpit.hold_per_point, c.tarpit.max_hold, e.stage, floor);
       if (ms > 0) {
-        const g = dry ? 'granted' : this.#budget.grant(net, ms, now, c.tarpit.budget, c.tarpit.budget_per_network);
+        // A hold that asks a question (a probe, a new client of a flagged network) takes only the spare half of the budget.
+        const speculative = probe || (netFlagged && !st.known);
+        const g = dry ? 'granted' : this.#budget.grant(net, ms, now, speculative ? Math.floor(c.tarpit.budget / 2) : c.tarpit.budget, c.tarpit.budget_per_network);
+        const what = named ? named.rule : probe ? 'a suspect (it or its network abandons more than thresholds.trust_abandon_rate per delivery)' : `score <= thresholds.hold ${th.hold}`;
         if (g === 'granted') {
-          trace?.push(named ? `${named.rule}: hold ${ms} ms` : `score <= thresholds.hold ${c.thresholds.hold}: hold ${ms} ms`);
-          return done('pass', named ? `tarpit ${named.rule}` : 'tarpit', score, undefined, ms);
+          trace?.push(`${what}: hold ${ms} ms (at least tarpit.min_hold${learned ? `, and the learned patience ${learned} ms` : ''})`);
+          return done('pass', named ? `tarpit ${named.rule}` : probe ? 'tarpit-probe' : 'tarpit', score, undefined, ms);
         }
         this.#holdsRefused++;
-        trace?.push(`hold of ${ms} ms not granted: ${g} hold budget spent`);
+        // When holds run out, a client its score would hold is deferred, and so is a suspect
+        // network's, unless its own record is good (it delivered, never hung up); a client
+        // suspect on its own record alone (a real MTA's early broken session looks the same)
+        // passes: deferred, it could never build the record it lacks.
+        if ((!probe || st.suspect === 'network') && !st.earned && c.tarpit.when_spent === 'defer' && e.stage === 'rcpt') return defer('tarpit-budget-spent', `${what}: hold of ${ms} ms not granted, ${g} hold budget spent; deferred (tarpit.when_spent)`);
+        trace?.push(`${what}: hold of ${ms} ms not granted, ${g} hold budget spent; passes (${st.earned ? 'its own record is good' : 'a probe of a client on its own record alone'})`);
         return done('pass', 'tarpit-budget-spent', score);
       }
     } else if (why) {
       trace?.push(`no hold: ${why}`);
     }
     return done('pass', 'reputation', score);
-  }
-
-  #overLimit(e: StageEvent, x: Context, first: boolean, dry: boolean, c: EngineConfig, now: number): string | undefined {
-    const r = c.rates;
-    const ip = current(x.ipCounts, now, r.window);
-    const net = current(x.netCounts, now, r.window);
-    const add = dry ? 0 : 1;
-    if (first || dry) {
-      if (first && !dry) { ip.connections++; net.connections++; }
-      if (ip.connections > r.connections_per_client) return 'connections_per_client';
-      if (net.connections > r.connections_per_network) return 'connections_per_network';
-    }
-    if (ip.live > r.concurrency_per_client) return 'concurrency_per_client';
-    if (net.live > r.concurrency_per_network) return 'concurrency_per_network';
-    if (e.stage === 'mail' && (ip.messages += add) > r.messages_per_client) return 'messages_per_client';
-    if (e.stage === 'rcpt') {
-      if ((ip.recipients += add) > r.recipients_per_client) return 'recipients_per_client';
-      if ((net.recipients += add) > r.recipients_per_network) return 'recipients_per_network';
-    }
-    return undefined;
   }
 
   /** Learns from how a session went. */
@@ -325,7 +329,10 @@ export class ReputationEngine implements Engine {
     const w = c.weights;
     switch (o.kind) {
       case 'delivered':
-        this.store.add(ip, w.delivered, 'ok');
+        // A delivery after hang-ups under holds is no clean bill: it repairs a
+        // client's score by weights.delivered / (1 + its hang-ups). Its network
+        // takes the full credit: real MTAs share networks with zombies.
+        this.store.add(ip, w.delivered / (1 + this.store.count(ip, 'abh')), 'ok');
         this.store.add(k.net, w.delivered, 'ok');
         this.store.add(k.helo, w.delivered, 'ok');
         this.store.add(k.domain, w.delivered, 'ok');
@@ -335,8 +342,11 @@ export class ReputationEngine implements Engine {
           this.#sessions.end(e.session);
           return;
         }
-        const d = o.held ? w.abandoned_held : w.abandoned;
-        const counter = o.held ? 'abh' : 'ab';
+        if (o.held && o.lasted !== undefined && c.tarpit.learn_patience) this.#patience.add(e.stage, o.lasted, this.#now(), c.reputation.half_life);
+        // Gone under a hold is the zombie signal; a client seen to wait the hold out and leave later only abandoned.
+        const underHold = o.held && o.waitedOut !== true;
+        const d = underHold ? w.abandoned_held : w.abandoned;
+        const counter = underHold ? 'abh' : 'ab';
         this.store.add(ip, d, counter);
         this.store.add(k.net, d, counter);
         this.store.add(k.helo, d, counter);
@@ -354,6 +364,11 @@ export class ReputationEngine implements Engine {
 
   stats(): EngineStats {
     return { holdsActive: this.#budget.active(this.#now()), holdsRefused: this.#holdsRefused, sessions: this.#sessions.size };
+  }
+
+  /** What has been learned of how long clients that hung up under holds lasted, per stage. */
+  patience(): StagePatience[] {
+    return this.#patience.report(this.#now(), this.#config().reputation.half_life);
   }
 }
 

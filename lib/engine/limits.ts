@@ -13,6 +13,7 @@
 // Config keys: rates.*.
 
 import type { LRUCache } from 'lru-cache';
+import type { Config } from '../config/schema.js';
 import { boundedLru } from '../util/lru.js';
 import { YoungMap } from '../util/young-map.js';
 
@@ -119,4 +120,28 @@ export class Sessions<L extends Live> {
   get size(): number {
     return this.#live.size;
   }
+}
+
+/**
+ * The first limit this question goes over, or undefined: connections at a
+ * session's first stage, live sessions, messages at MAIL, recipients at
+ * RCPT, per client and per network (a dry run counts nothing).
+ */
+export function overLimit(stage: string, x: Live, first: boolean, dry: boolean, r: Config['rates'], now: number): string | undefined {
+  const ip = current(x.ipCounts, now, r.window);
+  const net = current(x.netCounts, now, r.window);
+  const add = dry ? 0 : 1;
+  if (first || dry) {
+    if (first && !dry) { ip.connections++; net.connections++; }
+    if (ip.connections > r.connections_per_client) return 'connections_per_client';
+    if (net.connections > r.connections_per_network) return 'connections_per_network';
+  }
+  if (ip.live > r.concurrency_per_client) return 'concurrency_per_client';
+  if (net.live > r.concurrency_per_network) return 'concurrency_per_network';
+  if (stage === 'mail' && (ip.messages += add) > r.messages_per_client) return 'messages_per_client';
+  if (stage === 'rcpt') {
+    if ((ip.recipients += add) > r.recipients_per_client) return 'recipients_per_client';
+    if ((net.recipients += add) > r.recipients_per_network) return 'recipients_per_network';
+  }
+  return undefined;
 }

@@ -1,7 +1,8 @@
 // tarpit.ts - how long to hold a reply, and the hold budget.
 //
 // The hold grows with how far the score is below thresholds.hold, by
-// tarpit.hold_per_point a point, and is cut to tarpit.max_hold and to the
+// tarpit.hold_per_point a point, is never shorter than tarpit.min_hold or
+// the learned patience (patience.ts), and is cut to tarpit.max_hold and to the
 // remote client's patience at that stage (RFC 5321 section 4.5.3.2: 5
 // minutes for the greeting, MAIL and RCPT, 2 for DATA, 10 for end of data).
 // The protocol side cuts it further to the MTA's own timeout. Every held
@@ -19,10 +20,11 @@ const PATIENCE_MS: Readonly<Record<Stage, number>> = {
   data: 90_000, eoh: 480_000, eom: 480_000, end: 0,
 };
 
-export function holdFor(score: number, holdAt: number, perPointMs: number, maxMs: number, stage: Stage): number {
+/** The hold for a score: perPointMs a point at or below holdAt, at least floorMs, cut to maxMs and the client's patience at the stage. */
+export function holdFor(score: number, holdAt: number, perPointMs: number, maxMs: number, stage: Stage, floorMs = 0): number {
   if (score > holdAt) return 0;
   const points = holdAt - score + 1;
-  return Math.round(Math.min(points * perPointMs, maxMs, PATIENCE_MS[stage]));
+  return Math.round(Math.min(Math.max(points * perPointMs, floorMs), maxMs, PATIENCE_MS[stage]));
 }
 
 interface Lease {

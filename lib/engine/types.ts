@@ -72,7 +72,13 @@ export function scoreLine(v: Verdict): string {
 /** What the engine learns after the fact: how a session ended. */
 export type Outcome =
   | { readonly kind: 'delivered'; readonly event: StageEvent }
-  | { readonly kind: 'abandoned'; readonly event: StageEvent; readonly held: boolean }
+  /**
+   * `held`: its last reply was held. Where the protocol sees more (the
+   * milter does; the policy protocol cannot): `lasted`, it hung up while
+   * the reply was still held, after this long; `waitedOut`, it waited the
+   * hold out and left later (a broken connection, not a zombie's hang-up).
+   */
+  | { readonly kind: 'abandoned'; readonly event: StageEvent; readonly held: boolean; readonly lasted?: number; readonly waitedOut?: boolean }
   /** The session ended normally (QUIT after its messages). */
   | { readonly kind: 'ended'; readonly event: StageEvent };
 

@@ -1,11 +1,13 @@
 // fleet.ts - one reputation for several MX hosts, shared through Redis or Valkey.
 //
-// The local store stays the hot path. Three parts share one connection
+// The local store stays the hot path. Four parts share one connection
 // (connect.ts): the reader (reader.ts), a first-contact lookup that reads a
 // client's address and network entries; the writer (writer.ts), which a
 // watch on the local store feeds and which writes behind every
-// fleet.flush_interval; and list sync (sync.ts), which a watch on the lists
-// (and the store's forgets) feeds. The store and the lists are made first
+// fleet.flush_interval, publishing the entries as written; the share
+// (share.ts), which takes in what the other hosts published, so that one
+// reputation holds everywhere within a flush interval; and list sync
+// (sync.ts), which a watch on the lists (and the store's forgets) feeds. The store and the lists are made first
 // and handed in: the fleet needs no engine. Rates, concurrency, greylisting
 // and the hold budget stay per host. The store away, slow or failing over
 // never stops an answer: reads fail at once (no offline queue) and the
@@ -27,6 +29,8 @@ import type { ReputationStore } from '../reputation/store.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { connect, type Connection } from './connect.js';
 import { FleetReader } from './reader.js';
+import { randomUUID } from 'node:crypto';
+import { ReputationShare, SHARE_CHANNEL } from './share.js';
 import { ListSync } from './sync.js';
 import { FleetWriter } from './writer.js';
 
@@ -51,6 +55,10 @@ export class Fleet {
   readonly #report: FleetReport;
   readonly #writer: FleetWriter;
   readonly #sync: ListSync;
+  readonly #share: ReputationShare;
+  /** This process, so that it skips what it published itself. */
+  readonly id = randomUUID();
+  #sharing = false;
   #conn: Connection | undefined;
   #up = false;
   /** What the log last said of the store. */
@@ -67,11 +75,12 @@ export class Fleet {
     this.#log = log;
     this.#report = report;
     this.reader = new FleetReader(config, made.store, clock, report);
-    this.#sync = new ListSync(made.lists, made.store, clock, log, report, () => config().fleet.prefix);
+    this.#sync = new ListSync(this.id, made.lists, made.store, clock, log, report, () => config().fleet.prefix);
     this.#writer = new FleetWriter(() => {
       const c = config();
-      return { prefix: c.fleet.prefix, halfLifeMs: c.reputation.half_life, ttlMs: c.reputation.ttl };
+      return { prefix: c.fleet.prefix, halfLifeMs: c.reputation.half_life, ttlMs: c.reputation.ttl, channel: `${c.fleet.prefix}${SHARE_CHANNEL}`, self: this.id };
     });
+    this.#share = new ReputationShare(this.id, made.store, this.#writer, clock, log, () => config().fleet.prefix);
   }
 
   /** Connects when a store is configured; throws a ConfigError for an unreadable password file. */
@@ -131,6 +140,16 @@ export class Fleet {
     await conn.close();
   }
 
+  /** Messages of shared entries taken in from each other host (by its id), and how many this host's flushes published. */
+  shared(): { heard: ReadonlyMap<string, number>; published: number } {
+    return { heard: this.#share.heard, published: this.#writer.stats().published };
+  }
+
+  /** Changes wait to be written, or a write is under way. */
+  writing(): boolean {
+    return this.#writer.busy;
+  }
+
   /** Writes waiting, and dropped since start. */
   writes(): { pending: number; dropped: number } {
     const w = this.#writer.stats();
@@ -165,6 +184,14 @@ export class Fleet {
       this.#log().info(this.#said === 'down' ? 'fleet store is back: shared reputation and list changes resume' : 'fleet store connected');
       this.#said = 'up';
       void this.#sync.up().catch((err: unknown) => this.#log().warn({ err: String(err) }, 'fleet store: list entries could not be read'));
+      if (!this.#sharing && this.#conn) {
+        this.#sharing = true;
+        // The client subscribes again itself after a reconnection.
+        void this.#conn.subscribe(`${this.#config().fleet.prefix}${SHARE_CHANNEL}`, (m) => this.#share.take(m)).catch((err: unknown) => {
+          this.#sharing = false;
+          this.#log().warn({ err: String(err) }, 'fleet store: cannot subscribe to shared entries; trying again when it is next up');
+        });
+      }
       void this.flush();
     } else if (!up && this.#said !== 'down') {
       this.#said = 'down';

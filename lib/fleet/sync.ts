@@ -13,7 +13,6 @@
 //
 // Config keys: fleet.prefix.
 
-import { randomUUID } from 'node:crypto';
 import type { ListChange, ListEntry, Lists } from '../engine/lists.js';
 import type { Logger } from '../log/logger.js';
 import type { ReputationStore } from '../reputation/store.js';
@@ -39,13 +38,14 @@ export class ListSync {
   readonly #report: SyncReport;
   readonly #prefix: () => string;
   /** This process, so that it skips its own published changes. */
-  readonly #self = randomUUID();
+  readonly #self: string;
   #conn: Connection | undefined;
   /** True while a change from the store is applied here: the watches do not send it back. */
   #applying = false;
   #subscribed = false;
 
-  constructor(lists: Lists, store: ReputationStore, clock: Clock, log: () => Logger, report: SyncReport, prefix: () => string) {
+  constructor(self: string, lists: Lists, store: ReputationStore, clock: Clock, log: () => Logger, report: SyncReport, prefix: () => string) {
+    this.#self = self;
     this.#lists = lists;
     this.#store = store;
     this.#clock = clock;

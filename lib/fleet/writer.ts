@@ -35,13 +35,17 @@ const [FS, FAT, FFIRST] = [ENTRY_FIELDS[S], ENTRY_FIELDS[AT], ENTRY_FIELDS[FIRST
  * KEYS: the entries' hashes. ARGV: half-life ms, ttl ms, and the changes,
  * one line per key in KEYS' order: the delta, its time, then one count per
  * counter in COUNTERS' order (one argument for them all: the client encodes
- * every argument, and a flush carries thousands of keys). The field names
- * come from reputation/entry.ts.
+ * every argument, and a flush carries thousands of keys); then a channel
+ * ("" for none) and this host's id. The field names come from
+ * reputation/entry.ts. On the channel goes one message per call: the id,
+ * then per key a line "hash values..." with the entry as now stored, so
+ * that every other host takes what all hosts wrote at once.
  */
 export const APPLY = `
 local hl, ttl = tonumber(ARGV[1]), ARGV[2]
 local names = {${COUNTERS.map((c) => `'${c}'`).join(', ')}}
 local k = 0
+local out = {}
 for line in string.gmatch(ARGV[3], '[^\\n]+') do
   k = k + 1
   local h = KEYS[k]
@@ -61,7 +65,11 @@ for line in string.gmatch(ARGV[3], '[^\\n]+') do
     if f[i + 2] ~= 0 then redis.call('HINCRBY', h, names[i], f[i + 2]) end
   end
   redis.call('PEXPIRE', h, ttl)
+  local now = redis.call('HMGET', h, ${ENTRY_FIELDS.map((f) => `'${f}'`).join(', ')})
+  for i = 1, #now do now[i] = now[i] or '0' end
+  out[#out + 1] = h .. ' ' .. table.concat(now, ' ')
 end
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5] .. '\\n' .. table.concat(out, '\\n')) end
 return #KEYS
 `;
 const APPLY_SHA = createHash('sha1').update(APPLY).digest('hex');
@@ -99,6 +107,8 @@ class Batch {
 }
 
 export interface WriterStats {
+  /** Script calls that worked (each published what it wrote). */
+  published: number;
   pending: number;
   dropped: number;
   written: number;
@@ -112,12 +122,34 @@ export class FleetWriter {
   #oldest = 0;
   #dropped = 0;
   #written = 0;
+  #published = 0;
   #failed = 0;
   /** The flush under way, and how many keys it carries. */
   #running: Promise<number> | undefined;
   #carrying = 0;
 
-  constructor(private readonly settings: () => { prefix: string; halfLifeMs: number; ttlMs: number }) {}
+  /** The batch being written now (its changes are not yet in what the store publishes). */
+  #flying: Batch | undefined;
+
+  constructor(private readonly settings: () => { prefix: string; halfLifeMs: number; ttlMs: number; channel: string; self: string }) {}
+
+  /**
+   * This host's changes to a key not yet written (waiting, or under way), as
+   * a delta as of `now` and one count per counter; undefined when none.
+   */
+  unsent(key: string, now: number): { delta: number; counts: number[] } | undefined {
+    let out: { delta: number; counts: number[] } | undefined;
+    const hl = this.settings().halfLifeMs;
+    for (const batch of [this.#flying, this.#pending]) {
+      const i = batch?.index.get(key);
+      if (batch === undefined || i === undefined) continue;
+      const b = i * WIDTH;
+      out ??= { delta: 0, counts: COUNTERS.map(() => 0) };
+      out.delta += batch.slab[b]! * Math.exp(-LN2 * Math.max(0, now - batch.slab[b + 1]!) / hl);
+      for (let c = 0; c < COUNTERS.length; c++) out.counts[c]! += batch.slab[b + 2 + c]!;
+    }
+    return out;
+  }
 
   /** One change to the local store. */
   push(key: string, delta: number, counter: Counter | undefined, at: number): void {
@@ -156,10 +188,16 @@ export class FleetWriter {
     this.#carrying = this.#pending.index.size;
     const run = this.#send(store, perKey).finally(() => {
       this.#running = undefined;
+      this.#flying = undefined;
       this.#carrying = 0;
     });
     this.#running = run;
     return run;
+  }
+
+  /** Changes wait, or a flush is under way. */
+  get busy(): boolean {
+    return this.#running !== undefined || this.#pending.index.size > 0;
   }
 
   /** At stop: waits for the flush under way, then sends what waits; resolves with the calls that worked. */
@@ -180,17 +218,18 @@ export class FleetWriter {
 
   async #send(store: StoreCommands, perKey: boolean): Promise<number> {
     const batch = this.#pending;
+    this.#flying = batch;
     this.#pending = new Batch();
     const oldest = this.#oldest;
     this.#oldest = 0;
-    const { prefix, halfLifeMs, ttlMs } = this.settings();
+    const { prefix, halfLifeMs, ttlMs, channel, self } = this.settings();
     const slab = batch.slab;
     const size = perKey ? 1 : CHUNK;
     const sent: Promise<boolean>[] = [];
     let keys: string[] = [];
     let changes = '';
     const send = (chunk: string[], text: string): void => {
-      const o = { keys: chunk.map((k) => `${prefix}r:${k}`), arguments: [String(halfLifeMs), String(ttlMs), text] };
+      const o = { keys: chunk.map((k) => `${prefix}r:${k}`), arguments: [String(halfLifeMs), String(ttlMs), text, channel, self] };
       sent.push(store.evalSha(APPLY_SHA, o).catch((err: unknown) => {
         if (!String(err).includes('NOSCRIPT')) throw err;
         return store.eval(APPLY, o);
@@ -215,6 +254,7 @@ export class FleetWriter {
     if (keys.length > 0) send(keys, changes);
     const done = await Promise.all(sent);
     const calls = done.filter(Boolean).length;
+    if (channel !== '') this.#published += calls;
     const keysOk = batch.index.size - done.reduce((n, ok, c) => n + (ok ? 0 : Math.min(size, batch.index.size - c * size)), 0);
     this.#written += keysOk;
     this.#failed += batch.index.size - keysOk;
@@ -223,7 +263,7 @@ export class FleetWriter {
   }
 
   stats(): WriterStats {
-    return { pending: this.#pending.index.size, dropped: this.#dropped, written: this.#written, failed: this.#failed, oldest: this.#oldest };
+    return { published: this.#published, pending: this.#pending.index.size, dropped: this.#dropped, written: this.#written, failed: this.#failed, oldest: this.#oldest };
   }
 
   /** A change that could not be written goes back in, merged with what came since. */

@@ -31,6 +31,8 @@ export interface Sources {
   loopLagMs(): number;
   /** Fleet store writes waiting, and dropped for a full buffer since start. */
   fleetWrites(): { pending: number; dropped: number };
+  /** Learned: how long clients that hung up under holds lasted, per stage (90th percentile) and how many were weighed. */
+  patience(): readonly { readonly stage: string; readonly seen: number; readonly p90_s: number }[];
 }
 
 export class Metrics implements DnsReport, FleetReport {
@@ -92,6 +94,20 @@ export class Metrics implements DnsReport, FleetReport {
     gauge('sluice_fleet_pending_writes', 'Keys with changes waiting to be written to the fleet store', () => sources.fleetWrites().pending);
     gauge('sluice_fleet_dropped_writes', 'Changes dropped since start because the fleet store was away and the buffer full', () => sources.fleetWrites().dropped);
     gauge('sluice_event_loop_lag_seconds', 'Worst event-loop delay in the last second', () => sources.loopLagMs() / 1000);
+    new Gauge({
+      name: 'sluice_giveup_seconds', help: 'Learned: 90th percentile of how long clients that hung up under a hold lasted, by stage (holds are made longer)', labelNames: ['stage'], registers: [r],
+      collect() {
+        this.reset();
+        for (const p of sources.patience()) this.set({ stage: p.stage }, p.p90_s);
+      },
+    });
+    new Gauge({
+      name: 'sluice_giveup_weighed', help: 'Hang-ups under holds weighed for sluice_giveup_seconds (decayed), by stage', labelNames: ['stage'], registers: [r],
+      collect() {
+        this.reset();
+        for (const p of sources.patience()) this.set({ stage: p.stage }, p.seen);
+      },
+    });
   }
 
   /** Counts one answer. */

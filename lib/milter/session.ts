@@ -98,9 +98,11 @@ class MilterSession implements ConnectionHandler {
   }
 
   onClose(): void {
+    // Gone while its reply was held: how long it lasted is what the engine learns patience from.
+    const lasted = this.#pending?.hold?.elapsed();
     this.#pending?.hold?.cancel();
     this.#pending = undefined;
-    this.#finish();
+    this.#finish(lasted);
     this.#inbox.close(() => this.#decoder.end());
   }
 
@@ -278,11 +280,13 @@ class MilterSession implements ConnectionHandler {
    * abandoned - unless our last answer refused (the client left because we
    * told it to); otherwise it ended.
    */
-  #finish(): void {
+  #finish(lasted?: number): void {
     if (!this.#open) return;
     const st = this.#state;
     if ((st.inMessage || st.messages === 0) && !st.lastRefused) {
-      const outcome: Outcome = { kind: 'abandoned', event: st.event(st.lastStage), held: st.lastHeld };
+      // A held last reply: hung up during the hold (lasted), or waited it out and left later.
+      const seen = !st.lastHeld ? {} : lasted === undefined ? { waitedOut: true } : { lasted };
+      const outcome: Outcome = { kind: 'abandoned', event: st.event(st.lastStage), held: st.lastHeld, ...seen };
       this.#record(outcome);
       this.#deps.abandoned?.(this.#conn, outcome);
     } else {

@@ -33,6 +33,11 @@ export class HeldReply {
     this.#keepalive = keepalive ? shield.setInterval(ctx, keepalive.every, keepalive.send) : undefined;
   }
 
+  /** How long it has been held, while it still is (undefined once answered or cancelled). */
+  elapsed(): number | undefined {
+    return this.#done ? undefined : this.#shield.clock.now() - this.#started;
+  }
+
   /** Answers now (the delay is up, or the daemon drains). */
   flush(): void {
     if (this.#done) return;

@@ -286,6 +286,31 @@ export class ReputationStore {
     return true;
   }
 
+  /**
+   * Takes another copy's value for a key (the fleet store's, with what every
+   * host wrote): the entry's values replaced, or made; the watcher is not
+   * told (it is no change of ours). False when it is past the TTL.
+   */
+  adopt(key: string, values: ArrayLike<number>): boolean {
+    const now = this.#opts.now();
+    const slot = this.#get(key, now, true);
+    if (slot === undefined) return this.put(key, values);
+    if (now - values[AT]! >= this.#opts.ttlMs) return false;
+    for (let i = 0; i < FIELDS; i++) this.#slab[slot * FIELDS + i] = values[i]!;
+    return true;
+  }
+
+  /** Adds a change of ours not yet in an adopted value (a delta as of now and counts per counter), without telling the watcher. */
+  nudge(key: string, delta: number, counts: ArrayLike<number>): void {
+    const now = this.#opts.now();
+    const slot = this.#get(key, now);
+    if (slot === undefined) return;
+    const b = slot * FIELDS;
+    this.#slab[b + S] = this.#score(slot, now) + delta;
+    this.#slab[b + AT] = now;
+    for (let c = 0; c < counts.length; c++) this.#slab[b + FIRST + 1 + c]! += counts[c]!;
+  }
+
   /** Loads entries (oldest first); ones past the TTL are dropped. */
   load(entries: Iterable<[string, Entry]>): number {
     let n = 0;

@@ -4,7 +4,9 @@
 //
 // Messages are new messages (a retry is the same message again). Added
 // delay is, for each accepted message, the time from its first try to its
-// acceptance minus how long the same session takes unshaped.
+// acceptance minus how long the same session takes unshaped, and minus the
+// time the client lost to sessions it broke off itself (abandon_after_rcpt)
+// and the retry waits after them: delay the client caused, not sluice.
 
 import { formatDuration } from '../config/units.js';
 

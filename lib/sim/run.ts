@@ -56,6 +56,8 @@ interface Message {
   /** Tries that failed so far. */
   failed: number;
   deferred: boolean;
+  /** Time lost to the client's own broken sessions and the retries after them (not added by sluice). */
+  own: number;
 }
 
 /** One session: the message it carries, on which host, since when, at which step. */
@@ -167,7 +169,8 @@ class Run {
   #second(at: number): void {
     this.#agenda.at(at, () => {
       for (const h of this.hosts) h.engine.tick();
-      if ((at - START) % this.config.fleet.flush_interval < 1000) this.#waiting = Promise.all(this.hosts.map((h) => h.fleet.flushed())).then(() => {});
+      const due = (at - START) % this.config.fleet.flush_interval < 1000 && this.hosts.some((h) => h.fleet.writing());
+      if (due) this.#waiting = Promise.all(this.hosts.map((h) => h.fleet.flushed())).then(() => heardAll(this.hosts));
       if (this.#agenda.size > 0) this.#second(at + 1000);
     });
   }
@@ -192,7 +195,7 @@ class Run {
     if (at >= end) return;
     this.#agenda.at(at, () => {
       tally.messages++;
-      this.#try({ client: c, pop: p, tally, first: at, failed: 0, deferred: false });
+      this.#try({ client: c, pop: p, tally, first: at, failed: 0, deferred: false, own: 0 });
       this.#arrivals(c, p, tally, end);
     });
   }
@@ -242,7 +245,7 @@ class Run {
       // The client hangs up at its patience; smtpd waits for our reply all the same.
       msg.tally.holdsAbandoned++;
       this.#agenda.at(t + p.patience, () => {
-        conclude(host.engine, e, { delivered: false, abandoned: true, held: true });
+        conclude(host.engine, e, { delivered: false, abandoned: true, held: true, lasted: p.patience });
         this.#failed(msg);
       });
       this.#agenda.at(replyAt, () => host.release(replyAt - s.start));
@@ -271,9 +274,9 @@ class Run {
     }
     if (e.stage === 'rcpt' && s.step === last - 3 && p.abandon_after_rcpt > 0 && this.rng() < p.abandon_after_rcpt) {
       this.#agenda.at(replyAt, () => {
-        conclude(host.engine, e, { delivered: false, abandoned: true, held: v.delayMs > 0 });
+        conclude(host.engine, e, { delivered: false, abandoned: true, held: v.delayMs > 0, waitedOut: v.delayMs > 0 });
         host.release(replyAt - s.start);
-        this.#failed(msg);
+        this.#failed(msg, s.start);
       });
       return;
     }
@@ -294,16 +297,17 @@ class Run {
     const t = msg.tally;
     t.accepted++;
     if (msg.failed === 0) t.acceptedFirst++;
-    t.delays.push(Math.max(0, at - msg.first - unshaped(msg.pop)));
+    t.delays.push(Math.max(0, at - msg.first - msg.own - unshaped(msg.pop)));
   }
 
-  /** A try failed: the next after the next wait of `retry`, or the message is lost. */
-  #failed(msg: Message): void {
+  /** A try failed: the next after the next wait of `retry`, or the message is lost. `own`: the client broke it off itself, in a session begun then. */
+  #failed(msg: Message, own?: number): void {
     const wait = msg.pop.retry[msg.failed++];
     if (wait === undefined) {
       msg.tally.lost++;
       return;
     }
+    if (own !== undefined) msg.own += this.clock.now() - own + wait;
     this.#agenda.at(this.clock.now() + wait, () => this.#try(msg));
   }
 
@@ -324,6 +328,14 @@ class Run {
       queueId: '', saslUser: '', tls: undefined, stress: false, repeat: false,
     };
   }
+}
+
+/** Waits (real time, 2 s at most) until every host has taken in every other host's published entries: the run goes on from the same state each time. */
+async function heardAll(hosts: readonly Host[]): Promise<void> {
+  if (hosts.length < 2 || hosts[0]!.fleet.status() === undefined) return;
+  const deadline = Date.now() + 2000;
+  const all = (): boolean => hosts.every((h) => hosts.every((o) => o === h || (h.fleet.shared().heard.get(o.fleet.id) ?? 0) >= o.fleet.shared().published));
+  while (!all() && Date.now() < deadline) await new Promise((r) => setImmediate(r));
 }
 
 /** How long a message takes to send, ms. */
