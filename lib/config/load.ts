@@ -6,11 +6,10 @@
 // (fatal at start, keep the running config on reload). The result is a new
 // deep-frozen object each time; it is passed in, never kept in a global.
 
-import { readFile } from 'node:fs/promises';
 import { DEFAULTS, type RawConfig } from './defaults.js';
 import { schema, type Config } from './schema.js';
 import { ConfigError } from '../shield/errors.js';
-import { deepFreeze, parseYaml, type ConfigProblem } from './yaml.js';
+import { deepFreeze, parseYaml, readText, type ConfigProblem } from './yaml.js';
 
 export { deepFreeze, type ConfigProblem } from './yaml.js';
 
@@ -29,14 +28,8 @@ export function formatProblem(p: ConfigProblem): string {
 /** Loads the file, or the built-in defaults when no file is given. */
 export async function loadConfig(file?: string): Promise<LoadResult> {
   if (file === undefined) return fromText('', BUILTIN);
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
-    return { ok: false, file, problems: [{ file, key: '', message: `cannot read: ${reason}`, symbol: 'CONFIG_UNREADABLE' }] };
-  }
-  return fromText(text, file);
+  const r = await readText(file);
+  return 'problem' in r ? { ok: false, file, problems: [r.problem] } : fromText(r.text, file);
 }
 
 /** Parses YAML text as the config file `file`. */

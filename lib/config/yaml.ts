@@ -4,9 +4,10 @@
 // simulation's scenarios (lib/sim/scenario.ts) both come through here.
 // Syntax errors, a key given twice in one mapping (YAML would keep the last
 // silently), unknown keys and bad values are all reported at once, each
-// with file, line and key; a valid document is deep-frozen. Pure: nothing
-// here reads a file, exits or logs.
+// with file, line and key; a valid document is deep-frozen. Nothing here
+// exits or logs; readText() is the one file read.
 
+import { readFile } from 'node:fs/promises';
 import { LineCounter, parseDocument, isMap, isScalar, type Document } from 'yaml';
 import type { z } from 'zod';
 
@@ -17,6 +18,16 @@ export interface ConfigProblem {
   readonly key: string;
   readonly message: string;
   readonly symbol: 'CONFIG_UNREADABLE' | 'CONFIG_SYNTAX' | 'CONFIG_INVALID';
+}
+
+/** A file's text, or the one problem of not being able to read it. */
+export async function readText(file: string): Promise<{ readonly text: string } | { readonly problem: ConfigProblem }> {
+  try {
+    return { text: await readFile(file, 'utf8') };
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
+    return { problem: { file, key: '', message: `cannot read: ${reason}`, symbol: 'CONFIG_UNREADABLE' } };
+  }
 }
 
 export type Parsed<T> =

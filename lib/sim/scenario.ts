@@ -7,11 +7,10 @@
 // `kind` says how its messages are counted in the report (real mail or
 // botnet mail) and nothing else, so no outcome can come from it.
 
-import { readFile } from 'node:fs/promises';
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { duration, size } from '../config/schema.js';
-import { parseYaml, type ConfigProblem } from '../config/yaml.js';
+import { parseYaml, readText, type ConfigProblem } from '../config/yaml.js';
 
 /** A CIDR the populations draw addresses from: IPv4 /8 to /24, IPv6 /16 to /48. */
 const network = z.string().transform((v, ctx) => {
@@ -100,14 +99,8 @@ export type ScenarioResult =
 
 /** Reads and checks one scenario file. */
 export async function loadScenario(file: string): Promise<ScenarioResult> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
-    return { ok: false, file, problems: [{ file, key: '', message: `cannot read: ${reason}`, symbol: 'CONFIG_UNREADABLE' }] };
-  }
-  return scenarioFromText(text, file);
+  const r = await readText(file);
+  return 'problem' in r ? { ok: false, file, problems: [r.problem] } : scenarioFromText(r.text, file);
 }
 
 export function scenarioFromText(text: string, file: string): ScenarioResult {
