@@ -105,12 +105,12 @@ export function formatReport(r: Report): string {
   out.push(`${r.scenario} (seed ${r.seed}, ${formatDuration(r.duration_s * 1000)} simulated)`);
   out.push('');
   const head = ['population', 'kind', 'msgs', 'acc%', '1st%', 'def%', 'rej', 'lost', 'p50 s', 'p99 s', 'max s', 'waited', 'holds', 'refused', 'gone'];
-  const widths = [15, 5, 7, 5, 5, 5, 5, 7, 6, 6, 6, 7, 7, 8, 6];
+  const widths = [13, 5, 7, 5, 5, 5, 7, 7, 6, 6, 6, 7, 7, 8, 6];
   const row = (cells: (string | number)[]): string => cells.map((c, i) => (i < 2 ? String(c).slice(0, widths[i]! - 1).padEnd(widths[i]!) : String(c).padStart(widths[i]!))).join('').trimEnd();
   out.push(row(head));
   const line = (p: PopulationReport, name = p.name): string => row([name, p.kind === 'zombie' ? 'bot' : 'real', p.messages, p.accepted_pct, p.accepted_first_try_pct, p.deferred_once_pct, p.rejected, p.lost, p.delay_p50_s, p.delay_p99_s, p.delay_max_s, p.waited_for_process, p.holds_granted, p.holds_refused_budget, p.holds_abandoned]);
   for (const p of r.populations) out.push(line(p));
-  for (const p of r.totals) out.push(line(p, `all ${p.kind === 'zombie' ? 'botnet' : 'real'} mail`));
+  for (const p of r.totals) out.push(line(p, p.kind === 'zombie' ? 'all bots' : 'all real'));
   out.push('');
   out.push('msgs: new messages; acc%: accepted; 1st%: accepted at the first try; def%: deferred (4xx) at least');
   out.push('once; rej: rejected (5xx); lost: never accepted; p50/p99/max s: added delay of accepted mail;');
