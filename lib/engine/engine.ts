@@ -134,9 +134,10 @@ export class ReputationEngine implements Engine {
       if (v !== undefined) return v;
     }
     const c = this.#config();
-    const { x, first, changed } = this.#context(e, c, this.#now(), false);
+    const now = this.#now();
+    const { x, first, changed } = this.#context(e, c, now, false);
     const wait = this.#lookups?.begin(e, x, changed);
-    if (wait === undefined) return this.#decide(e, c, x, first, false);
+    if (wait === undefined) return this.#decide(e, c, x, first, false, now);
     // A session that ended while it waited gets an answer that changes nothing (nobody reads it).
     return wait.then((alive) => {
       if (alive) return this.#decide(e, this.#config(), x, first, false);
@@ -189,8 +190,8 @@ export class ReputationEngine implements Engine {
     return { x, first, changed };
   }
 
-  #decide(e: StageEvent, c: EngineConfig, x: Context, first: boolean, dry: boolean): Verdict {
-    const now = this.#now();
+  /** `now`: given when the caller has just read the clock (the common case: no lookup to wait for). */
+  #decide(e: StageEvent, c: EngineConfig, x: Context, first: boolean, dry: boolean, now = this.#now()): Verdict {
     if (x.listsVersion !== this.lists.version || (x.listed?.expires ?? Infinity) <= now) {
       x.listed = this.lists.match(e.client, e.helo, e.sender, now);
       x.listsVersion = this.lists.version;

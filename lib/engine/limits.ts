@@ -14,6 +14,7 @@
 
 import type { LRUCache } from 'lru-cache';
 import type { Config } from '../config/schema.js';
+import type { Stage } from './types.js';
 import { boundedLru } from '../util/lru.js';
 import { YoungMap } from '../util/young-map.js';
 
@@ -127,7 +128,7 @@ export class Sessions<L extends Live> {
  * session's first stage, live sessions, messages at MAIL, recipients at
  * RCPT, per client and per network (a dry run counts nothing).
  */
-export function overLimit(stage: string, x: Live, first: boolean, dry: boolean, r: Config['rates'], now: number): string | undefined {
+export function overLimit(stage: Stage, x: Live, first: boolean, dry: boolean, r: Config['rates'], now: number): string | undefined {
   const ip = current(x.ipCounts, now, r.window);
   const net = current(x.netCounts, now, r.window);
   const add = dry ? 0 : 1;

@@ -60,12 +60,13 @@ export function standing(store: ReputationStore, r: { readonly ip: Ref; readonly
   const netSuspect = netBad > 0 && netBad > netOk * rate;
   const suspect = trusted ? undefined : netSuspect ? 'network' as const : ab > ok * rate ? 'client' as const : undefined;
   let domain = store.scoreOf(r.domain, now);
+  const known = store.knows(r.ip, now);
   let domainOut = '';
-  if (domain !== 0 && !store.knows(r.ip, now)) domainOut = 'the client itself is not known yet';
+  if (domain !== 0 && !known) domainOut = 'the client itself is not known yet';
   else if (domain > 0 && !trusted) domainOut = 'a good domain counts only for a client trusted on its own record';
   if (domainOut) domain = 0;
   return {
     ip, net: store.scoreOf(r.net, now), helo: store.scoreOf(r.helo, now), domain, domainOut, trusted,
-    hungUp: abh > 0, earned, known: store.knows(r.ip, now), suspect, excess: Math.max(0, Math.floor(ab - ok * rate)), netHangups,
+    hungUp: abh > 0, earned, known, suspect, excess: Math.max(0, Math.floor(ab - ok * rate)), netHangups,
   };
 }

@@ -215,7 +215,9 @@ export class Enricher implements Lookups {
     const arrived = (answer: unknown, ok: boolean): void => {
       if (inflight.get(key) === f) inflight.delete(key);
       // Kept before any waiting decision goes on, so that it finds what was kept.
-      if (ok && p.keep !== undefined && [...f.wants].some((w) => !w.dry)) {
+      let live = false;
+      for (const w of f.wants) live ||= !w.dry;
+      if (ok && p.keep !== undefined && live) {
         try {
           p.keep(key, answer);
         } catch (err) {

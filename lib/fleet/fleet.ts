@@ -31,7 +31,7 @@ import { connect, type Connection } from './connect.js';
 import { FleetReader } from './reader.js';
 import { randomUUID } from 'node:crypto';
 import { ReputationShare, SHARE_CHANNEL } from './share.js';
-import { ListSync } from './sync.js';
+import { EVENTS_CHANNEL, ListSync } from './sync.js';
 import { FleetWriter } from './writer.js';
 
 /** How long a stop waits for the last writes. */
@@ -58,7 +58,8 @@ export class Fleet {
   readonly #share: ReputationShare;
   /** This process, so that it skips what it published itself. */
   readonly id = randomUUID();
-  #sharing = false;
+  /** Channels subscribed to. */
+  readonly #subscribed = new Set<string>();
   #conn: Connection | undefined;
   #up = false;
   /** What the log last said of the store. */
@@ -177,21 +178,25 @@ export class Fleet {
     this.#failedSeen = this.#writer.stats().failed;
   }
 
+  /** Subscribes to a channel once (the client subscribes again itself after a reconnection); a failure is tried again when the store is next up. */
+  #subscribe(channel: string, fn: (message: string) => void, what: string): void {
+    if (this.#conn === undefined || this.#subscribed.has(channel)) return;
+    this.#subscribed.add(channel);
+    this.#conn.subscribe(`${this.#config().fleet.prefix}${channel}`, fn).catch((err: unknown) => {
+      this.#subscribed.delete(channel);
+      this.#log().warn({ err: String(err) }, `fleet store: cannot subscribe to ${what}; trying again when it is next up`);
+    });
+  }
+
   #state(up: boolean, why?: string): void {
     const was = this.#up;
     this.#up = up;
     if (up && !was) {
       this.#log().info(this.#said === 'down' ? 'fleet store is back: shared reputation and list changes resume' : 'fleet store connected');
       this.#said = 'up';
-      void this.#sync.up().catch((err: unknown) => this.#log().warn({ err: String(err) }, 'fleet store: list entries could not be read'));
-      if (!this.#sharing && this.#conn) {
-        this.#sharing = true;
-        // The client subscribes again itself after a reconnection.
-        void this.#conn.subscribe(`${this.#config().fleet.prefix}${SHARE_CHANNEL}`, (m) => this.#share.take(m)).catch((err: unknown) => {
-          this.#sharing = false;
-          this.#log().warn({ err: String(err) }, 'fleet store: cannot subscribe to shared entries; trying again when it is next up');
-        });
-      }
+      void this.#sync.load().catch((err: unknown) => this.#log().warn({ err: String(err) }, 'fleet store: list entries could not be read'));
+      this.#subscribe(EVENTS_CHANNEL, (m) => this.#sync.take(m), 'list changes');
+      this.#subscribe(SHARE_CHANNEL, (m) => this.#share.take(m), 'shared entries');
       void this.flush();
     } else if (!up && this.#said !== 'down') {
       this.#said = 'down';

@@ -9,7 +9,7 @@
 // away: a change holds on this host and is logged.
 //
 // Store layout, under fleet.prefix: lists, a hash of list entries by value;
-// events, the channel changes go out on.
+// events, the channel changes go out on (EVENTS_CHANNEL; the fleet subscribes).
 //
 // Config keys: fleet.prefix.
 
@@ -18,6 +18,9 @@ import type { Logger } from '../log/logger.js';
 import type { ReputationStore } from '../reputation/store.js';
 import type { Clock } from '../util/clock.js';
 import type { Connection } from './connect.js';
+
+/** The channel list changes go out on, under fleet.prefix. */
+export const EVENTS_CHANNEL = 'events';
 
 /** A change, as published. */
 type Event =
@@ -42,7 +45,6 @@ export class ListSync {
   #conn: Connection | undefined;
   /** True while a change from the store is applied here: the watches do not send it back. */
   #applying = false;
-  #subscribed = false;
 
   constructor(self: string, lists: Lists, store: ReputationStore, clock: Clock, log: () => Logger, report: SyncReport, prefix: () => string) {
     this.#self = self;
@@ -71,18 +73,10 @@ export class ListSync {
     this.#conn = undefined;
   }
 
-  /** The store is (back) up: subscribe once, and read the stored entries. */
-  async up(): Promise<void> {
+  /** The store is (back) up: the stored entries, read and applied. */
+  async load(): Promise<void> {
     const conn = this.#conn;
     if (conn === undefined) return;
-    if (!this.#subscribed) {
-      this.#subscribed = true;
-      // The client subscribes again itself after a reconnection.
-      void conn.subscribe(`${this.#prefix()}events`, (m) => this.#event(m)).catch((err: unknown) => {
-        this.#subscribed = false;
-        this.#log().warn({ err: String(err) }, 'fleet store: cannot subscribe to list changes; trying again when it is next up');
-      });
-    }
     const all = await conn.commands.hGetAll(`${this.#prefix()}lists`);
     for (const text of Object.values(all)) {
       try {
@@ -101,7 +95,7 @@ export class ListSync {
   #send(store: (c: Connection['commands']) => Promise<unknown>, event: Event): void {
     const conn = this.#conn;
     if (conn === undefined) return;
-    store(conn.commands).then(() => conn.commands.publish(`${this.#prefix()}events`, JSON.stringify(event))).then(
+    store(conn.commands).then(() => conn.commands.publish(`${this.#prefix()}${EVENTS_CHANNEL}`, JSON.stringify(event))).then(
       () => this.#report.fleetOps('list', true),
       (err: unknown) => {
         this.#report.fleetOps('list', false);
@@ -110,7 +104,8 @@ export class ListSync {
     );
   }
 
-  #event(message: string): void {
+  /** A change published on the events channel (the fleet subscribes). */
+  take(message: string): void {
     let e: Event;
     try {
       e = JSON.parse(message) as Event;

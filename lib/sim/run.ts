@@ -27,12 +27,12 @@ import type { Config } from '../config/schema.js';
 import { deepFreeze } from '../config/yaml.js';
 import { conclude } from '../engine/drive.js';
 import type { Rule, StageEvent, Verdict } from '../engine/types.js';
-import { ManualClock } from '../util/clock.js';
+import { ManualClock, SYSTEM_CLOCK, type Timer } from '../util/clock.js';
 import { Host, type Calls } from './host.js';
 import { Agenda } from './queue.js';
 import { populationReport, sum, Tally, type Report } from './report.js';
 import type { Population, Scenario } from './scenario.js';
-import { startRbldnsd, startRedisServer, type Running, type Zone } from './servers.js';
+import { pause, startRbldnsd, startRedisServer, type Running, type Zone } from './servers.js';
 import { exponential, populate, random, type Client } from './world.js';
 
 export interface SimulateOptions {
@@ -129,10 +129,10 @@ async function configFor(s: Scenario, o: SimulateOptions, clients: Client[][], s
 }
 
 async function storeUp(hosts: Host[]): Promise<void> {
-  const deadline = Date.now() + 5000;
+  const deadline = SYSTEM_CLOCK.now() + 5000;
   while (hosts.some((h) => (h.fleet.status()?.['state'] ?? 'up') !== 'up')) {
-    if (Date.now() > deadline) throw new Error('the fleet store did not come up within 5 s');
-    await new Promise((r) => setTimeout(r, 20));
+    if (SYSTEM_CLOCK.now() > deadline) throw new Error('the fleet store did not come up within 5 s');
+    await pause(20);
   }
 }
 
@@ -178,9 +178,9 @@ class Run {
   /** Waits for real I/O; one that does not come within 2 s of real time is let go by moving the clock past the lookups' budgets. */
   async #settle(): Promise<void> {
     const w = this.#waiting!;
-    let timer: NodeJS.Timeout | undefined;
-    const late = await Promise.race([w.then(() => false), new Promise<boolean>((r) => { timer = setTimeout(() => r(true), 2000); })]);
-    clearTimeout(timer);
+    let timer: Timer | undefined;
+    const late = await Promise.race([w.then(() => false), new Promise<boolean>((r) => { timer = SYSTEM_CLOCK.setTimeout(() => r(true), 2000); })]);
+    SYSTEM_CLOCK.clear(timer);
     if (late) {
       this.clock.advance(Math.max(this.config.dns.timeout, this.config.fleet.read_wait));
       await w;
@@ -333,9 +333,9 @@ class Run {
 /** Waits (real time, 2 s at most) until every host has taken in every other host's published entries: the run goes on from the same state each time. */
 async function heardAll(hosts: readonly Host[]): Promise<void> {
   if (hosts.length < 2 || hosts[0]!.fleet.status() === undefined) return;
-  const deadline = Date.now() + 2000;
+  const deadline = SYSTEM_CLOCK.now() + 2000;
   const all = (): boolean => hosts.every((h) => hosts.every((o) => o === h || (h.fleet.shared().heard.get(o.fleet.id) ?? 0) >= o.fleet.shared().published));
-  while (!all() && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+  while (!all() && SYSTEM_CLOCK.now() < deadline) await new Promise((r) => setImmediate(r));
 }
 
 /** How long a message takes to send, ms. */

@@ -12,9 +12,15 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Resolver } from 'node:dns/promises';
+import { SYSTEM_CLOCK } from '../util/clock.js';
 
 export const RBLDNSD = '/usr/sbin/rbldnsd';
 export const REDIS_SERVER = '/usr/bin/redis-server';
+
+/** Waits `ms` of real time (a server coming up runs on the system's clock, not the simulation's). */
+export function pause(ms: number): Promise<void> {
+  return new Promise((r) => { SYSTEM_CLOCK.setTimeout(r, ms); });
+}
 
 /** A program a run needs is not installed. */
 export class MissingTool extends Error {
@@ -85,7 +91,7 @@ export async function startRbldnsd(zones: readonly Zone[], ttl = 300): Promise<R
         up = true;
       } catch (e) {
         up = (e as NodeJS.ErrnoException).code === 'ENOTFOUND';
-        if (!up) await new Promise((res) => setTimeout(res, 50));
+        if (!up) await pause(50);
       }
     }
     if (up) {
@@ -106,8 +112,8 @@ export async function startRbldnsd(zones: readonly Zone[], ttl = 300): Promise<R
 
 /** Resolves once something answers PING with PONG (or asks for a password) on the port. */
 export async function pong(port: number, ms = 5000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
+  const end = SYSTEM_CLOCK.now() + ms;
+  while (SYSTEM_CLOCK.now() < end) {
     const ok = await new Promise<boolean>((resolve) => {
       const s = net.connect(port, '127.0.0.1');
       s.once('error', () => resolve(false));
@@ -115,7 +121,7 @@ export async function pong(port: number, ms = 5000): Promise<boolean> {
       s.once('data', (d: Buffer) => { s.destroy(); resolve(/^(\+PONG|-NOAUTH)/.test(d.toString())); });
     });
     if (ok) return true;
-    await new Promise((r) => setTimeout(r, 50));
+    await pause(50);
   }
   return false;
 }
