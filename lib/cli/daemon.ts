@@ -88,7 +88,7 @@ export class Daemon {
     const d = new Daemon(config, stateDir, logs, opts);
     await d.#parts.keeper.restore();
     try {
-      d.#parts.fleet.start();
+      d.#parts.connect();
       await d.#parts.services.open();
       await d.#parts.services.openControl(d.controlSocket, d.#parts.commands({
         status: () => d.status(),

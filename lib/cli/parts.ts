@@ -3,7 +3,7 @@
 // The clock, the shield, the metrics, the reputation store and lists (made
 // first, then handed to the engine and the fleet store), the first-contact
 // lookups (the DNS lists, the fleet store's reader), the engine, the
-// snapshot keeper, load shedding, the services (listeners) and what
+// content scanner's verdicts (feedback), the snapshot keeper, load shedding, the services (listeners) and what
 // sluicectl may ask of them. The daemon (daemon.ts) starts them and says
 // when to reload and close; Parts knows how (reload(), close(): one
 // teardown for a failed start and a drain).
@@ -26,6 +26,7 @@ import { SnapshotKeeper } from '../reputation/keeper.js';
 import { Enricher } from '../enrich/enricher.js';
 import { DnsLists } from '../dns/dnsbl.js';
 import { Fleet } from '../fleet/fleet.js';
+import { Feedback } from '../feedback/feedback.js';
 import { Metrics } from '../metrics/metrics.js';
 import { Report } from '../metrics/report.js';
 import { commands, type Controller } from '../control/commands.js';
@@ -58,6 +59,7 @@ export class Parts {
   readonly metrics: Metrics;
   readonly dnsLists: DnsLists;
   readonly fleet: Fleet;
+  readonly feedback: Feedback;
   readonly lookups: Enricher;
   readonly engine: ReputationEngine;
   readonly keeper: SnapshotKeeper<ListEntry>;
@@ -91,6 +93,7 @@ export class Parts {
     this.fleet = new Fleet(config, made, clock, log, this.metrics);
     this.lookups = new Enricher([this.dnsLists, this.fleet.reader], clock, (err) => this.shield.raise({ label: 'lookup' }, err, 'timer'));
     this.engine = new ReputationEngine(config, clock.now, o.rules, this.lookups, made);
+    this.feedback = new Feedback(this.engine, this.fleet, clock, log, this.metrics);
     this.keeper = new SnapshotKeeper({
       store: this.engine.store,
       lists: (now) => this.engine.lists.dynamic(now),
@@ -111,6 +114,12 @@ export class Parts {
     this.shedding.check();
     this.engine.tick();
     this.services.tick(this.clock.now());
+  }
+
+  /** Connects to the fleet store and the scanner's verdicts, when configured (ConfigError for an unreadable password file). */
+  connect(): void {
+    this.fleet.start();
+    this.feedback.start(this.#o.config());
   }
 
   /** Starts the once-a-second work and the snapshot's timer. */
@@ -144,6 +153,7 @@ export class Parts {
     this.keeper.stop();
     this.dnsLists.close();
     if (o.snapshot) await this.keeper.write();
+    await this.feedback.close();
     await this.fleet.close();
   }
 
@@ -155,6 +165,7 @@ export class Parts {
       policy: () => this.#o.config().policy,
       stats: () => statsReport(this.metrics.registry),
       snapshot: async () => ({ file: this.keeper.file, entries: await this.keeper.write() }),
+      learn: (s) => this.feedback.learn(s),
     }, this.clock.now);
   }
 

@@ -100,6 +100,7 @@ export class Services {
     this.#milter = this.#listener('milter', milterHandler({
       shield, engine, ...said,
       settings: () => config().milter,
+      scanHeader: () => config().feedback,
       failMode: () => config().fail_mode,
       mode: () => config().mode,
     }));

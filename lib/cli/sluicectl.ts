@@ -2,7 +2,7 @@
 //
 // Talks to the control socket (protocol.ts). Tables for people, --json for
 // scripts. Exit statuses: 0 ok, 1 not found, 64 bad arguments (EX_USAGE),
-// 65 a bad scenario file (EX_DATAERR), 69 daemon unreachable, or a server
+// 65 a bad scenario file or a queue id learn cannot place (EX_DATAERR), 69 daemon unreachable, or a server
 // a simulation needs missing (EX_UNAVAILABLE; the message names the socket
 // or the package), 70 the command failed in the daemon, 78 a bad
 // configuration file (EX_CONFIG). Each problem is one line on stderr.
@@ -77,7 +77,7 @@ const print: Record<string, Printer> = {
     const o = d as { target: string; entries: Record<string, unknown>[]; listed: Record<string, unknown> | null; lookups?: Record<string, { zone: string; answer: string; expires_in_s?: number }[]> };
     const l = o.listed ? `\nlisted: ${o.listed['kind']} ${o.listed['value']}${o.listed['reason'] ? ` (${o.listed['reason']})` : ''}${o.listed['expires'] ? ` until ${new Date(o.listed['expires'] as number).toISOString()}` : ''}` : '';
     const looked = Object.entries(o.lookups ?? {}).flatMap(([source, zones]) => zones.map((z) => `\n${source} ${z.zone}: ${z.answer}${z.expires_in_s !== undefined ? ` (cached for ${z.expires_in_s}s more)` : ''}`)).join('');
-    return (o.entries.length ? table(o.entries, ['key', 'score', 'delivered', 'abandoned', 'abandoned_held', 'rate_exceeded', 'first_seen', 'last_change']) : 'no reputation entry') + l + looked;
+    return (o.entries.length ? table(o.entries, ['key', 'score', 'delivered', 'abandoned', 'abandoned_held', 'rate_exceeded', 'spam', 'ham', 'first_seen', 'last_change']) : 'no reputation entry') + l + looked;
   },
   top: (d) => {
     const o = d as { by: string; total: number; rows: Record<string, unknown>[] };
@@ -88,6 +88,10 @@ const print: Record<string, Printer> = {
     const v = o.verdict;
     const head = `${o.event['stage']} from ${o.event['client']}: ${v.kind}${v.delayMs ? ` after a hold of ${v.delayMs} ms` : ''}${v.reply ? ` (${v.reply.code} ${v.reply.enhanced} ${v.reply.text})` : ''}\nrule ${v.rule}, score ${v.score}`;
     return `${head}\n${(v.reason?.trace ?? []).map((l) => `  - ${l}`).join('\n')}`;
+  },
+  learn: (d) => {
+    const o = d as { verdict: string; client: string; by: string; keys: string[]; held_ms: number };
+    return `learned ${o.verdict} for ${o.client} (found by ${o.by}): ${o.keys.join(', ')}${o.held_ms ? `; its message waited out a hold of ${o.held_ms} ms, counted as a hold that failed` : ''}`;
   },
   lists: (d) => table((d as { entries: Record<string, unknown>[] }).entries.map((e) => ({ ...e, expires: e['expires'] ? new Date(e['expires'] as number).toISOString() : undefined, added: undefined })), ['kind', 'value', 'source', 'expires', 'reason']),
 };
@@ -134,7 +138,7 @@ export async function main(argv: string[], out: (s: string) => void = toStdout):
     const socket = g.socket ?? process.env['SLUICE_SOCKET'] ?? path.join(stateDirFor(''), 'control.sock');
     const r = await request(socket, cmd, args);
     if (!r.ok) {
-      const code = r.error.code === 'not_found' ? EXIT.notFound : r.error.code === 'bad_request' || r.error.code === 'unknown_command' ? EXIT.usage : EXIT.failed;
+      const code = r.error.code === 'not_found' ? EXIT.notFound : r.error.code === 'unknown_message' ? EXIT.dataErr : r.error.code === 'bad_request' || r.error.code === 'unknown_command' ? EXIT.usage : EXIT.failed;
       if (g.json) out(`${JSON.stringify(r.error)}\n`);
       throw new Exit(code, r.error.message);
     }
@@ -179,6 +183,15 @@ export async function main(argv: string[], out: (s: string) => void = toStdout):
       .action((value, o) => run(kind, { value, ttl: o.ttl ?? '', reason: o.reason ?? '' }));
   }
   program.command('forget').argument('<value>', 'as for allow/deny').description('remove a dynamic list entry and the reputation of that key').action((value) => run('forget', { value }));
+  program.command('learn').argument('<verdict>', 'spam or ham')
+    .description('learn a content scanner\'s (or a person\'s) verdict on a message: by its queue id, or by the client that sent it')
+    .option('--client <ip>', 'the client that sent it')
+    .option('--queue-id <id>', 'the message\'s queue id, as the MTA logged it (sluice remembers those it saw delivered for feedback.remember)')
+    .action((verdict: string, o: { client?: string; queueId?: string }) => {
+      if (verdict !== 'spam' && verdict !== 'ham') throw new Exit(EXIT.usage, `learn: verdict must be spam or ham, not "${verdict}"`);
+      if (!o.client && !o.queueId) throw new Exit(EXIT.usage, 'learn: give --client IP or --queue-id ID');
+      return run('learn', { verdict, client: o.client ?? '', queue_id: o.queueId ?? '' });
+    });
   program.command('lists').description('the allow and deny lists, static and dynamic').action(action('lists', () => ({})));
   program.command('reload').description('reread the configuration file (as SIGHUP)').action(action('reload', () => ({})));
   program.command('snapshot').description('write the reputation snapshot now').action(action('snapshot', () => ({})));

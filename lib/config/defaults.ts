@@ -101,6 +101,10 @@ export const DEFAULTS = {
     non_fqdn_helo: -2,
     helo_is_us: -8,
     no_reverse_dns: -1,
+    // A content scanner's verdict on a message (feedback.*), for its client,
+    // network and HELO: one spam verdict takes a client past thresholds.defer.
+    spam: -16,
+    ham: 1,
     // How much of the network's, HELO's and sender domain's score counts for a client.
     network_share: 0.5,
     helo_share: 0.25,
@@ -238,6 +242,23 @@ export const DEFAULTS = {
     flush_interval: '1s',
     // How long a new client's first decision may wait for what the store knows.
     read_wait: '20ms',
+  },
+  feedback: {
+    // A Redis Pub/Sub channel carrying a content scanner's verdicts as JSON
+    // (rspamd's metadata_exporter: contrib/rspamd/). Empty: off.
+    channel: '',
+    // The server that carries it: redis://host:6379, rediss://..., unix:/path.
+    // Empty: the fleet store's (fleet.*).
+    url: '',
+    // A header a content scanner's milter listed before sluice adds
+    // (X-Spam-Flag, X-Spam-Status, X-Spam), read at end of message: a value
+    // that matches header_spam is spam, any other ham. Empty: off.
+    header: '',
+    header_spam: '^ *yes',
+    // How long a delivered message's queue id is remembered, to find its
+    // client when a verdict names the message; at most this many.
+    remember: '2h',
+    remember_entries: 100000,
   },
   replies: {
     defer: 'Your reputation is poor; try again later',

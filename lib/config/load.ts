@@ -51,6 +51,7 @@ export const START_ONLY = [
   'reputation.max_entries', 'reputation.ttl', 'reputation.half_life',
   'rates.max_entries', 'greylist.max_entries', 'control.socket', 'control.socket_mode', 'metrics.listen',
   'fleet.url', 'fleet.password_file', 'fleet.sentinels', 'fleet.master_name', 'fleet.cluster', 'fleet.prefix',
+  'feedback.channel', 'feedback.url', 'feedback.remember_entries',
 ] as const;
 
 /**

@@ -62,6 +62,7 @@ const mode = z.unknown().transform((v, ctx) => {
   }
   return parseInt(text, 8);
 });
+const redisUrl = z.string().refine((v) => v === '' || /^(rediss?:\/\/|unix:\/)/.test(v), 'expected redis://host:port[/db], rediss://... (TLS), unix:/path, or "" for off');
 const count = (min: number, max: number) => z.number().int().min(min).max(max);
 
 /** A port as every listener and client takes it: c-ares aborts the process on 0, and the kernel knows no port past 65535. */
@@ -167,6 +168,8 @@ export const schema = z.strictObject({
     non_fqdn_helo: z.number(),
     helo_is_us: z.number(),
     no_reverse_dns: z.number(),
+    spam: z.number().max(0),
+    ham: z.number().min(0),
     network_share: z.number().min(0).max(1),
     helo_share: z.number().min(0).max(1),
     domain_share: z.number().min(0).max(1),
@@ -241,7 +244,7 @@ export const schema = z.strictObject({
     rhsbl_sites: z.array(dnsSite),
   }),
   fleet: z.strictObject({
-    url: z.string().refine((v) => v === '' || /^(rediss?:\/\/|unix:\/)/.test(v), 'expected redis://host:port[/db], rediss://... (TLS), unix:/path, or "" for off'),
+    url: redisUrl,
     password_file: z.string(),
     sentinels: z.array(hostPort),
     master_name: z.string().min(1),
@@ -250,6 +253,20 @@ export const schema = z.strictObject({
     flush_interval: duration.refine((n) => n >= 10 && n <= 60_000, 'must be from 10ms to 60s'),
     read_wait: duration.refine((n) => n <= 10_000, 'must be at most 10s'),
   }).refine((f) => [f.url !== '', f.sentinels.length > 0, f.cluster.length > 0].filter(Boolean).length <= 1, 'set one of url, sentinels and cluster'),
+  feedback: z.strictObject({
+    channel: z.string().max(200),
+    url: redisUrl,
+    header: headerName,
+    header_spam: z.string().superRefine((v, ctx) => {
+      try {
+        new RegExp(v, 'i');
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: `not a regular expression: ${(err as Error).message}` });
+      }
+    }),
+    remember: duration.refine((n) => n >= 1000, 'must be at least 1s'),
+    remember_entries: count(1, 100_000_000),
+  }),
   replies: z.strictObject({
     defer: replyText,
     reject: replyText,
@@ -265,6 +282,9 @@ export const schema = z.strictObject({
   };
   if (c.dns.min_ttl > c.dns.max_ttl) ctx.addIssue({ code: 'custom', path: ['dns', 'min_ttl'], message: `${s(c.dns.min_ttl)} must not be above dns.max_ttl (${s(c.dns.max_ttl)})` });
   if (c.dnsbl.threshold <= c.dnsbl.allowlist_threshold) ctx.addIssue({ code: 'custom', path: ['dnsbl', 'threshold'], message: `${c.dnsbl.threshold} must be above dnsbl.allowlist_threshold (${c.dnsbl.allowlist_threshold})` });
+  if (c.feedback.channel !== '' && c.feedback.url === '' && c.fleet.url === '' && c.fleet.sentinels.length === 0 && c.fleet.cluster.length === 0) {
+    ctx.addIssue({ code: 'custom', path: ['feedback', 'channel'], message: 'needs a server: set feedback.url, or a fleet store (fleet.url, fleet.sentinels or fleet.cluster)' });
+  }
   below(['policy', 'hold_margin'], c.policy.hold_margin, c.policy.timeout, 'policy.timeout', 'every policy hold would be cut to nothing');
   below(['milter', 'hold_margin'], c.milter.hold_margin, c.milter.sendmail_read_timeout, 'milter.sendmail_read_timeout', 'no Sendmail stage could be held');
   below(['milter', 'hold_margin'], c.milter.hold_margin, c.milter.sendmail_eom_timeout, 'milter.sendmail_eom_timeout', 'Sendmail\'s end of message could not be held');

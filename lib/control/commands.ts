@@ -1,7 +1,7 @@
 // commands.ts - what sluicectl can ask of sluiced.
 //
 // status, stats, show, top, explain, allow, deny, forget, lists, reload,
-// snapshot, log-level. Each validates its arguments (bad_request), reaches
+// snapshot, log-level, learn (a content scanner's verdict, or a person's). Each validates its arguments (bad_request), reaches
 // the daemon only through the Controller (what an operator may ask of the
 // engine: engine/operator.ts; reload, snapshot, the logger level) and
 // returns plain data for
@@ -18,6 +18,7 @@ import { STAGES, type Stage, type StageEvent, type Verdict } from '../engine/typ
 import { CommandError, type Request } from './protocol.js';
 import { policyHold } from '../config/policy-hold.js';
 import type { Config } from '../config/schema.js';
+import type { Learned, Scan } from '../engine/learn.js';
 
 export interface Controller {
   /** What an operator may ask of the engine. */
@@ -29,6 +30,8 @@ export interface Controller {
   reload(): Promise<boolean>;
   snapshot(): Promise<{ file: string; entries: number }>;
   setLogLevel(level: string): void;
+  /** A verdict on a message, by its queue id or its client (lib/feedback). */
+  learn(s: Scan): Learned;
 }
 
 
@@ -80,7 +83,7 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
     const e = st.entry;
     return {
       key, score: Math.round(st.score * 10) / 10, delivered: e.ok, abandoned: e.ab, abandoned_held: e.abh,
-      rate_exceeded: e.rate, greylist_passed: e.grey, first_seen: new Date(e.first).toISOString(), last_change: new Date(e.at).toISOString(),
+      rate_exceeded: e.rate, greylist_passed: e.grey, spam: e.spam, ham: e.ham, first_seen: new Date(e.first).toISOString(), last_change: new Date(e.at).toISOString(),
     };
   };
 
@@ -157,6 +160,18 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
       }
       case 'lists':
         return { entries: engine.lists() };
+      case 'learn': {
+        const verdict = str(a, 'verdict');
+        if (verdict !== 'spam' && verdict !== 'ham') throw new CommandError('bad_request', 'verdict must be spam or ham');
+        const client = str(a, 'client', false);
+        const queueId = str(a, 'queue_id', false);
+        if (!client && !queueId) throw new CommandError('bad_request', 'give a client address or a queue id');
+        if (client && isIP(client) === 0) throw new CommandError('bad_request', `"${client}" is not an IP address`);
+        if (queueId && !/^[A-Za-z0-9]{1,64}$/.test(queueId)) throw new CommandError('bad_request', `"${queueId}" is not a queue id (letters and digits)`);
+        const r = ctl.learn({ verdict, source: 'learn', ...(client ? { client } : {}), ...(queueId ? { queueId } : {}) });
+        if (!r.learned) throw new CommandError('unknown_message', r.why);
+        return { verdict, client: r.client, by: r.by, keys: r.keys, held_ms: r.heldMs };
+      }
       case 'reload':
         if (!(await ctl.reload())) throw new CommandError('failed', 'reload refused: the configuration has problems (see the daemon log); the running one is kept');
         return { reloaded: true };

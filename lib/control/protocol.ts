@@ -6,7 +6,8 @@
 //             {"v":1,"ok":false,"error":{"code":"not_found","message":"..."}}
 // Error codes: bad_request (the request or an argument is wrong),
 // not_found, unknown_command, failed (the command itself failed),
-// version (another protocol version). Who may talk: whoever may open the
+// version (another protocol version), unknown_message (learn: a queue id
+// sluice did not see delivered). Who may talk: whoever may open the
 // socket; its mode (control.socket_mode, default 0660) and group decide.
 
 export const CONTROL_VERSION = 1;
@@ -18,7 +19,7 @@ export interface Request {
   readonly args?: Record<string, unknown>;
 }
 
-export type ErrorCode = 'bad_request' | 'not_found' | 'unknown_command' | 'failed' | 'version';
+export type ErrorCode = 'bad_request' | 'not_found' | 'unknown_command' | 'failed' | 'version' | 'unknown_message';
 
 export type Response =
   | { readonly v: number; readonly ok: true; readonly data: unknown }

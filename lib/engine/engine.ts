@@ -28,14 +28,15 @@
 // pipeline as a dry run: it records nothing (what its lookups read is not
 // kept) and grants no hold. A session's context carries its lookups' state
 // (LookupSlot): its end, by outcome or by the sweep, ends them too.
-// Learning: record() moves scores by weights.*, from the outcomes the
-// protocols report (delivered; abandoned at stage S, held or not; ended).
+// Learning (learn.ts): record() moves scores by weights.*, from the outcomes
+// the protocols report (delivered; abandoned at stage S, held or not;
+// ended); learn() from a content scanner's verdict on a message.
 // The engine knows no protocol: how a protocol tells an outcome is its own
 // business (policy/outcomes.ts infers them, the milter session sees them).
 // Time comes from the injected clock.
 //
 // Config keys: reputation.*, weights.*, thresholds.*, tarpit.*, rates.*,
-// greylist.*, lists.*, replies.*.
+// greylist.*, lists.*, replies.*, feedback.remember*.
 
 import type { Config } from '../config/schema.js';
 import { addressKeys, keysFor } from '../reputation/keys.js';
@@ -47,10 +48,11 @@ import { Greylist } from './greylist.js';
 import { HoldBudget, holdFor } from './tarpit.js';
 import { Patience, type StagePatience } from './patience.js';
 import { standing } from './standing.js';
+import { Learner, type Held, type Learned, type Scan } from './learn.js';
 import { clientKey, fits, profileFor, type Profile } from './profile.js';
 import type { Engine, Enrichment, LookupSlot, Lookups, Outcome, Reason, Reply, Rule, StageEvent, Verdict } from './types.js';
 
-export type EngineConfig = Pick<Config, 'reputation' | 'weights' | 'thresholds' | 'tarpit' | 'rates' | 'greylist' | 'lists' | 'replies'>;
+export type EngineConfig = Pick<Config, 'reputation' | 'weights' | 'thresholds' | 'tarpit' | 'rates' | 'greylist' | 'lists' | 'replies' | 'feedback'>;
 
 export interface EngineStats {
   holdsActive: number;
@@ -69,6 +71,8 @@ interface Context extends Live, LookupSlot {
   listed: ListEntry | undefined;
   /** A first-contact lookup vouched for the client: nothing is learned against it. */
   vouched: boolean;
+  /** The longest hold granted in this session (a scanner's spam verdict on its message says the hold failed). */
+  held: Held | undefined;
 }
 
 /** What an engine is built on when its caller made them first (the fleet store shares both): else it makes its own. */
@@ -89,6 +93,7 @@ export class ReputationEngine implements Engine {
   #grey: Greylist | undefined;
   readonly #budget = new HoldBudget();
   readonly #patience = new Patience();
+  readonly #learner: Learner;
   readonly #rules: readonly Rule[];
   #holdsRefused = 0;
   #shedding = false;
@@ -110,6 +115,7 @@ export class ReputationEngine implements Engine {
     this.lists = parts.lists ?? new Lists();
     this.#rates = new RateWindows(c.rates.max_entries);
     this.lists.setStatic(c.lists.allow, c.lists.deny, now());
+    this.#learner = new Learner(this.store, this.#patience, config, now);
   }
 
   /** While on (the event loop lags: shield/shedding.ts), no hold is granted. */
@@ -179,7 +185,7 @@ export class ReputationEngine implements Engine {
       const a = addressKeys(e.client);
       const ipCounts = this.#rates.get(clientKey(a?.ip, e.client), now, dry);
       const p = profileFor(e, c, dry, ipCounts, this.store, this.#rates, a);
-      x = { ipCounts, netCounts: this.#rates.get(p.net, now, dry), seen: now, profile: p, listsVersion: -1, listed: undefined, vouched: false, lookup: undefined };
+      x = { ipCounts, netCounts: this.#rates.get(p.net, now, dry), seen: now, profile: p, listsVersion: -1, listed: undefined, vouched: false, lookup: undefined, held: undefined };
       if (!dry) this.#sessions.open(e.session, x);
     } else if (!fits(x.profile, e, c)) {
       x.profile = profileFor(e, c, dry, x.ipCounts, this.store, this.#rates);
@@ -255,6 +261,9 @@ export class ReputationEngine implements Engine {
       if (trusted) trace.push(vouched ? 'trusted: a DNS allowlist vouches for it' : 'trusted: has delivered, score >= 0, no hang-up under a hold, few abandoned sessions');
       else if (st.hungUp) trace.push('hung up under a hold before: not held again while its score stays at or below thresholds.hold');
       else if (st.netHangups > 0) trace.push(`its network: ${st.netHangups} hang-ups under holds (tarpit.network_hangups ${c.tarpit.network_hangups})`);
+      const spam = this.store.countOf(x.profile.refs.ip, 'spam', now);
+      const ham = this.store.countOf(x.profile.refs.ip, 'ham', now);
+      if (spam + ham > 0) trace.push(`the content scanner on its messages: ${spam} spam, ${ham} ham (weights.spam ${w.spam}, weights.ham ${w.ham})`);
     }
     if (named?.listed === 'reject') return done('reject', named.rule, score, { code: 554, enhanced: '5.7.1', text: c.replies.reject });
     if (named?.listed === 'defer') return done('defer', named.rule, score, { code: 451, enhanced: '4.7.1', text: c.replies.defer });
@@ -296,6 +305,7 @@ export class ReputationEngine implements Engine {
         const g = dry ? 'granted' : this.#budget.grant(net, ms, now, speculative ? Math.floor(c.tarpit.budget / 2) : c.tarpit.budget, c.tarpit.budget_per_network);
         const what = named ? named.rule : probe ? 'a suspect (it or its network abandons more than thresholds.trust_abandon_rate per delivery)' : `score <= thresholds.hold ${th.hold}`;
         if (g === 'granted') {
+          if (!dry && ms > (x.held?.ms ?? 0)) x.held = { stage: e.stage, ms };
           trace?.push(`${what}: hold ${ms} ms (at least tarpit.min_hold${learned ? `, and the learned patience ${learned} ms` : ''})`);
           return done('pass', named ? `tarpit ${named.rule}` : probe ? 'tarpit-probe' : 'tarpit', score, undefined, ms);
         }
@@ -323,37 +333,25 @@ export class ReputationEngine implements Engine {
       this.#sessions.end(e.session);
       return;
     }
-    const c = this.#config();
     const x = this.#sessions.get(e.session);
     const k = x && x.profile.helo === e.helo && x.profile.sender === e.sender ? x.profile.keys : keysFor(e.client, e.helo, e.sender);
     const ip = clientKey(k.ip, e.client);
-    const w = c.weights;
-    switch (o.kind) {
-      case 'delivered':
-        // A delivery after hang-ups under holds is no clean bill: it repairs a
-        // client's score by weights.delivered / (1 + its hang-ups). Its network
-        // takes the full credit: real MTAs share networks with zombies.
-        this.store.add(ip, w.delivered / (1 + this.store.count(ip, 'abh')), 'ok');
-        this.store.add(k.net, w.delivered, 'ok');
-        this.store.add(k.helo, w.delivered, 'ok');
-        this.store.add(k.domain, w.delivered, 'ok');
-        return;
-      case 'abandoned': {
-        if (x?.vouched) {
-          this.#sessions.end(e.session);
-          return;
-        }
-        if (o.held && o.lasted !== undefined && c.tarpit.learn_patience) this.#patience.add(e.stage, o.lasted, this.#now(), c.reputation.half_life);
-        // Gone under a hold is the zombie signal; a client seen to wait the hold out and leave later only abandoned.
-        const underHold = o.held && o.waitedOut !== true;
-        const d = underHold ? w.abandoned_held : w.abandoned;
-        const counter = underHold ? 'abh' : 'ab';
-        this.store.add(ip, d, counter);
-        this.store.add(k.net, d, counter);
-        this.store.add(k.helo, d, counter);
-        this.#sessions.end(e.session);
-      }
+    if (o.kind === 'delivered') {
+      this.#learner.delivered(o, k, ip, x?.held);
+      return;
     }
+    if (!x?.vouched) this.#learner.abandoned(o, k, ip);
+    this.#sessions.end(e.session);
+  }
+
+  /** A content scanner's verdict on a message (lib/feedback): what it changed, or why nothing; `part`: learn.ts. */
+  learn(s: Scan, part?: 'all' | 'verdict' | 'hold'): Learned {
+    return this.#learner.scan(s, part);
+  }
+
+  /** This host saw the message with this queue id delivered (and remembers it). */
+  delivered(queueId: string): boolean {
+    return this.#learner.remembers(queueId);
   }
 
   /** Periodic work: live sessions silent far longer than rates.abandon_window end (their outcome never came). */

@@ -71,7 +71,8 @@ export function scoreLine(v: Verdict): string {
 
 /** What the engine learns after the fact: how a session ended. */
 export type Outcome =
-  | { readonly kind: 'delivered'; readonly event: StageEvent }
+  /** `scanned`: what a content scanner's header on the message said of it (the milter sees it; feedback.header). */
+  | { readonly kind: 'delivered'; readonly event: StageEvent; readonly scanned?: 'spam' | 'ham' }
   /**
    * `held`: its last reply was held. Where the protocol sees more (the
    * milter does; the policy protocol cannot): `lasted`, it hung up while

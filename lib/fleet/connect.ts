@@ -25,6 +25,7 @@ export interface StoreCommands {
   hDel(key: string, field: string): Promise<unknown>;
   del(key: string): Promise<unknown>;
   publish(channel: string, message: string): Promise<unknown>;
+  set(key: string, value: string, o: { condition: 'NX'; expiration: { type: 'PX'; value: number } }): Promise<string | null>;
 }
 
 export interface Connection {

@@ -18,7 +18,7 @@
 //
 // Store layout, under fleet.prefix: r:<key> a hash per reputation key (the
 // fields of reputation/entry.ts), with the reputation TTL; lists and events
-// (sync.ts).
+// (sync.ts); claim:<id>, work one host does for all (claim()).
 //
 // Config keys: fleet.* (the connection: connect.ts).
 
@@ -58,8 +58,10 @@ export class Fleet {
   readonly #share: ReputationShare;
   /** This process, so that it skips what it published itself. */
   readonly id = randomUUID();
-  /** Channels subscribed to. */
+  /** Channels subscribed to (full names). */
   readonly #subscribed = new Set<string>();
+  /** Channels others asked for (full names: feedback), subscribed whenever the store is up. */
+  readonly #asked: { channel: string; fn: (message: string) => void; what: string }[] = [];
   #conn: Connection | undefined;
   #up = false;
   /** What the log last said of the store. */
@@ -178,11 +180,37 @@ export class Fleet {
     this.#failedSeen = this.#writer.stats().failed;
   }
 
-  /** Subscribes to a channel once (the client subscribes again itself after a reconnection); a failure is tried again when the store is next up. */
+  /**
+   * Claims a piece of work for this host, once for the fleet (SET NX with a
+   * TTL under fleet.prefix): true for the one host that claims it first; also
+   * true with no store, or while it is away (each host then does it itself).
+   */
+  async claim(id: string, ttlMs: number): Promise<boolean> {
+    const conn = this.#conn;
+    if (conn === undefined || !this.#up) return true;
+    try {
+      return (await conn.commands.set(`${this.#config().fleet.prefix}claim:${id}`, this.id, { condition: 'NX', expiration: { type: 'PX', value: ttlMs } })) !== null;
+    } catch {
+      return true;
+    }
+  }
+
+  /** A store is configured. */
+  get active(): boolean {
+    return this.#conn !== undefined;
+  }
+
+  /** Subscribes to another channel of the store's server (its full name, no prefix), now if it is up and whenever it is. */
+  subscribe(channel: string, fn: (message: string) => void, what: string): void {
+    this.#asked.push({ channel, fn, what });
+    if (this.#up) this.#subscribe(channel, fn, what);
+  }
+
+  /** Subscribes to a channel (its full name) once (the client subscribes again itself after a reconnection); a failure is tried again when the store is next up. */
   #subscribe(channel: string, fn: (message: string) => void, what: string): void {
     if (this.#conn === undefined || this.#subscribed.has(channel)) return;
     this.#subscribed.add(channel);
-    this.#conn.subscribe(`${this.#config().fleet.prefix}${channel}`, fn).catch((err: unknown) => {
+    this.#conn.subscribe(channel, fn).catch((err: unknown) => {
       this.#subscribed.delete(channel);
       this.#log().warn({ err: String(err) }, `fleet store: cannot subscribe to ${what}; trying again when it is next up`);
     });
@@ -195,8 +223,10 @@ export class Fleet {
       this.#log().info(this.#said === 'down' ? 'fleet store is back: shared reputation and list changes resume' : 'fleet store connected');
       this.#said = 'up';
       void this.#sync.load().catch((err: unknown) => this.#log().warn({ err: String(err) }, 'fleet store: list entries could not be read'));
-      this.#subscribe(EVENTS_CHANNEL, (m) => this.#sync.take(m), 'list changes');
-      this.#subscribe(SHARE_CHANNEL, (m) => this.#share.take(m), 'shared entries');
+      const prefix = this.#config().fleet.prefix;
+      this.#subscribe(`${prefix}${EVENTS_CHANNEL}`, (m) => this.#sync.take(m), 'list changes');
+      this.#subscribe(`${prefix}${SHARE_CHANNEL}`, (m) => this.#share.take(m), 'shared entries');
+      for (const a of this.#asked) this.#subscribe(a.channel, a.fn, a.what);
       void this.flush();
     } else if (!up && this.#said !== 'down') {
       this.#said = 'down';

@@ -8,6 +8,7 @@
 // default and absent when metrics.listen is empty.
 //
 // The fleet store: operations by kind and result.
+// Content scanner verdicts: learned by source and verdict, refused by reason.
 // DNS lists: queries by zone and result (listed, clean, timeout, servfail,
 // refused, error), cache hits by zone, and how long queries took.
 //
@@ -19,6 +20,7 @@ import { ConfigError } from '../shield/errors.js';
 import type { Endpoint } from '../config/endpoint.js';
 import type { DnsReport } from '../dns/dnsbl.js';
 import type { FleetReport } from '../fleet/fleet.js';
+import type { FeedbackReport } from '../feedback/feedback.js';
 
 export type Protocol = 'policy' | 'milter' | 'control';
 
@@ -35,7 +37,7 @@ export interface Sources {
   patience(): readonly { readonly stage: string; readonly seen: number; readonly p90_s: number }[];
 }
 
-export class Metrics implements DnsReport, FleetReport {
+export class Metrics implements DnsReport, FleetReport, FeedbackReport {
   readonly registry = new Registry();
   readonly verdicts: Counter<'stage' | 'verdict' | 'via'>;
   readonly wouldHave: Counter<'stage' | 'verdict' | 'via'>;
@@ -52,6 +54,8 @@ export class Metrics implements DnsReport, FleetReport {
   readonly dnsSeconds: Histogram;
   readonly #dnsCacheHits = new Map<string, number>();
   readonly fleetCalls: Counter<'op' | 'result'>;
+  readonly #scans: Counter<'source' | 'verdict'>;
+  readonly #scansRefused: Counter<'source' | 'reason'>;
   #server: http.Server | undefined;
 
   constructor(sources: Sources) {
@@ -76,6 +80,8 @@ export class Metrics implements DnsReport, FleetReport {
     this.dnsQueries = new Counter({ name: 'sluice_dns_queries_total', help: 'DNS list queries by zone and result (listed, clean, timeout, servfail, refused, error); failures count as not listed', labelNames: ['zone', 'result'], registers: [r] });
     this.dnsSeconds = new Histogram({ name: 'sluice_dns_query_seconds', help: 'How long DNS list queries took', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5], registers: [r] });
     this.fleetCalls = new Counter({ name: 'sluice_fleet_ops_total', help: 'Calls to the fleet store by kind (read: one entry; write: one script call of up to 500 keys; list: one change) and result (ok, error)', labelNames: ['op', 'result'], registers: [r] });
+    this.#scans = new Counter({ name: 'sluice_scanner_verdicts_total', help: 'Content scanner verdicts learned, by source (channel, learn, header) and verdict (spam, ham; unsure: an action that says nothing of the content)', labelNames: ['source', 'verdict'], registers: [r] });
+    this.#scansRefused = new Counter({ name: 'sluice_scanner_refused_total', help: 'Content scanner verdicts refused (nothing learned), by source and reason (oversized, json, address, action, queue-id, overflow, unknown)', labelNames: ['source', 'reason'], registers: [r] });
     const hits = this.#dnsCacheHits;
     new Counter({
       name: 'sluice_dns_cache_hits_total', help: 'DNS list lookups answered from the cache, by zone', labelNames: ['zone'], registers: [r],
@@ -108,6 +114,14 @@ export class Metrics implements DnsReport, FleetReport {
         for (const p of sources.patience()) this.set({ stage: p.stage }, p.seen);
       },
     });
+  }
+
+  scanned(source: string, verdict: string): void {
+    this.#scans.inc({ source, verdict });
+  }
+
+  scanRefused(source: string, reason: string): void {
+    this.#scansRefused.inc({ source, reason });
   }
 
   /** Counts one answer. */

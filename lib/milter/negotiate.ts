@@ -3,8 +3,8 @@
 // Rules (libmilter's option negotiation, engine.c): reply version min(6, offered)
 // and refuse below 2; ask only for actions and protocol bits the MTA offered;
 // never ask for a no-reply (NR_*) flag, since sluice may hold or decide at
-// every stage it sees; skip what it does not use (headers, body, unknown
-// commands) with NO* flags where offered; request the macros it needs with
+// every stage it sees; skip what it does not use (headers unless
+// feedback.header is set, body, unknown commands) with NO* flags where offered; request the macros it needs with
 // symlists where SETSYMLIST is offered, keeping Postfix's defaults in the
 // list because a milter's list replaces main.cf's, and sending an EOH list
 // beside the EOM list (Sendmail uses a per-milter EOM list only then).
@@ -20,6 +20,8 @@ export interface Wants {
   readonly quarantine: boolean;
   /** Count body bytes (keeps body chunks coming). */
   readonly body: boolean;
+  /** Read the headers (a content scanner's verdict: feedback.header). */
+  readonly headers?: boolean;
 }
 
 const SYMLISTS: ReadonlyMap<number, string> = new Map([
@@ -48,7 +50,7 @@ export function negotiate(offer: { version: number; actions: number; protocol: n
   if (symlists.size > 0) actions |= C.SMFIF_SETSYMLIST;
 
   const offeredProtocol = offer.protocol === 0 ? 0x3f : offer.protocol;
-  let skip = C.SMFIP_NOHDRS | C.SMFIP_NOUNKNOWN;
+  let skip = wants.headers ? C.SMFIP_NOUNKNOWN : C.SMFIP_NOHDRS | C.SMFIP_NOUNKNOWN;
   if (!wants.body) skip |= C.SMFIP_NOBODY;
   const protocol = skip & offeredProtocol;
   return { version, actions, protocol, symlists };

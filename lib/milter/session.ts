@@ -54,6 +54,8 @@ export interface MilterDeps {
   /** `observed`: the verdict was not enforced (mode observe). */
   readonly answered: (conn: Connection, event: StageEvent, verdict: Verdict, heldMs: number, observed: boolean) => void;
   readonly abandoned?: (conn: Connection, outcome: Outcome) => void;
+  /** A content scanner's header to read at end of message (feedback.header; '' none) and the pattern that says spam. */
+  readonly scanHeader?: () => { readonly header: string; readonly header_spam: string };
 }
 
 export function milterHandler(deps: MilterDeps): (conn: Connection) => ConnectionHandler {
@@ -75,6 +77,8 @@ class MilterSession implements ConnectionHandler {
   #pending: Pending | undefined;
   #addHeader = false;
   #quarantine = false;
+  /** The scanner's header (lower case) and its spam pattern, when feedback.header is set. */
+  #scan: { name: string; spam: RegExp } | undefined;
   /** The engine has been asked about this SMTP session and told no outcome yet. */
   #open = false;
 
@@ -138,7 +142,9 @@ class MilterSession implements ConnectionHandler {
     switch (cmd.kind) {
       case 'optneg': {
         const s = this.#deps.settings();
-        const n = negotiate(cmd, { addHeader: s.header !== '', quarantine: s.quarantine, body: true });
+        const scan = this.#deps.scanHeader?.();
+        this.#scan = scan && scan.header !== '' ? { name: scan.header.toLowerCase(), spam: new RegExp(scan.header_spam, 'i') } : undefined;
+        const n = negotiate(cmd, { addHeader: s.header !== '', quarantine: s.quarantine, body: true, headers: this.#scan !== undefined });
         this.#addHeader = (n.actions & C.SMFIF_ADDHDRS) !== 0;
         this.#quarantine = (n.actions & C.SMFIF_QUARANTINE) !== 0;
         st.phase = 'negotiated';
@@ -171,6 +177,8 @@ class MilterSession implements ConnectionHandler {
         return this.#decide('data');
       case 'header':
         st.phase = 'data';
+        // The last such header wins: a scanner's milter listed before sluice appends its own.
+        if (this.#scan && cmd.name.toLowerCase() === this.#scan.name) st.scanned = this.#scan.spam.test(cmd.value) ? 'spam' : 'ham';
         this.#conn.send(R.CONTINUE);
         return;
       case 'eoh':
@@ -261,7 +269,7 @@ class MilterSession implements ConnectionHandler {
     if (event.stage === 'eom') {
       if (passed) {
         st.messages++;
-        this.#record({ kind: 'delivered', event });
+        this.#record(st.scanned ? { kind: 'delivered', event, scanned: st.scanned } : { kind: 'delivered', event });
       }
       st.endMessage();
     } else if (!passed && (event.stage === 'connect' || event.stage === 'helo')) {

@@ -63,6 +63,8 @@ export class MilterState {
   firstRecipient = '';
   size = 0;
   bodyBytes = 0;
+  /** What a content scanner's header on this message said (feedback.header). */
+  scanned: 'spam' | 'ham' | undefined;
   /** Stage of the last decided command, and whether its reply was held. */
   lastStage: Stage = 'connect';
   lastHeld = false;
@@ -116,6 +118,7 @@ export class MilterState {
   /** Ends the current message (ABORT, a new MAIL or HELO, end of message). */
   endMessage(): void {
     if (this.phase === 'mail' || this.phase === 'data') this.phase = 'connected';
+    this.scanned = undefined;
     this.sender = '';
     this.recipients = 0;
     this.firstRecipient = '';

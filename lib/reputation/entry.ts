@@ -6,8 +6,13 @@
 // back into values, the writer's script is generated from COUNTERS). A
 // field added here reaches all of them.
 
-/** What an entry counts: delivered, abandoned (not held), abandoned under a hold, rate or concurrency exceeded, greylist passes. */
-export const COUNTERS = ['ok', 'ab', 'abh', 'rate', 'grey'] as const;
+/**
+ * What an entry counts: delivered, abandoned (not held), abandoned under a
+ * hold, rate or concurrency exceeded, greylist passes, and the content
+ * scanner's verdicts (spam, ham). New counters go at the end: a snapshot of
+ * an older version is read with them at 0 (snapshot.ts).
+ */
+export const COUNTERS = ['ok', 'ab', 'abh', 'rate', 'grey', 'spam', 'ham'] as const;
 export type Counter = (typeof COUNTERS)[number];
 
 /** Every field in slab order: the score as of `at`, when it was last written, first seen, then the counters. */

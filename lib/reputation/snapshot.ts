@@ -5,8 +5,10 @@
 // snapshot or the new one, never half of one.
 // Versioned: the first line is JSON naming the format and version, the time
 // written, the entry count and the dynamic allow/deny entries. Then the
-// entries, binary: `u16 key length | key (UTF-8) | 8 x float64` (score, when,
-// first seen, five counters), little-endian, then the 8-byte end marker.
+// entries, binary: `u16 key length | key (UTF-8) | 10 x float64` (score, when,
+// first seen, seven counters: reputation/entry.ts), little-endian, then the
+// 8-byte end marker. Version 1 had the first five counters only (8 values):
+// it is read with the scanner's verdict counters at 0.
 // Binary because a million entries as text cost seconds in number formatting.
 // Entries are written in the store's slot order, a slice at a time between
 // turns of the event loop: ordering a million of them by recency is a sort
@@ -27,7 +29,9 @@ import { leastRecentFirst } from './store.js';
 import { AT, FIELDS } from './entry.js';
 
 export const FORMAT = 'sluice-snapshot';
-export const VERSION = 1;
+export const VERSION = 2;
+/** Values per entry in each version this sluice reads. */
+const WIDTH: Readonly<Record<number, number>> = { 1: 8, [VERSION]: FIELDS };
 const END = Buffer.from('SLUICEND');
 const CHUNK = 4 << 20;
 const LITTLE_ENDIAN = endianness() === 'LE';
@@ -162,13 +166,14 @@ async function readOpen<L>(fh: FileHandle, take: Take): Promise<Restored<L>> {
     throw new SnapshotError('not a sluice snapshot (the first line is not JSON)');
   }
   if (head === null || typeof head !== 'object' || head.format !== FORMAT) throw new SnapshotError(`not a sluice snapshot (format ${JSON.stringify(head?.format)})`);
-  if (head.version !== VERSION) throw new SnapshotError(`snapshot version ${String(head.version)}; this sluice reads version ${VERSION}`);
+  const width = typeof head.version === 'number' ? WIDTH[head.version] : undefined;
+  if (width === undefined) throw new SnapshotError(`snapshot version ${String(head.version)}; this sluice reads versions ${Object.keys(WIDTH).join(' and ')}`);
   if (typeof head.entries !== 'number' || typeof head.written !== 'number' || !Array.isArray(head.lists)) throw new SnapshotError('snapshot header is incomplete');
   const tail = Buffer.alloc(END.length);
   if (size >= nl + 1 + END.length) await fh.read(tail, 0, END.length, size - END.length);
   if (size < nl + 1 + END.length || !tail.equals(END)) throw new SnapshotError('truncated: no end marker');
   const end = size - END.length;
-  const room = Math.floor((end - nl - 1) / (3 + FIELDS * 8));
+  const room = Math.floor((end - nl - 1) / (3 + width * 8));
   if (!Number.isSafeInteger(head.entries) || head.entries < 0 || head.entries > room) throw new SnapshotError(`expected ${head.entries} entries, the file has room for ${room}`);
   const expected = head.entries;
 
@@ -180,9 +185,9 @@ async function readOpen<L>(fh: FileHandle, take: Take): Promise<Restored<L>> {
   const all = new Float64Array(expected * FIELDS);
   const bytes = new Uint8Array(all.buffer);
   const readValues = LITTLE_ENDIAN
-    ? (b: Buffer, p: number, at: number): void => { for (let i = 0; i < FIELDS * 8; i++) bytes[at * 8 + i] = b[p + i]!; }
-    : (b: Buffer, p: number, at: number): void => { for (let i = 0; i < FIELDS; i++) all[at + i] = b.readDoubleLE(p + i * 8); };
-  const found = await eachEntry(fh, nl + 1, end, (b, p, klen, n) => {
+    ? (b: Buffer, p: number, at: number): void => { for (let i = 0; i < width * 8; i++) bytes[at * 8 + i] = b[p + i]!; }
+    : (b: Buffer, p: number, at: number): void => { for (let i = 0; i < width; i++) all[at + i] = b.readDoubleLE(p + i * 8); };
+  const found = await eachEntry(fh, nl + 1, end, width, (b, p, klen, n) => {
     if (n > expected) throw new SnapshotError(`more than the ${expected} entries the header claims`);
     const at = (n - 1) * FIELDS;
     readValues(b, p + 2 + klen, at);
@@ -220,13 +225,13 @@ async function firstLine(fh: FileHandle, size: number): Promise<{ text: string; 
 }
 
 /**
- * Walks the entries in [start, end) of the file, a chunk at a time; `each`
+ * Walks the entries in [start, end) of the file (`width` values each), a chunk at a time; `each`
  * gets the chunk, the entry's offset in it, its key length and its number
  * (from 1). Returns how many there were.
  */
-async function eachEntry(fh: FileHandle, start: number, end: number, each: (b: Buffer, p: number, klen: number, n: number) => void): Promise<number> {
+async function eachEntry(fh: FileHandle, start: number, end: number, width: number, each: (b: Buffer, p: number, klen: number, n: number) => void): Promise<number> {
   // Room for the largest entry (a 65,535-byte key) whatever the chunk holds.
-  const buf = Buffer.allocUnsafe(CHUNK + 2 + 0xffff + FIELDS * 8);
+  const buf = Buffer.allocUnsafe(CHUNK + 2 + 0xffff + width * 8);
   let pos = start;
   let have = 0;
   let n = 0;
@@ -240,7 +245,7 @@ async function eachEntry(fh: FileHandle, start: number, end: number, each: (b: B
     let p = 0;
     while (have - p >= 2) {
       const klen = buf.readUInt16LE(p);
-      const size = 2 + klen + FIELDS * 8;
+      const size = 2 + klen + width * 8;
       if (klen === 0 || (pos === end && p + size > have)) throw new SnapshotError(`entry ${n + 1} is malformed`);
       if (p + size > have) break;
       each(buf, p, klen, ++n);

@@ -2,8 +2,8 @@
 //
 // lru-cache bounded by reputation.max_entries; an entry expires
 // reputation.ttl after its last change (checked on read). The LRU maps a key to a slot number;
-// the entry itself is eight doubles in one Float64Array slab (score, when,
-// first seen, five counters), so a million entries cost no objects and no
+// the entry itself is ten doubles in one Float64Array slab (score, when,
+// first seen, seven counters: entry.ts), so a million entries cost no objects and no
 // boxed numbers. A slot freed by eviction or expiry is reused. Only changes
 // make an entry recent, so eviction and the TTL agree on what is old, and a
 // read is a plain lookup. A session reads its keys at every stage through

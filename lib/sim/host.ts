@@ -1,7 +1,8 @@
 // host.ts - one simulated MX host: sluice's real engine with its real
 // first-contact lookups (the DNS lists over a real socket, the fleet store's
 // reader and writer on a real redis-server), beside an MTA with a limit of
-// smtpd processes.
+// smtpd processes, and a content scanner whose verdicts come in as rspamd
+// publishes them (lib/feedback).
 //
 // A session holds one process from the moment it gets one until it ends;
 // a held reply keeps it (smtpd waits for the policy or milter answer even
@@ -17,6 +18,7 @@ import { Lists } from '../engine/lists.js';
 import type { Rule } from '../engine/types.js';
 import { Enricher } from '../enrich/enricher.js';
 import { Fleet } from '../fleet/fleet.js';
+import { Feedback } from '../feedback/feedback.js';
 import type { ManualClock } from '../util/clock.js';
 
 /** A connection waiting for an smtpd process; `gone` once its client gave up. */
@@ -35,6 +37,8 @@ export interface Calls {
 export class Host {
   readonly engine: ReputationEngine;
   readonly fleet: Fleet;
+  /** The scanner's verdicts, as the daemon takes them from its channel. */
+  readonly feedback: Feedback;
   readonly #dns: DnsLists;
   readonly #processes: number;
   busy = 0;
@@ -54,6 +58,7 @@ export class Host {
     this.fleet = new Fleet(() => config, made, clock, () => log, { fleetOps: (_op, _ok, n = 1) => { calls.store += n; } });
     const lookups = new Enricher([this.#dns, this.fleet.reader], clock, () => { calls.failed++; });
     this.engine = new ReputationEngine(() => config, clock.now, rules, lookups, made);
+    this.feedback = new Feedback(this.engine, this.fleet, clock, () => log, { scanned: () => {}, scanRefused: () => { calls.failed++; } });
   }
 
   start(): void {

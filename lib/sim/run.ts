@@ -18,7 +18,8 @@
 // frees the process one round trip sooner). Every failed try is tried again
 // after the next wait of `retry`; a message out of retries is lost. Nothing
 // is decided from a population's kind: it only says where a message is
-// counted. Real I/O (DNS lists, the fleet store) is awaited with the
+// counted. With a `scanner`, each accepted message gets a verdict a
+// `delay` later, through the daemon's own path (lib/feedback). Real I/O (DNS lists, the fleet store) is awaited with the
 // simulated clock standing still, and the fleet's writes are flushed every
 // fleet.flush_interval of simulated time before the run goes on: the same
 // seed gives the same report.
@@ -66,6 +67,8 @@ interface Session {
   readonly host: Host;
   readonly id: string;
   readonly start: number;
+  /** Its queue id, as the MTA gives one from MAIL on. */
+  readonly qid: string;
   step: number;
 }
 
@@ -218,7 +221,8 @@ class Run {
 
   #begin(msg: Message, host: Host): void {
     msg.tally.sessions++;
-    const s: Session = { msg, host, id: `sim${host.index}:${++this.#seq}`, start: this.clock.now(), step: 0 };
+    const n = ++this.#seq;
+    const s: Session = { msg, host, id: `sim${host.index}:${n}`, start: this.clock.now(), qid: `${host.index}Q${n.toString(16).toUpperCase()}`, step: 0 };
     this.#ask(s);
   }
 
@@ -269,6 +273,7 @@ class Run {
         conclude(host.engine, e, { delivered: true, abandoned: false });
         this.#close(s, p.rtt);
         this.#accepted(msg, replyAt);
+        this.#scan(s, e);
       });
       return;
     }
@@ -300,6 +305,29 @@ class Run {
     t.delays.push(Math.max(0, at - msg.first - msg.own - unshaped(msg.pop)));
   }
 
+  /**
+   * The scanner's verdict on an accepted message, `delay` later, as rspamd's
+   * metadata_exporter publishes it: to the host that took it, or with the
+   * fleet store to every host (each subscribes to the channel). A spam
+   * message is called spam with probability `catches`, a real one with
+   * `false_positives`.
+   */
+  #scan(s: Session, e: StageEvent): void {
+    const sc = this.s.scanner;
+    if (sc === undefined || !sc.feedback) return;
+    const spam = this.rng() < s.msg.pop.spam;
+    const called = this.rng() < (spam ? sc.catches : sc.false_positives);
+    const message = JSON.stringify({ ip: e.client, qid: e.queueId, action: called ? 'reject' : 'no action', score: called ? 15 : 0 });
+    const to = this.s.hosts.fleet ? this.hosts : [s.host];
+    this.#agenda.at(this.clock.now() + sc.delay, () => {
+      for (const h of to) {
+        h.feedback.take(message);
+        h.feedback.drain();
+      }
+      this.#waiting = Promise.all(to.map((h) => h.feedback.settled())).then(() => undefined);
+    });
+  }
+
   /** A try failed: the next after the next wait of `retry`, or the message is lost. `own`: the client broke it off itself, in a session begun then. */
   #failed(msg: Message, own?: number): void {
     const wait = msg.pop.retry[msg.failed++];
@@ -325,7 +353,7 @@ class Run {
       stage, session: s.id, via: 'milter', mta: 'postfix', client: c.address, port: 40000 + (this.#seq % 20000), clientName: c.name,
       helo: i === 0 ? '' : c.helo, sender: i < 2 ? '' : `sender@${p.sender_domain}`, recipient: stage === 'rcpt' ? `user${i - 2}@example.net` : '',
       recipientCount: stage === 'rcpt' ? i - 3 : i > 2 ? n : 0, size: stage === 'eom' ? p.size : 0,
-      queueId: '', saslUser: '', tls: undefined, stress: false, repeat: false,
+      queueId: i >= 2 ? s.qid : '', saslUser: '', tls: undefined, stress: false, repeat: false,
     };
   }
 }

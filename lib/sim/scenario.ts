@@ -77,6 +77,13 @@ export const scenarioSchema = z.strictObject({
     fleet: z.boolean().default(false),
   }),
   dns_list: zone.optional(),
+  /** A content scanner behind every host: what it calls spam, and whether its verdicts reach sluice. */
+  scanner: z.strictObject({
+    catches: share,
+    false_positives: share.default(0),
+    delay: duration.default(2000),
+    feedback: z.boolean().default(true),
+  }).optional(),
   populations: z.array(population).min(1).max(100),
 }).superRefine((s, ctx) => {
   const names = new Set<string>();

@@ -1,0 +1,197 @@
+// feedback.ts - a content scanner's verdicts, learned as they come.
+//
+// Verdicts arrive on a Redis Pub/Sub channel (feedback.channel), on the
+// fleet store's server or on one of their own (feedback.url): every MX host
+// of a fleet subscribes, so each learns from every scan. `sluicectl learn`
+// and a milter header reach the engine by their own paths (control,
+// engine.record) and are counted here too. A message is queued as it
+// arrives and learned in turns of at most TURN messages, each turn after a
+// timer: a flood of verdicts waits its turn behind policy and milter
+// answers rather than in front of them. At most MAX_QUEUED wait; past that,
+// messages are refused as `overflow`. Bad messages change nothing; they are
+// counted by reason, and said in one warning a minute at most.
+// With a fleet store every host hears every verdict, and the store would
+// count it once per host: each host claims the message (Fleet.claim); the
+// one that wins learns the verdict, and the host that delivered the message
+// (it remembers the queue id) learns what it says of its hold. While the
+// store is away each host learns what it hears.
+//
+// Config keys: feedback.channel, feedback.url.
+
+import type { Config } from '../config/schema.js';
+import type { Learned, Scan } from '../engine/learn.js';
+import { createHash } from 'node:crypto';
+import { connect, type Connection } from '../fleet/connect.js';
+import type { Logger } from '../log/logger.js';
+import type { Clock, Timer } from '../util/clock.js';
+import { parseVerdict, type Refusal } from './verdicts.js';
+
+/** Messages learned per turn of the event loop. */
+export const TURN = 500;
+/** Messages waiting at most. */
+export const MAX_QUEUED = 100_000;
+const WARN_EVERY_MS = 60_000;
+
+/** How long a claim on a verdict is kept: far longer than it takes every host to hear it. */
+const CLAIM_MS = 10 * 60_000;
+
+/** Where verdicts are learned (the engine). */
+export interface Learns {
+  learn(s: Scan, part?: 'all' | 'verdict' | 'hold'): Learned;
+  /** This host saw the message with this queue id delivered. */
+  delivered(queueId: string): boolean;
+}
+
+/** What feedback counts, for metrics. */
+export interface FeedbackReport {
+  scanned(source: string, verdict: string): void;
+  scanRefused(source: string, reason: string): void;
+}
+
+/** The fleet store, as feedback uses it: a channel on its connection, and claims. */
+export interface Shared {
+  readonly active: boolean;
+  subscribe(channel: string, fn: (message: string) => void, what: string): void;
+  claim(id: string, ttlMs: number): Promise<boolean>;
+}
+
+type FeedbackConfig = Pick<Config, 'feedback' | 'fleet'>;
+
+export class Feedback {
+  readonly #engine: Learns;
+  readonly #fleet: Shared;
+  /** Claims under way. */
+  readonly #claims = new Set<Promise<void>>();
+  readonly #clock: Clock;
+  readonly #log: () => Logger;
+  readonly #report: FeedbackReport;
+  readonly #queue: string[] = [];
+  #head = 0;
+  #timer: Timer | undefined;
+  #own: Connection | undefined;
+  /** Refusals since the last warning, by reason. */
+  #refused = new Map<string, number>();
+  #warned = -Infinity;
+  #ownUp: boolean | undefined;
+
+  constructor(engine: Learns, fleet: Shared, clock: Clock, log: () => Logger, report: FeedbackReport) {
+    this.#engine = engine;
+    this.#fleet = fleet;
+    this.#clock = clock;
+    this.#log = log;
+    this.#report = report;
+  }
+
+  /** Subscribes to feedback.channel, when set: on feedback.url's server, else through the fleet store. */
+  start(c: FeedbackConfig): void {
+    const fleet = this.#fleet;
+    const f = c.feedback;
+    if (f.channel === '') return;
+    const take = (m: string): void => this.take(m);
+    if (f.url === '') {
+      fleet.subscribe(f.channel, take, 'the scanner\'s verdicts');
+      return;
+    }
+    const conn = connect({ ...c.fleet, url: f.url, password_file: '', sentinels: [], cluster: [] }, (up, why) => {
+      if (up === this.#ownUp) return;
+      this.#ownUp = up;
+      if (up) this.#log().info({ channel: f.channel }, 'feedback: subscribed to the scanner\'s verdicts');
+      else this.#log().warn({ why }, 'feedback: the verdicts\' server is away; trying again');
+    });
+    this.#own = conn;
+    conn.subscribe(f.channel, take).catch((err: unknown) => this.#log().warn({ err: String(err) }, 'feedback: cannot subscribe to the scanner\'s verdicts'));
+  }
+
+  async close(): Promise<void> {
+    this.#clock.clear(this.#timer);
+    this.#timer = undefined;
+    const own = this.#own;
+    this.#own = undefined;
+    await own?.close();
+  }
+
+  /** A channel message: queued, learned in a later turn. */
+  take(message: string): void {
+    if (this.#queue.length - this.#head >= MAX_QUEUED) {
+      this.#refuse('channel', 'overflow', `more than ${MAX_QUEUED} verdicts waiting`);
+      return;
+    }
+    this.#queue.push(message);
+    this.#timer ??= this.#clock.setTimeout(() => this.#turn(), 0);
+  }
+
+  /** Learns every waiting message now (a simulation's step; a test's). */
+  drain(): void {
+    while (this.#head < this.#queue.length) this.#learnNext();
+    this.#compact();
+  }
+
+  /** Messages waiting. */
+  get waiting(): number {
+    return this.#queue.length - this.#head;
+  }
+
+  /** Settles when the claims under way have been answered and learned. */
+  async settled(): Promise<void> {
+    while (this.#claims.size > 0) await Promise.all([...this.#claims]);
+  }
+
+  /** A verdict from elsewhere (`sluicectl learn`), learned at once and counted under its source. */
+  learn(s: Scan): Learned {
+    const r = this.#engine.learn(s);
+    if (r.learned) this.#report.scanned(s.source, s.verdict);
+    else this.#report.scanRefused(s.source, 'unknown');
+    return r;
+  }
+
+  #turn(): void {
+    this.#timer = undefined;
+    for (let n = 0; n < TURN && this.#head < this.#queue.length; n++) this.#learnNext();
+    this.#compact();
+    if (this.#head < this.#queue.length) this.#timer = this.#clock.setTimeout(() => this.#turn(), 0);
+  }
+
+  #learnNext(): void {
+    const text = this.#queue[this.#head]!;
+    this.#queue[this.#head++] = '';
+    const p = parseVerdict(text);
+    if ('refused' in p) return this.#refuse('channel', p.refused, p.detail);
+    if ('unsure' in p) return this.#report.scanned('channel', 'unsure');
+    const scan: Scan = { ...p.scan, source: 'channel' };
+    if (!this.#fleet.active) return this.#learned(scan, 'all');
+    const mine = scan.queueId !== undefined && this.#engine.delivered(scan.queueId);
+    const claim = this.#fleet.claim(createHash('sha1').update(text).digest('hex'), CLAIM_MS).then((won) => {
+      this.#claims.delete(claim);
+      if (won) this.#learned(scan, mine ? 'all' : 'verdict');
+      else if (mine) this.#engine.learn(scan, 'hold');
+    });
+    this.#claims.add(claim);
+  }
+
+  #learned(scan: Scan, part: 'all' | 'verdict'): void {
+    const r = this.#engine.learn(scan, part);
+    if (r.learned) this.#report.scanned('channel', scan.verdict);
+    else this.#refuse('channel', 'unknown', r.why);
+  }
+
+  #compact(): void {
+    if (this.#head === this.#queue.length) {
+      this.#queue.length = 0;
+      this.#head = 0;
+    } else if (this.#head > 10_000 && this.#head * 2 > this.#queue.length) {
+      this.#queue.splice(0, this.#head);
+      this.#head = 0;
+    }
+  }
+
+  #refuse(source: string, reason: Refusal | 'overflow' | 'unknown', detail: string): void {
+    this.#report.scanRefused(source, reason);
+    this.#refused.set(reason, (this.#refused.get(reason) ?? 0) + 1);
+    const now = this.#clock.now();
+    if (now - this.#warned < WARN_EVERY_MS) return;
+    this.#warned = now;
+    const counts = Object.fromEntries(this.#refused);
+    this.#refused = new Map();
+    this.#log().warn({ refused: counts, last: detail }, 'feedback: verdicts refused (changed nothing); at most one such line a minute');
+  }
+}
