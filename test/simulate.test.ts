@@ -73,6 +73,7 @@ t.test('bad scenarios: each problem refused at its line, with its key', async (t
     ['no smtpd processes', yaml().replace('smtpd_processes: 100', 'smtpd_processes: 0'), 6, /hosts\.smtpd_processes/],
     ['fleet not a boolean', yaml({ top: '  fleet: yes please' }), 7, /hosts\.fleet: expected true or false/],
     ['a bad zone', yaml({ top: 'dns_list: not a zone' }), 7, /dns_list: expected a DNS zone name/],
+    ['a scanner catching more than all', yaml({ top: 'scanner:\n  catches: 1.5' }), 8, /scanner\.catches/],
     ['an unknown kind', yaml().replace('kind: legitimate', 'kind: friendly'), 10, /populations\.0\.kind/],
     ['no clients', yaml().replace('clients: 20', 'clients: 0'), 11, /populations\.0\.clients/],
     ['a network that is not a CIDR', yaml().replace('172.16.0.0/16', '172.16.0.0'), 12, /populations\.0\.network: "172\.16\.0\.0" is not a CIDR/],
@@ -220,8 +221,17 @@ t.test('each key moves the report the way it must', async (t) => {
   const v6 = await sim(yaml().replace('network: 10.0.0.0/16', 'network: 2001:db8::/32'));
   t.ok(pop(v6, 'bots').messages > 0 && pop(v6, 'bots').sessions > 0, 'network: IPv6 clients');
 
-  // spam: no scanner model reads it yet; documented as changing nothing.
+  // spam: read only by a scanner; without one it changes nothing.
   t.equal(JSON.stringify(await sim(yaml({ bot: '    spam: 0.9' }))), JSON.stringify(base), 'spam: no change without a scanner');
+  // scanner: its verdicts keep spam out; with feedback off, or for mail that is not spam, nothing moves.
+  const scanned = (top: string): Promise<Report> => sim(yaml({ bot: '    retry: [5m]\n    spam: 0.95', top }).replace('patience: 10s', 'patience: 60s'));
+  const off = await scanned('scanner:\n  catches: 0.9\n  feedback: false');
+  const on = await scanned('scanner:\n  catches: 0.9');
+  t.ok(pop(on, 'bots').accepted_pct < pop(off, 'bots').accepted_pct / 2, `scanner: spam accepted ${pop(off, 'bots').accepted_pct} % without its verdicts, ${pop(on, 'bots').accepted_pct} % with them`);
+  t.equal(pop(on, 'real').accepted_pct, 100, 'scanner: real mail, called ham, all accepted');
+  const caughtNone = await scanned('scanner:\n  catches: 0');
+  t.equal(pop(caughtNone, 'bots').accepted_pct, pop(off, 'bots').accepted_pct, 'scanner.catches 0: spam called ham keeps it in');
+  t.ok(pop(await scanned('scanner:\n  catches: 0.9\n  false_positives: 1'), 'real').accepted_pct < 100, 'scanner.false_positives: real mail called spam is deferred');
 });
 
 t.test('a DNS list and a fleet store are real servers', { skip: installed(RBLDNSD, '-h') && installed(REDIS_SERVER) ? false : 'rbldnsd or redis-server is not installed (.ci/run installs them)' }, async (t) => {
