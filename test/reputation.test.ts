@@ -182,13 +182,25 @@ t.test('snapshots: atomic write, exact restore, corrupt and foreign files refuse
   const bad: [string, Buffer, RegExp][] = [
     ['garbage', Buffer.from('hello world\n'), /first line is not JSON/],
     ['foreign', Buffer.from('{"format":"other"}\n'), /not a sluice snapshot/],
-    ['future version', withHead(headText.replace('"version":1', '"version":99')), /version 99/],
+    ['future version', withHead(headText.replace('"version":2', '"version":99')), /version 99; this sluice reads versions 1 and 2/],
     ['truncated', good.subarray(0, good.length - 20), /truncated/],
     ['short of its count', withHead(headText.replace('"entries":3', '"entries":4')), /expected 4 entries, the file has room for 3/],
     ['more than its count', withHead(headText.replace('"entries":3', '"entries":2')), /more than the 2 entries the header claims/],
     ['not a number', nan, /not a number/],
     ['cut inside an entry', Buffer.concat([good.subarray(0, good.length - 8 - 30), good.subarray(good.length - 8)]), /malformed|cut short/],
   ];
+  // Version 1 (before the scanner's spam and ham counters): 8 values an entry, read with those at 0.
+  const v1: Buffer[] = [Buffer.from(headText.replace('"version":2', '"version":1') + '\n')];
+  for (let p = nl + 1; p < good.length - 8;) {
+    const klen = good.readUInt16LE(p);
+    v1.push(good.subarray(p, p + 2 + klen + 8 * 8));
+    p += 2 + klen + 10 * 8;
+  }
+  v1.push(good.subarray(good.length - 8));
+  writeFileSync(path.join(dir, 'v1.snapshot'), Buffer.concat(v1));
+  const old = new ReputationStore({ maxEntries: 100, ttlMs: 10 * H, halfLifeMs: H, now: () => 5 * H + 1000 });
+  t.equal((await readSnapshot(path.join(dir, 'v1.snapshot'), (k, v, at) => old.put(k, v, at)))?.count, 3, 'a version 1 snapshot is read');
+  t.same(old.entry('ip:192.0.2.1'), { s: -6, at: 5 * H, first: 5 * H, ok: 0, ab: 0, abh: 1, rate: 0, grey: 0, spam: 0, ham: 0 }, 'its entries whole, the verdict counters at 0');
   for (const [name, bytes, want] of bad) {
     const f = path.join(dir, `${name}.snapshot`);
     writeFileSync(f, bytes);
