@@ -114,3 +114,45 @@ t.test('sluicectl replay: files, gzip, standard input, --json, --config', async 
   const bad = await ctl(['replay', '--config', path.join(dir, 'absent.yaml')]);
   t.equal(bad.code, 64, 'a configuration that does not load is a usage error');
 });
+
+/** A session of 198.51.100.77 lost after RCPT, `i` minutes after 16:00 (issue 33, items 2 and 3). */
+function lostSession(i: number, client = '198.51.100.77', name = 'unknown'): string[] {
+  const m = String(i).padStart(2, '0');
+  return [
+    `Nov 27 16:${m}:10 mx postfix/smtpd[${4000 + i}]: connect from ${name}[${client}]`,
+    `Nov 27 16:${m}:12 mx postfix/smtpd[${4000 + i}]: lost connection after RCPT from ${name}[${client}]`,
+    `Nov 27 16:${m}:12 mx postfix/smtpd[${4000 + i}]: disconnect from ${name}[${client}] ehlo=1 mail=1 rcpt=0/1 commands=2/3`,
+  ];
+}
+
+t.test('a delivery that a held session would have deferred later is counted as refused', async (t) => {
+  const r = new Replay(defaults(), 2026);
+  for (let i = 0; i < 8; i++) for (const l of lostSession(i)) r.line(l);
+  // Then the same client delivers.
+  for (const l of [
+    'Nov 27 16:30:01 mx postfix/smtpd[5000]: connect from unknown[198.51.100.77]',
+    'Nov 27 16:30:01 mx postfix/smtpd[5000]: 6A1B220C0F1: client=unknown[198.51.100.77]',
+    'Nov 27 16:30:02 mx postfix/cleanup[5001]: 6A1B220C0F1: message-id=<x@y>',
+    'Nov 27 16:30:02 mx postfix/qmgr[5002]: 6A1B220C0F1: from=<a@b.example>, size=400, nrcpt=1 (queue active)',
+    'Nov 27 16:30:02 mx postfix/smtpd[5000]: disconnect from unknown[198.51.100.77] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5',
+  ]) r.line(l);
+  const rep = r.finish();
+  t.equal(rep.delivered, 1);
+  t.ok((rep.verdicts['rcpt']?.['defer'] ?? 0) > 0, 'RCPT deferrals in the table');
+  t.equal(rep.deliveredButRefused, 1, 'the delivering session is one sluice would have refused');
+  t.match(rep.risk, [{ client: '198.51.100.77', stage: 'rcpt', verdict: 'defer' }]);
+});
+
+t.test('a session\'s stages follow each other: its own holds are never at once', async (t) => {
+  const one = new Replay(defaults(), 2026);
+  for (const l of lostSession(0)) one.line(l);
+  const r1 = one.finish();
+  const holds = Object.values(r1.verdicts).reduce((n, v) => n + (v['hold'] ?? 0), 0);
+  t.ok(holds >= 2, `one session held at ${holds} stages`);
+  t.equal(r1.peakHolds, 1, 'one session: one hold at a time');
+  const six = new Replay(defaults(), 2026);
+  for (let i = 0; i < 6; i++) for (const l of lostSession(i * 1, `203.0.113.${i + 1}`)) six.line(l);
+  const r6 = six.finish();
+  t.equal(r6.peakHolds, 1, 'six sessions a minute apart: one hold at a time');
+  t.equal(r6.holdsRefused, 0, 'no hold refused for want of budget');
+});

@@ -3,8 +3,11 @@
 // Each session rebuilt from the log (maillog.ts) is put to the engine stage
 // by stage, on the log's own timeline (a ManualClock moved to each line's
 // time), with the candidate configuration: CONNECT at its connect time, the
-// stages after at the time its last line was logged. The first verdict
-// that is not a plain pass is what sluice would have done; a hold is added
+// stages after at the time its last line was logged or, when later, when
+// the hold before them ends (a hold at HELO delays MAIL, as it would have).
+// The first verdict that is not a plain pass is what sluice would have done
+// to it (for lost sessions); the first deferral or rejection, held or not
+// before it, is what it would have refused of a delivery. A hold is added
 // up and counted against the hold budget as it would have run. The engine
 // then learns what really happened (delivered; abandoned where it was lost
 // or left without QUIT; ended), so later sessions of the same client meet
@@ -97,6 +100,9 @@ export class Replay {
     if (lost) r.lost++;
     const session = `replay:${++this.#seq}`;
     let would: { stage: Stage; v: Verdict; e: StageEvent } | undefined;
+    let refused: { stage: Stage; v: Verdict; e: StageEvent } | undefined;
+    // When the next stage comes: not before it was logged, nor before the last one's hold ends.
+    let next = s.start;
     const events = s.stages.map((stage) => event(s, stage, session));
     // A replay asks no lookups: the engine answers at once.
     drive(this.#engine, events, ({ event: e, verdict: v }) => {
@@ -106,15 +112,18 @@ export class Replay {
       byStage[kind] = (byStage[kind] ?? 0) + 1;
       if (kind === 'hold') this.#held(v.delayMs);
       if (kind !== 'pass' && would === undefined) would = { stage, v, e };
+      if ((kind === 'defer' || kind === 'reject') && refused === undefined) refused = { stage, v, e };
+      next = this.#clock.now() + v.delayMs;
       return kind !== 'defer' && kind !== 'reject';
     }, (e) => {
-      // CONNECT at the session's connect time, the stages after at the time its last line was logged.
-      const at = e.stage === 'connect' ? s.start : s.end;
+      // CONNECT at the session's connect time, the stages after at the time its last line was logged, or when the hold before them ends.
+      const at = Math.max(e.stage === 'connect' ? s.start : s.end, next);
       if (at > this.#clock.now()) this.#clock.advance(at - this.#clock.now());
     });
-    if (would && would.v.kind !== 'pass' && s.delivered > 0) {
+    // A session that delivered but would have been refused, whatever held it before (a hold is a pass).
+    if (refused && s.delivered > 0) {
       r.deliveredButRefused++;
-      this.#risky(s, would);
+      this.#risky(s, refused);
     }
     if (lost && would) {
       const lostAt = s.lostAt ?? s.stages.at(-1)!;
