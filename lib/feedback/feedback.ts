@@ -11,7 +11,8 @@
 // messages are refused as `overflow`. Bad messages change nothing; they are
 // counted by reason, and said in one warning a minute at most.
 // With a fleet store every host hears every verdict, and the store would
-// count it once per host: each host claims the message (Fleet.claim); the
+// count it once per host: each host claims the message (Fleet.claim, one
+// call for a turn's messages); the
 // one that wins learns the verdict, and the host that delivered the message
 // (it remembers the queue id) learns what it says of its hold. While the
 // store is away each host learns what it hears.
@@ -52,7 +53,7 @@ export interface FeedbackReport {
 export interface Shared {
   readonly active: boolean;
   subscribe(channel: string, fn: (message: string) => void, what: string): void;
-  claim(id: string, ttlMs: number): Promise<boolean>;
+  claim(ids: readonly string[], ttlMs: number): Promise<boolean[]>;
 }
 
 type FeedbackConfig = Pick<Config, 'feedback' | 'fleet'>;
@@ -120,9 +121,9 @@ export class Feedback {
     this.#timer ??= this.#clock.setTimeout(() => this.#turn(), 0);
   }
 
-  /** Learns every waiting message now (a simulation's step; a test's). */
+  /** Learns every waiting message now (a simulation's step; a test's); claims are settled by settled(). */
   drain(): void {
-    while (this.#head < this.#queue.length) this.#learnNext();
+    while (this.#head < this.#queue.length) this.#batch(TURN);
     this.#compact();
   }
 
@@ -146,24 +147,33 @@ export class Feedback {
 
   #turn(): void {
     this.#timer = undefined;
-    for (let n = 0; n < TURN && this.#head < this.#queue.length; n++) this.#learnNext();
+    this.#batch(TURN);
     this.#compact();
     if (this.#head < this.#queue.length) this.#timer = this.#clock.setTimeout(() => this.#turn(), 0);
   }
 
-  #learnNext(): void {
-    const text = this.#queue[this.#head]!;
-    this.#queue[this.#head++] = '';
-    const p = parseVerdict(text);
-    if ('refused' in p) return this.#refuse('channel', p.refused, p.detail);
-    if ('unsure' in p) return this.#report.scanned('channel', 'unsure');
-    const scan: Scan = { ...p.scan, source: 'channel' };
-    if (!this.#fleet.active) return this.#learned(scan, 'all');
-    const mine = scan.queueId !== undefined && this.#engine.delivered(scan.queueId);
-    const claim = this.#fleet.claim(createHash('sha1').update(text).digest('hex'), CLAIM_MS).then((won) => {
+  /** Up to `n` waiting messages: parsed, then learned (with a fleet store, once the fleet's claims are in). */
+  #batch(n: number): void {
+    const claims: { scan: Scan; id: string; mine: boolean }[] = [];
+    for (let i = 0; i < n && this.#head < this.#queue.length; i++) {
+      const text = this.#queue[this.#head]!;
+      this.#queue[this.#head++] = '';
+      const p = parseVerdict(text);
+      if ('refused' in p) this.#refuse('channel', p.refused, p.detail);
+      else if ('unsure' in p) this.#report.scanned('channel', 'unsure');
+      else {
+        const scan: Scan = { ...p.scan, source: 'channel' };
+        if (!this.#fleet.active) this.#learned(scan, 'all');
+        else claims.push({ scan, id: createHash('sha1').update(text).digest('hex'), mine: scan.queueId !== undefined && this.#engine.delivered(scan.queueId) });
+      }
+    }
+    if (claims.length === 0) return;
+    const claim = this.#fleet.claim(claims.map((c) => c.id), CLAIM_MS).then((won) => {
       this.#claims.delete(claim);
-      if (won) this.#learned(scan, mine ? 'all' : 'verdict');
-      else if (mine) this.#engine.learn(scan, 'hold');
+      claims.forEach((c, i) => {
+        if (won[i]) this.#learned(c.scan, c.mine ? 'all' : 'verdict');
+        else if (c.mine) this.#engine.learn(c.scan, 'hold');
+      });
     });
     this.#claims.add(claim);
   }

@@ -34,6 +34,13 @@ import { ReputationShare, SHARE_CHANNEL } from './share.js';
 import { EVENTS_CHANNEL, ListSync } from './sync.js';
 import { FleetWriter } from './writer.js';
 
+/** Claims each key (SET NX PX); 1 where this call took it. */
+const CLAIM = `local out = {}
+for i, k in ipairs(KEYS) do
+  out[i] = redis.call('SET', k, ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+end
+return out`;
+
 /** How long a stop waits for the last writes. */
 export const FLUSH_AT_STOP_MS = 5000;
 
@@ -181,17 +188,25 @@ export class Fleet {
   }
 
   /**
-   * Claims a piece of work for this host, once for the fleet (SET NX with a
-   * TTL under fleet.prefix): true for the one host that claims it first; also
-   * true with no store, or while it is away (each host then does it itself).
+   * Claims pieces of work for this host, each once for the fleet (SET NX
+   * with a TTL under fleet.prefix, all in one script call): true for each the
+   * one host that claims it first; also true with no store, or while it is
+   * away (each host then does it itself).
    */
-  async claim(id: string, ttlMs: number): Promise<boolean> {
+  async claim(ids: readonly string[], ttlMs: number): Promise<boolean[]> {
     const conn = this.#conn;
-    if (conn === undefined || !this.#up) return true;
+    if (conn === undefined || !this.#up || ids.length === 0) return ids.map(() => true);
+    const prefix = this.#config().fleet.prefix;
     try {
-      return (await conn.commands.set(`${this.#config().fleet.prefix}claim:${id}`, this.id, { condition: 'NX', expiration: { type: 'PX', value: ttlMs } })) !== null;
+      if (this.#perKey()) {
+        // A cluster spreads the keys over its nodes: one call each.
+        const got = await Promise.all(ids.map((id) => conn.commands.set(`${prefix}claim:${id}`, this.id, { condition: 'NX', expiration: { type: 'PX', value: ttlMs } })));
+        return got.map((g) => g !== null);
+      }
+      const got = await conn.commands.eval(CLAIM, { keys: ids.map((id) => `${prefix}claim:${id}`), arguments: [this.id, String(ttlMs)] }) as number[];
+      return ids.map((_, i) => got[i] === 1);
     } catch {
-      return true;
+      return ids.map(() => true);
     }
   }
 
