@@ -3,6 +3,7 @@
 // Each daemon runs on a clock that stands still: an answer that arrives came
 // from the lookups (or their budget being spent on that clock), never a hold.
 import t from 'tap';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startDaemon, settle, track, until } from './helpers/daemon.js';
@@ -14,6 +15,10 @@ import { ManualClock } from '../dist/util/clock.js';
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const gate = rbldnsdGate(t);
+const SAMPLE = {
+  stage: 'rcpt' as const, session: 's', via: 'policy' as const, mta: 'postfix' as const, client: '192.0.2.10', port: undefined, clientName: 'unknown',
+  helo: '', sender: '', recipient: '', recipientCount: 0, size: 0, queueId: '', saslUser: '', tls: undefined, stress: false, repeat: false,
+};
 
 const ZONES = [
   { name: 'bl.test', type: 'ip4set', data: [':127.0.0.2:listed', '192.0.2.10', '192.0.2.12 :127.0.0.20:', '198.51.100.0/24'] },
@@ -56,6 +61,9 @@ t.test('listed, unlisted, allowlisted, RHSBL and IPv6 clients through the policy
   // A list answering 127.255.255.x refuses our resolver: one warning, the zone left out.
   t.ok(await until(() => h.logs().some((l) => l['zone'] === 'refusing.test')), 'a warning names the refusing zone');
   t.equal(h.logs().filter((l) => l['zone'] === 'refusing.test').length, 1, 'one line for many clients');
+  const counted = await h.daemon.metrics.registry.metrics();
+  t.match(counted, /sluice_dns_queries_total\{zone="refusing\.test",result="refused"\} [1-9]/, 'a refusal is counted as refused');
+  t.notMatch(counted, /sluice_dns_queries_total\{zone="refusing\.test",result="listed"\}/, 'not as listed');
   t.match(h.daemon.status()['dns_lists'], { refusing: ['refusing.test'] }, 'status shows it');
 
   // Milter: CONNECT is the first event.
@@ -136,4 +144,21 @@ t.test('a resolver that never answers delays a first decision by at most dns.tim
     await settle(50);
   }
   t.match(scraped, /sluice_dns_queries_total\{zone="bl.test",result="timeout"\} [1-9]/, 'timeouts counted per zone');
+  // Said once, with why; explain says the lookup timed out.
+  const said = (x: typeof h, why: string) => x.logs().filter((l) => l['zone'] === 'bl.test' && l['why'] === why && l['level'] === 40);
+  t.ok(await until(() => said(h, 'timeout').length > 0), 'a timing-out list is said in a warning');
+  t.match(said(h, 'timeout')[0]?.['msg'], /DNS list bl\.test fails \(no answer within dns\.timeout 2000 ms\)/);
+  const explained = h.daemon.engine.explain({ ...SAMPLE, client: '192.0.2.99', session: 'explain-1' });
+  await settle(50);
+  clock.advance(2000);
+  t.match((await explained).reason?.trace.join('\n'), /timed out \(no answer within dns\.timeout 2000 ms\), counted as not listed/);
+  t.equal(said(h2, 'servfail').length, 1, 'SERVFAIL: one warning');
+  await p2.ask(rcptRequest({ client_address: '192.0.2.12', instance: 'f.2' }));
+  t.equal(said(h2, 'servfail').length, 1, 'still one for the next client');
+  // The list answers again (the resolver now rbldnsd): one line.
+  const { server } = await startRbldnsd(t, ZONES);
+  writeFileSync(h2.configFile, readFileSync(h2.configFile, 'utf8').replace(failing.server, server));
+  t.ok(await h2.daemon.reload(), 'reloaded');
+  await p2.ask(rcptRequest({ client_address: '192.0.2.13', instance: 'f.3' }));
+  t.ok(await until(() => h2.logs().some((l) => l['msg'] === 'DNS list bl.test answers again')), 'one line when it answers again');
 });

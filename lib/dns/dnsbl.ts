@@ -12,7 +12,9 @@
 // dnsbl.threshold the client is listed (dnsbl.action), at or below a
 // negative dnsbl.allowlist_threshold it is trusted, and each unit moves the
 // decision's score by dnsbl.points. A failed lookup counts as not listed
-// (fail open) and is counted per zone. An answer in 127.255.255.0/24 means
+// (fail open) and is counted per zone; a zone that starts failing is said
+// in one warning (with why: timeout, servfail, refused), and one line when
+// it answers again. An answer in 127.255.255.0/24 means
 // the list refuses our resolver: the zone is left out, with one warning,
 // and asked about its test point (127.0.0.2, RFC 5782) every 5 minutes
 // until it answers again, with one line per change.
@@ -86,6 +88,8 @@ export class DnsLists implements Provider<Looked> {
   #keptSize = 0;
   /** Zones that refuse our resolver, with the timer that asks them again. */
   readonly #refusing = new Map<string, Timer>();
+  /** Zones whose last answer failed, with why (said once when it starts and once when it ends). */
+  readonly #failing = new Map<string, string>();
   readonly #tally: Tally = { sum: 0, weighed: 0, hits: [], trace: undefined };
 
   constructor(config: () => DnsblConfig, clock: Clock, log: () => Logger, report: DnsReport) {
@@ -199,7 +203,7 @@ export class DnsLists implements Provider<Looked> {
       if (!trace) continue;
       const what = `${site.zone}${site.filter ? `=${site.filter}` : ''}*${site.weight} for ${name}`;
       if (hit !== undefined) trace.push(`${what}: answered ${hit}, weight ${site.weight}`);
-      else if (a === undefined) trace.push(`${what}: no answer yet`);
+      else if (a === undefined) trace.push(`${what}: timed out (no answer within dns.timeout ${this.#config().dns.timeout} ms), counted as not listed`);
       else if (a.kind === 'listed') trace.push(`${what}: answered ${a.addresses.join(' ')}, no match`);
       else trace.push(`${what}: ${a.kind === 'clean' ? 'not listed' : `${a.why}, counted as not listed`}`);
     }
@@ -225,12 +229,21 @@ export class DnsLists implements Provider<Looked> {
     this.#resolver.cancel();
   }
 
-  /** One query name of one zone, asked and counted. */
+  /** One query name of one zone, asked and counted; a zone that starts or stops failing is said once. */
   async #ask(name: string, zone: string): Promise<Answer> {
     const { answer, ms } = await this.#resolver.query(name);
-    this.#report.queried(zone, answer.kind === 'failed' ? answer.why : answer.kind, ms / 1000);
-    if (answer.kind === 'listed' && answer.addresses.some(isRefusal)) {
-      this.#refused(zone, answer.addresses);
+    const refusal = answer.kind === 'listed' && answer.addresses.some(isRefusal);
+    this.#report.queried(zone, answer.kind === 'failed' ? answer.why : refusal ? 'refused' : answer.kind, ms / 1000);
+    if (answer.kind === 'failed') {
+      if (!this.#failing.has(zone)) {
+        this.#failing.set(zone, answer.why);
+        this.#log().warn({ zone, why: answer.why }, `DNS list ${zone} fails (${answer.why === 'timeout' ? `no answer within dns.timeout ${this.#config().dns.timeout} ms` : answer.why}): its lookups count as not listed until it answers again`);
+      }
+    } else if (this.#failing.delete(zone)) {
+      this.#log().info({ zone }, `DNS list ${zone} answers again`);
+    }
+    if (refusal) {
+      this.#refused(zone, (answer as Extract<Answer, { kind: 'listed' }>).addresses);
       return { kind: 'clean' };
     }
     return answer;
