@@ -13,7 +13,7 @@ import { EngineOperator, type Operator } from '../dist/engine/operator.js';
 
 /** The daemon's side of the control commands, with the engine's and the policy service's parts real and the rest idle. */
 function controller(engine: Operator, policy = { timeout: 60_000, hold_margin: 5_000 }): Controller {
-  return { engine, policy: () => policy, status: () => ({}), stats: async () => ({}), reload: async () => true, snapshot: async () => ({ file: '', entries: 0 }), setLogLevel: () => undefined };
+  return { engine, policy: () => policy, status: () => ({}), stats: async () => ({}), reload: async () => [], snapshot: async () => ({ file: '', entries: 0 }), setLogLevel: () => undefined };
 }
 
 t.test('sluicectl against a running sluiced', async (t) => {
@@ -118,6 +118,7 @@ t.test('sluicectl against a running sluiced', async (t) => {
   const refused = await ctl('reload');
   t.equal(refused.code, 70);
   t.match(refused.err, /reload refused/);
+  t.match(refused.err, /sluice\.yaml:1: bogus: unknown key/, 'the problem itself, not a pointer to the log');
   t.equal((await ctl('frobnicate')).code, 64, 'unknown command');
   const stats = JSON.parse((await ctl('--json', 'stats')).out) as Record<string, { stage?: string; held?: string; value: number }[]>;
   t.ok(stats['abandoned_total']?.some((s) => s.stage === 'rcpt' && s.held === 'true' && s.value >= 1));

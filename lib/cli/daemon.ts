@@ -92,7 +92,7 @@ export class Daemon {
       await d.#parts.services.open();
       await d.#parts.services.openControl(d.controlSocket, d.#parts.commands({
         status: () => d.status(),
-        reload: () => d.reload(),
+        reload: async () => ((await d.reload()) ? [] : d.reloadProblems),
         setLogLevel: (level) => { d.#logs.logger.level = level; d.log.info({ level }, 'log level set by sluicectl'); },
       }));
       if (config.metrics.listen) d.#metricsUrl = await d.metrics.listen(config.metrics.listen);
@@ -138,6 +138,9 @@ export class Daemon {
     return path.resolve(this.#stateDir, this.#config.control.socket);
   }
 
+  /** What the last reload refused, one line each ([] when it was taken). */
+  reloadProblems: readonly string[] = [];
+
   /** The counters, as sluicectl stats shows them. */
   stats(): Promise<Record<string, unknown>> {
     return statsReport(this.metrics.registry);
@@ -147,9 +150,10 @@ export class Daemon {
     return this.#parts.status({ configFile: this.#opts.configFile, control: this.controlSocket, metricsUrl: this.#metricsUrl, errors: this.errorCounts });
   }
 
-  /** Rereads the config file; on any problem keeps the running config. True when swapped. */
+  /** Rereads the config file; on any problem keeps the running config. True when swapped; else reloadProblems says why. */
   async reload(): Promise<boolean> {
     const loaded = await loadConfig(this.#opts.configFile);
+    this.reloadProblems = loaded.ok ? [] : loaded.problems.map(formatProblem);
     if (!loaded.ok) {
       for (const p of loaded.problems) this.log.error({ code: CATALOGUE[p.symbol].code, err: p.symbol }, `reload refused: ${formatProblem(p)}`);
       this.log.warn('reload refused: keeping the running configuration');

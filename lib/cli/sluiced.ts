@@ -12,7 +12,7 @@
 
 import { Command, Option } from '@commander-js/extra-typings';
 import { spawn } from 'node:child_process';
-import { openSync } from 'node:fs';
+import { openSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { loadConfig, formatProblem } from '../config/load.js';
@@ -84,6 +84,26 @@ export async function main(argv: string[], early?: EarlySignals): Promise<void> 
   early?.release();
 }
 
+/** The problems a failed start wrote to its log from `from` on (its "sluiced: " lines; else its last lines). */
+function problemsIn(logFile: string, from: number): string[] {
+  let text = '';
+  try {
+    text = readFileSync(logFile, 'utf8').slice(from);
+  } catch {
+    return [];
+  }
+  const lines = text.split('\n').filter(Boolean);
+  const said = lines.filter((l) => l.startsWith('sluiced: ')).map((l) => l.slice('sluiced: '.length));
+  return said.length > 0 ? said : lines.slice(-3);
+}
+
+/** The first few problems, and how many more (in the log). */
+export function shown(problems: readonly string[], where: string, max = 5): string {
+  const head = problems.slice(0, max);
+  const more = problems.length - head.length;
+  return [...head, ...(more > 0 ? [`(and ${more} more: see ${where})`] : head.length === 0 ? [`see ${where}`] : [])].join('\n');
+}
+
 /** argv is the whole process.argv. Starts `sluiced --foreground` detached, logging to a file, and reports how it went. */
 async function detach(argv: string[], configFile: string | undefined): Promise<void> {
   const loaded = await loadConfig(configFile);
@@ -96,6 +116,7 @@ async function detach(argv: string[], configFile: string | undefined): Promise<v
   }
   const logFile = loaded.config.log.file || path.join(stateDir, 'sluiced.log');
   const out = openSync(logFile, 'a');
+  const from = statSync(logFile).size;
   const child = spawn(process.execPath, [...process.execArgv, ...argv.slice(1), '--foreground'], {
     detached: true,
     stdio: ['ignore', out, out, 'ipc'],
@@ -103,7 +124,7 @@ async function detach(argv: string[], configFile: string | undefined): Promise<v
   const result = await new Promise<{ ok: boolean; text: string; code: number }>((resolve) => {
     child.once('message', (m: { listen?: { policy: string[] }; pid?: number }) =>
       resolve({ ok: true, code: 0, text: `started, pid ${m.pid}; policy on ${m.listen?.policy.join(', ')}; log: ${logFile}` }));
-    child.once('exit', (code) => resolve({ ok: false, code: code ?? EX_SOFTWARE, text: `failed to start (exit ${code}); see ${logFile}` }));
+    child.once('exit', (code) => resolve({ ok: false, code: code ?? EX_SOFTWARE, text: `failed to start (exit ${code}):\n${shown(problemsIn(logFile, from), logFile)}` }));
   });
   if (!result.ok) fail(result.text, result.code);
   child.unref();

@@ -9,6 +9,7 @@
 // object; load.ts maps each issue's path back to a line of the file.
 
 import { z } from 'zod';
+import { unreadableFile, unwritableDir } from './paths.js';
 import { parseDuration, parseSize } from './units.js';
 import { parseEndpoint, type Endpoint } from './endpoint.js';
 import { parseListValue } from './list-value.js';
@@ -107,7 +108,7 @@ const dnsSite = z.union([z.string(), z.strictObject({ site: z.string(), ipv4_onl
 });
 
 export const schema = z.strictObject({
-  state_dir: z.string(),
+  state_dir: z.string().superRefine((v, ctx) => { const bad = v === '' ? undefined : unwritableDir(v); if (bad) ctx.addIssue({ code: 'custom', message: bad }); }),
   mode: z.enum(['enforce', 'observe']),
   fail_mode: z.enum(['pass', 'defer']),
   log: z.strictObject({
@@ -245,7 +246,7 @@ export const schema = z.strictObject({
   }),
   fleet: z.strictObject({
     url: redisUrl,
-    password_file: z.string(),
+    password_file: z.string().superRefine((v, ctx) => { const bad = v === '' ? undefined : unreadableFile(v); if (bad) ctx.addIssue({ code: 'custom', message: bad }); }),
     sentinels: z.array(hostPort),
     master_name: z.string().min(1),
     cluster: z.array(hostPort),

@@ -27,7 +27,8 @@ export interface Controller {
   policy(): Pick<Config['policy'], 'timeout' | 'hold_margin'>;
   status(): Record<string, unknown>;
   stats(): Promise<Record<string, unknown>>;
-  reload(): Promise<boolean>;
+  /** Rereads the config file: the problems that refused it, [] when taken. */
+  reload(): Promise<readonly string[]>;
   snapshot(): Promise<{ file: string; entries: number }>;
   setLogLevel(level: string): void;
   /** A verdict on a message, by its queue id or its client (lib/feedback). */
@@ -173,7 +174,13 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
         return { verdict, client: r.client, by: r.by, keys: r.keys, held_ms: r.heldMs };
       }
       case 'reload':
-        if (!(await ctl.reload())) throw new CommandError('failed', 'reload refused: the configuration has problems (see the daemon log); the running one is kept');
+      {
+        const problems = await ctl.reload();
+        if (problems.length > 0) {
+          const more = problems.length > 5 ? [`(and ${problems.length - 5} more in the daemon log)`] : [];
+          throw new CommandError('failed', ['reload refused; the running configuration is kept:', ...problems.slice(0, 5), ...more].join('\n'));
+        }
+      }
         return { reloaded: true };
       case 'snapshot':
         return ctl.snapshot();

@@ -49,6 +49,18 @@ function password(file: string): string | undefined {
   }
 }
 
+/**
+ * Closes a client at once, whatever it is doing: node-redis throws "The
+ * client is closed" for one that never connected (a store away since start).
+ */
+function destroy(client: { destroy(): void }): void {
+  try {
+    client.destroy();
+  } catch {
+    // Never connected, or closed already: nothing to close.
+  }
+}
+
 /** Connects (in the background: a store that is away at start is retried); throws only on a bad password file. */
 export function connect(c: Config['fleet'], state: StateFn): Connection {
   const pass = password(c.password_file);
@@ -69,7 +81,7 @@ export function connect(c: Config['fleet'], state: StateFn): Connection {
     return {
       commands: cluster as unknown as StoreCommands,
       subscribe: async (ch, fn) => { await cluster.subscribe(ch, (m: string) => fn(m)); },
-      close: async () => { cluster.destroy(); },
+      close: async () => { destroy(cluster); },
     };
   }
   if (c.sentinels.length > 0) {
@@ -84,7 +96,7 @@ export function connect(c: Config['fleet'], state: StateFn): Connection {
     return {
       commands: sentinel as unknown as StoreCommands,
       subscribe: async (ch, fn) => { await sentinel.subscribe(ch, (m: string) => fn(m)); },
-      close: async () => { sentinel.destroy(); },
+      close: async () => { destroy(sentinel); },
     };
   }
   const url = c.url.startsWith('unix:') ? undefined : c.url;
@@ -102,8 +114,8 @@ export function connect(c: Config['fleet'], state: StateFn): Connection {
       await sub.subscribe(ch, (m: string) => fn(m));
     },
     close: async () => {
-      client.destroy();
-      sub.destroy();
+      destroy(client);
+      destroy(sub);
     },
   };
 }
