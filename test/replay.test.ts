@@ -112,7 +112,20 @@ t.test('sluicectl replay: files, gzip, standard input, --json, --config', async 
   const denied = await ctl(['--json', 'replay', '--config', path.join(dir, 'deny.yaml'), path.join(dir, 'mail.log')]);
   t.match(JSON.parse(denied.out), { deliveredButRefused: 1, risk: [{ client: '::1', verdict: 'reject' }] }, 'a candidate configuration');
   const bad = await ctl(['replay', '--config', path.join(dir, 'absent.yaml')]);
-  t.equal(bad.code, 64, 'a configuration that does not load is a usage error');
+  t.equal(bad.code, 78, 'a configuration that does not load: EX_CONFIG, as sluiced');
+  t.equal(bad.err, `sluicectl: ${path.join(dir, 'absent.yaml')}: cannot read: no such file\n`, 'its name once');
+  // Input that cannot be read: one line naming it, EX_NOINPUT.
+  writeFileSync(path.join(dir, 'cut.gz'), gzipSync(text.repeat(50)).subarray(0, 200));
+  for (const [what, file, why] of [['a missing file', path.join(dir, 'absent.log'), 'no such file'], ['a directory', dir, 'a directory, not a log file'], ['a truncated gzip', path.join(dir, 'cut.gz'), 'truncated gzip data|unexpected end of file']] as const) {
+    const r = await ctl(['replay', file]);
+    t.equal(r.code, 66, `${what}: exit 66`);
+    t.match(r.err, new RegExp(`^sluicectl: ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: (${why})\n$`), `${what}: one line naming it`);
+  }
+  // A file that is no Postfix log: said, EX_DATAERR.
+  writeFileSync(path.join(dir, 'passwd'), 'root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n');
+  const notLog = await ctl(['replay', path.join(dir, 'passwd')]);
+  t.equal(notLog.code, 65);
+  t.match(notLog.err, /no Postfix smtpd sessions found in .*passwd \(2 lines, 2 not Postfix's\)/);
 });
 
 /** A session of 198.51.100.77 lost after RCPT, `i` minutes after 16:00 (issue 33, items 2 and 3). */

@@ -2,10 +2,11 @@
 //
 // Talks to the control socket (protocol.ts). Tables for people, --json for
 // scripts. Exit statuses: 0 ok, 1 not found, 64 bad arguments (EX_USAGE),
-// 65 a bad scenario file or a queue id learn cannot place (EX_DATAERR), 69 daemon unreachable, or a server
+// 65 a bad scenario file, a queue id learn cannot place, a log with no
+// Postfix sessions (EX_DATAERR), 66 a log that cannot be read (EX_NOINPUT), 69 daemon unreachable, or a server
 // a simulation needs missing (EX_UNAVAILABLE; the message names the socket
 // or the package), 70 the command failed in the daemon, 78 a bad
-// configuration file (EX_CONFIG). Each problem is one line on stderr.
+// configuration file (EX_CONFIG: simulate, replay). Each problem is one line on stderr.
 // The socket is --socket, else $SLUICE_SOCKET, else control.sock in the
 // state directory sluiced would use.
 
@@ -17,11 +18,11 @@ import { stateDirFor } from './state-dir.js';
 import { VERSION } from './version.js';
 import { CONTROL_VERSION, MAX_LINE, type Response } from '../control/protocol.js';
 import { loadConfig, formatProblem } from '../config/load.js';
-import { formatReport, replayFiles } from '../replay/run.js';
+import { formatReport, replayFiles, ReplayInputError } from '../replay/run.js';
 import { simulateFiles } from '../sim/files.js';
 import { SYSTEM_CLOCK } from '../util/clock.js';
 
-export const EXIT = { ok: 0, notFound: 1, usage: 64, dataErr: 65, unavailable: 69, failed: 70, config: 78 } as const;
+export const EXIT = { ok: 0, notFound: 1, usage: 64, dataErr: 65, noInput: 66, unavailable: 69, failed: 70, config: 78 } as const;
 
 class Exit extends Error {
   constructor(readonly status: number, message: string) {
@@ -200,10 +201,13 @@ export async function main(argv: string[], out: (s: string) => void = toStdout):
     .option('-c, --config <file>', 'the configuration to try (default: the built-in defaults)')
     .action(async (logs: string[], o: { config?: string }) => {
       const loaded = await loadConfig(o.config);
-      if (!loaded.ok) throw new Exit(EXIT.usage, `${o.config}: ${loaded.problems.map(formatProblem).join('; ')}`);
+      if (!loaded.ok) throw new Exit(EXIT.config, loaded.problems.map(formatProblem).join('\n'));
       const tty = process.stderr.isTTY;
-      const r = await replayFiles(loaded.config, logs, tty ? (n) => process.stderr.write(`\r${n} lines...`) : undefined);
-      if (tty) process.stderr.write('\r\x1b[K');
+      const r = await replayFiles(loaded.config, logs, tty ? (n) => process.stderr.write(`\r${n} lines...`) : undefined).catch((err: unknown) => {
+        if (err instanceof ReplayInputError) throw new Exit(EXIT.noInput, err.message);
+        throw err;
+      }).finally(() => { if (tty) process.stderr.write('\r\x1b[K'); });
+      if (r.sessions === 0) throw new Exit(EXIT.dataErr, `no Postfix smtpd sessions found in ${logs.length ? logs.join(', ') : 'standard input'} (${r.lines} lines, ${r.unparsed} not Postfix's): is it a Postfix mail log?`);
       out(`${program.opts().json ? JSON.stringify(r, null, 2) : formatReport(r)}\n`);
     });
   program.command('simulate').argument('<scenario...>', 'scenario files (sluice-scenario(5))')

@@ -2,12 +2,14 @@
 //
 // Plain and gzip files (by content: the gzip magic, not the name), read line
 // by line as a stream; a progress line on standard error once a second when
-// it is a terminal. Prints a table, or the report as JSON.
+// it is a terminal. Prints a table, or the report as JSON. A file that
+// cannot be read (missing, a directory, a truncated gzip) is a
+// ReplayInputError naming it.
 
 import { createReadStream } from 'node:fs';
 import { createGunzip } from 'node:zlib';
 import { createInterface } from 'node:readline';
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Config } from '../config/schema.js';
 import { SYSTEM_CLOCK } from '../util/clock.js';
@@ -30,20 +32,39 @@ async function source(file: string | undefined): Promise<Readable> {
   return (await isGzip(file)) ? raw.pipe(createGunzip()) : raw;
 }
 
-/** Replays the logs with `config`; resolves with the report. */
+/** A log that cannot be read to its end: its name and why. */
+export class ReplayInputError extends Error {}
+
+function why(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'Z_BUF_ERROR' ? 'truncated gzip data' : (err as Error).message;
+}
+
+/** Replays the logs with `config`; resolves with the report. Rejects with a ReplayInputError naming a file that cannot be read. */
 export async function replayFiles(config: Config, files: readonly string[], progress?: (lines: number) => void): Promise<ReplayReport> {
   const now = SYSTEM_CLOCK.now;
   const replay = new Replay(config, new Date(now()).getUTCFullYear());
   let next = now() + 1000;
   for (const file of files.length ? files : [undefined]) {
-    const lines = createInterface({ input: await source(file), crlfDelay: Infinity });
-    let n = 0;
-    for await (const line of lines) {
-      replay.line(line);
-      if (progress && ++n % 10_000 === 0 && now() >= next) {
-        next = now() + 1000;
-        progress(n);
+    const name = file ?? 'standard input';
+    try {
+      if (file !== undefined && file !== '-' && (await stat(file)).isDirectory()) throw new ReplayInputError(`${name}: a directory, not a log file`);
+      const input = await source(file);
+      const lines = createInterface({ input, crlfDelay: Infinity });
+      // A stream error (a truncated gzip) ends the lines; it is thrown here, not lost.
+      let failed: unknown;
+      input.once('error', (err) => { failed = err; lines.close(); });
+      let n = 0;
+      for await (const line of lines) {
+        replay.line(line);
+        if (progress && ++n % 10_000 === 0 && now() >= next) {
+          next = now() + 1000;
+          progress(n);
+        }
       }
+      if (failed !== undefined) throw failed;
+    } catch (err) {
+      throw err instanceof ReplayInputError ? err : new ReplayInputError(`${name}: ${why(err)}`);
     }
   }
   return replay.finish();
