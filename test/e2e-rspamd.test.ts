@@ -16,8 +16,8 @@ t.test('rspamd verdicts through the fleet store\'s channel', why && !process.env
   const yaml = `fleet:\n  url: ${redis.url}\n  flush_interval: 100ms\nfeedback:\n  channel: rspamd_verdicts\n`;
   const a = await startDaemon(t, yaml);
   const b = await startDaemon(t, yaml);
-  const subscribed = (): boolean => a.logs().some((l) => l['msg'] === 'fleet store connected') && b.logs().some((l) => l['msg'] === 'fleet store connected');
-  t.ok(await until(subscribed, 5000), 'both connected');
+  const up = (h: typeof a): boolean => h.logs().some((l) => l['msg'] === 'fleet store connected') && h.logs().some((l) => l['msg'] === 'feedback: subscribed to the scanner\'s verdicts');
+  t.ok(await until(() => up(a) && up(b), 5000), 'both connected, and subscribed to the channel');
   await new Promise((r) => setTimeout(r, 300));
 
   const out = await rspamd.scan('192.0.2.7', 'spammer@example.org', '4ABCDEF');

@@ -87,7 +87,7 @@ t.test('the channel: rspamd JSON; bad input refused, counted, one warning a minu
   const lines: Record<string, unknown>[] = [];
   const log = pino({ level: 'info' }, new Writable({ write(c: Buffer, _e, cb) { lines.push(JSON.parse(c.toString()) as Record<string, unknown>); cb(); } }));
   const counted: string[] = [];
-  const fleet = { active: false, subscribe: () => undefined, claim: async (ids: readonly string[]) => ids.map(() => true) };
+  const fleet = { active: false, claim: async (ids: readonly string[]) => ids.map(() => true) };
   const fb = new Feedback(engine, fleet, clock, () => log, { scanned: (s, v) => counted.push(`${s} ${v}`), scanRefused: (s, r) => counted.push(`${s} refused ${r}`) });
   for (const [text] of bad) fb.take(text);
   fb.drain();

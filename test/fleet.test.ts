@@ -160,7 +160,7 @@ t.test('a password from fleet.password_file: used, and never logged, shown or pr
   writeFileSync(bad, `state_dir: ${dir}\npolicy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: []\nmetrics:\n  listen: ""\nfleet:\n  url: "${redis.url}"\n  password_file: "${dir}/absent.pass"\n`);
   const refused = run(t, [path.join(ROOT, 'bin', 'sluiced'), '--foreground', '--config', bad]);
   t.equal((await refused.exited).code, 78, 'exit 78');
-  t.match(refused.stderr(), /fleet\.password_file: cannot read .*absent\.pass: ENOENT/);
+  t.match(refused.stderr(), /bad\.yaml:10: fleet\.password_file: cannot read .*absent\.pass: no such file/);
 });
 
 t.test('IPv6: several /64s of one /48 hang up under holds on A; a new /64 of that /48 is shaped on B at its first request', redisGate(t), async (t) => {

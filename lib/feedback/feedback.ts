@@ -2,7 +2,8 @@
 //
 // Verdicts arrive on a Redis Pub/Sub channel (feedback.channel), on the
 // fleet store's server or on one of their own (feedback.url): every MX host
-// of a fleet subscribes, so each learns from every scan. `sluicectl learn`
+// of a fleet subscribes (in a worker thread: subscriber.ts), so each learns
+// from every scan. `sluicectl learn`
 // and a milter header reach the engine by their own paths (control,
 // engine.record) and are counted here too. A message is queued as it
 // arrives and learned in turns of at most TURN messages, each turn after a
@@ -22,13 +23,14 @@
 import type { Config } from '../config/schema.js';
 import type { Learned, Scan } from '../engine/learn.js';
 import { createHash } from 'node:crypto';
-import { connect, type Connection } from '../fleet/connect.js';
+import { Worker } from 'node:worker_threads';
 import type { Logger } from '../log/logger.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { parseVerdict, type Refusal } from './verdicts.js';
+import type { SubscriberData, SubscriberMessage } from './subscriber.js';
 
 /** Messages learned per turn of the event loop. */
-export const TURN = 500;
+export const TURN = 100;
 /** Messages waiting at most. */
 export const MAX_QUEUED = 100_000;
 const WARN_EVERY_MS = 60_000;
@@ -49,10 +51,9 @@ export interface FeedbackReport {
   scanRefused(source: string, reason: string): void;
 }
 
-/** The fleet store, as feedback uses it: a channel on its connection, and claims. */
+/** The fleet store, as feedback uses it: its claims. */
 export interface Shared {
   readonly active: boolean;
-  subscribe(channel: string, fn: (message: string) => void, what: string): void;
   claim(ids: readonly string[], ttlMs: number): Promise<boolean[]>;
 }
 
@@ -69,11 +70,11 @@ export class Feedback {
   readonly #queue: string[] = [];
   #head = 0;
   #timer: Timer | undefined;
-  #own: Connection | undefined;
+  #worker: Worker | undefined;
   /** Refusals since the last warning, by reason. */
   #refused = new Map<string, number>();
   #warned = -Infinity;
-  #ownUp: boolean | undefined;
+  #up: boolean | undefined;
 
   constructor(engine: Learns, fleet: Shared, clock: Clock, log: () => Logger, report: FeedbackReport) {
     this.#engine = engine;
@@ -83,32 +84,43 @@ export class Feedback {
     this.#report = report;
   }
 
-  /** Subscribes to feedback.channel, when set: on feedback.url's server, else through the fleet store. */
+  /**
+   * Subscribes to feedback.channel, when set, on feedback.url's server or
+   * else the fleet store's, in a worker thread (subscriber.ts) that posts
+   * the messages on in batches.
+   */
   start(c: FeedbackConfig): void {
-    const fleet = this.#fleet;
     const f = c.feedback;
     if (f.channel === '') return;
-    const take = (m: string): void => this.take(m);
-    if (f.url === '') {
-      fleet.subscribe(f.channel, take, 'the scanner\'s verdicts');
-      return;
-    }
-    const conn = connect({ ...c.fleet, url: f.url, password_file: '', sentinels: [], cluster: [] }, (up, why) => {
-      if (up === this.#ownUp) return;
-      this.#ownUp = up;
-      if (up) this.#log().info({ channel: f.channel }, 'feedback: subscribed to the scanner\'s verdicts');
-      else this.#log().warn({ why }, 'feedback: the verdicts\' server is away; trying again');
+    const store = f.url === '' ? c.fleet : { ...c.fleet, url: f.url, password_file: '', sentinels: [], cluster: [] };
+    const data: SubscriberData = { store, channel: f.channel };
+    const w = new Worker(new URL('./subscriber.js', import.meta.url), { workerData: data });
+    this.#worker = w;
+    w.on('message', (m: SubscriberMessage) => {
+      if (m.kind === 'verdicts') for (const text of m.messages) this.take(text);
+      else if (m.kind === 'failed') this.#log().warn({ why: m.why }, 'feedback: cannot subscribe to the scanner\'s verdicts');
+      else if (m.up !== this.#up) {
+        this.#up = m.up;
+        if (m.up) this.#log().info({ channel: f.channel }, 'feedback: subscribed to the scanner\'s verdicts');
+        else this.#log().warn({ why: m.why }, 'feedback: the verdicts\' server is away; trying again');
+      }
     });
-    this.#own = conn;
-    conn.subscribe(f.channel, take).catch((err: unknown) => this.#log().warn({ err: String(err) }, 'feedback: cannot subscribe to the scanner\'s verdicts'));
+    w.on('error', (err) => this.#log().warn({ err: err.message }, 'feedback: the verdicts\' subscriber failed; verdicts from the channel stop until the next start'));
+    w.unref();
   }
 
   async close(): Promise<void> {
     this.#clock.clear(this.#timer);
     this.#timer = undefined;
-    const own = this.#own;
-    this.#own = undefined;
-    await own?.close();
+    const w = this.#worker;
+    this.#worker = undefined;
+    if (w === undefined) return;
+    const gone = new Promise<void>((r) => w.once('exit', () => r()));
+    w.postMessage('close');
+    // Its connection closes at once; a worker that does not end within a second is ended.
+    const timer = this.#clock.setTimeout(() => { void w.terminate(); }, 1000);
+    await gone;
+    this.#clock.clear(timer);
   }
 
   /** A channel message: queued, learned in a later turn. */

@@ -67,8 +67,6 @@ export class Fleet {
   readonly id = randomUUID();
   /** Channels subscribed to (full names). */
   readonly #subscribed = new Set<string>();
-  /** Channels others asked for (full names: feedback), subscribed whenever the store is up. */
-  readonly #asked: { channel: string; fn: (message: string) => void; what: string }[] = [];
   #conn: Connection | undefined;
   #up = false;
   /** What the log last said of the store. */
@@ -215,12 +213,6 @@ export class Fleet {
     return this.#conn !== undefined;
   }
 
-  /** Subscribes to another channel of the store's server (its full name, no prefix), now if it is up and whenever it is. */
-  subscribe(channel: string, fn: (message: string) => void, what: string): void {
-    this.#asked.push({ channel, fn, what });
-    if (this.#up) this.#subscribe(channel, fn, what);
-  }
-
   /** Subscribes to a channel (its full name) once (the client subscribes again itself after a reconnection); a failure is tried again when the store is next up. */
   #subscribe(channel: string, fn: (message: string) => void, what: string): void {
     if (this.#conn === undefined || this.#subscribed.has(channel)) return;
@@ -241,7 +233,6 @@ export class Fleet {
       const prefix = this.#config().fleet.prefix;
       this.#subscribe(`${prefix}${EVENTS_CHANNEL}`, (m) => this.#sync.take(m), 'list changes');
       this.#subscribe(`${prefix}${SHARE_CHANNEL}`, (m) => this.#share.take(m), 'shared entries');
-      for (const a of this.#asked) this.#subscribe(a.channel, a.fn, a.what);
       void this.flush();
     } else if (!up && this.#said !== 'down') {
       this.#said = 'down';

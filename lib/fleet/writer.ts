@@ -18,6 +18,7 @@
 // reputation.ttl.
 
 import { createHash } from 'node:crypto';
+import { setImmediate } from 'node:timers/promises';
 import { AT, COUNTERS, ENTRY_FIELDS, FIRST, S, type Counter } from '../reputation/entry.js';
 import type { StoreCommands } from './connect.js';
 
@@ -73,6 +74,9 @@ if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5] .. '\\n' .. table.c
 return #KEYS
 `;
 const APPLY_SHA = createHash('sha1').update(APPLY).digest('hex');
+
+/** Script calls built between turns of the event loop. */
+const YIELD_EVERY = 4;
 
 /** Per key waiting: delta (decayed to `at`), at, then one count per counter (COUNTERS order). */
 const WIDTH = 2 + COUNTERS.length;
@@ -249,6 +253,8 @@ export class FleetWriter {
         send(keys, changes);
         keys = [];
         changes = '';
+        // A large flush (a flood of new clients or verdicts) is built a script call at a time between other work.
+        if (sent.length % YIELD_EVERY === 0) await setImmediate();
       }
     }
     if (keys.length > 0) send(keys, changes);

@@ -3,10 +3,13 @@
 // A local redis-server and one sluiced with the fleet store and
 // feedback.channel on it. One policy connection asks question after
 // question (each answered before the next, as an smtpd process does) for
-// three seconds; in the middle second, another process publishes 100,000
-// verdicts on the channel. Printed: the answers' latency (p50, p99, max)
-// in the flood second beside the quiet seconds around it, measured in the
-// same run, and how many verdicts sluiced learned or refused by then.
+// six seconds: after a second of warming up, a quiet second is the
+// reference; then this process publishes 100,000 verdicts on the channel
+// as fast as Redis takes them, and the answers are measured for three
+// seconds from the flood's start (the daemon learns them meanwhile, and
+// its fleet store writes and publishes what they changed). Printed: the
+// answers' latency (p50, p99, max) in each window, measured in the same
+// run, and how many verdicts sluiced learned or refused by the end.
 // Target: no answer delayed by more than 10 ms.
 import net from 'node:net';
 import { createClient } from '@redis/client';
@@ -20,8 +23,10 @@ const cleanups: (() => void)[] = [];
 const redis = await startRedis({ teardown: (fn) => { cleanups.push(fn as () => void); } });
 const d = await startSluiced(`policy:\n  listen: ["inet:127.0.0.1:0"]\nmilter:\n  listen: []\nfleet:\n  url: "${redis.url}"\nfeedback:\n  channel: verdicts\n${steadyLoad()}`, 'policy');
 
+// 200 clients asked again and again: after the warm-up each is known, so an
+// answer waits for no store read (fleet.read_wait), only for the event loop.
 const request = (i: number): Buffer => encodeRequest(Object.entries({
-  request: 'smtpd_access_policy', protocol_state: 'RCPT', protocol_name: 'ESMTP', client_address: `10.9.${(i >> 8) & 255}.${i & 255}`,
+  request: 'smtpd_access_policy', protocol_state: 'RCPT', protocol_name: 'ESMTP', client_address: `10.9.0.${i % 200}`,
   client_name: 'mx.example.net', reverse_client_name: 'mx.example.net', helo_name: 'mx.example.net', sender: 's@example.net',
   recipient: 'u@example.org', instance: `${i.toString(16)}.fb`, client_port: '25000', size: '0', queue_id: '', stress: '',
 }));
@@ -41,8 +46,8 @@ const start = performance.now();
 let flooding: Promise<unknown> | undefined;
 let floodStart = 0;
 let floodEnd = 0;
-for (let i = 0; performance.now() - start < 3000; i++) {
-  if (flooding === undefined && performance.now() - start >= 1000) {
+for (let i = 0; performance.now() - start < 6000; i++) {
+  if (flooding === undefined && performance.now() - start >= 2000) {
     floodStart = performance.now();
     const sent: Promise<unknown>[] = [];
     // In batches, so that this process also keeps answering its own socket.
@@ -67,14 +72,14 @@ const stats = (xs: number[]): [number, number, number] => {
   const s = [...xs].sort((a, b) => a - b);
   return [s[s.length >> 1] ?? 0, s[Math.floor(s.length * 0.99)] ?? 0, s[s.length - 1] ?? 0];
 };
-const inFlood = samples.filter((s) => s.at >= floodStart && s.at <= Math.max(floodEnd, floodStart + 1000)).map((s) => s.ms);
-const quiet = samples.filter((s) => s.at < floodStart || s.at > Math.max(floodEnd, floodStart + 1000)).map((s) => s.ms);
+const inFlood = samples.filter((s) => s.at >= floodStart && s.at < floodStart + 3000).map((s) => s.ms);
+const quiet = samples.filter((s) => s.at >= start + 1000 && s.at < floodStart).map((s) => s.ms);
 const [q50, q99, qmax] = stats(quiet);
 const [f50, f99, fmax] = stats(inFlood);
 printRows([
-  ['feedback flood', 'answers', 'p50 ms', 'p99 ms', 'max ms', 'max added ms', 'target'],
-  ['quiet (reference)', quiet.length, q50, q99, qmax, '', ''],
-  [`${FLOOD} verdicts published in ${Math.round(floodEnd - floodStart)} ms`, inFlood.length, f50, f99, fmax, fmax - qmax, '<= 10'],
+  ['feedback flood', 'answers', 'p50 ms', 'p99 ms', 'max ms', 'over 10 ms', 'max added ms', 'target'],
+  ['a quiet second (reference)', quiet.length, q50, q99, qmax, quiet.filter((x) => x > 10).length, '', ''],
+  [`3 s from the flood (${FLOOD} published in ${Math.round(floodEnd - floodStart)} ms)`, inFlood.length, f50, f99, fmax, inFlood.filter((x) => x > 10).length, fmax - qmax, '<= 10'],
 ]);
 console.log(`verdicts learned ${counted('sluice_scanner_verdicts_total')}, refused ${counted('sluice_scanner_refused_total')}`);
 sock.destroy();
