@@ -3,7 +3,8 @@
 // man pages and systemd unit from there.
 import t from 'tap';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ROOT, cleanEnv, run, shortDir } from './helpers/spawn.js';
 
@@ -82,7 +83,23 @@ t.test('npm pack, npm install -g without dev dependencies, and the installed com
   // The systemd unit, pointed at this install, verifies with its man pages found.
   if (has('systemd-analyze')) {
     const unit = path.join(dir, 'sluiced.service');
-    writeFileSync(unit, readFileSync(path.join(installed, 'contrib', 'systemd', 'sluiced.service'), 'utf8').replace('/usr/local/bin/sluiced', path.join(bin, 'sluiced')));
+    const shipped = readFileSync(path.join(installed, 'contrib', 'systemd', 'sluiced.service'), 'utf8');
+    t.match(shipped, /^ExecStart=sluiced --foreground/m, 'the unit names sluiced without a directory');
+    // systemd finds a bare name where npm puts it: /usr/local/bin (Node from nodejs.org), /usr/bin (Debian's npm).
+    for (const where of ['usr/local/bin', 'usr/bin', undefined]) {
+      const root = mkdtempSync(path.join(tmpdir(), 'sluice-root-'));
+      mkdirSync(path.join(root, 'etc', 'systemd', 'system'), { recursive: true });
+      writeFileSync(path.join(root, 'etc', 'systemd', 'system', 'sluiced.service'), shipped);
+      if (where) {
+        mkdirSync(path.join(root, where), { recursive: true });
+        writeFileSync(path.join(root, where, 'sluiced'), '#!/bin/sh\n', { mode: 0o755 });
+      }
+      const v = sh('systemd-analyze', ['verify', `--root=${root}`, '/etc/systemd/system/sluiced.service'], { env, cwd: dir });
+      if (where) t.notMatch(v.stderr, /Command sluiced is not executable/, `sluiced in /${where}: found`);
+      else t.match(v.stderr, /Command sluiced is not executable/, 'nowhere: systemd says so');
+      rmSync(root, { recursive: true, force: true });
+    }
+    writeFileSync(unit, shipped.replace('ExecStart=sluiced', `ExecStart=${path.join(bin, 'sluiced')}`));
     const verify = sh('systemd-analyze', ['verify', unit], { env, cwd: dir });
     t.equal(verify.status, 0, `systemd-analyze verify: ${verify.stderr.trim() || 'clean'}`);
     const sec = sh('systemd-analyze', ['security', '--offline=true', unit], { env, cwd: dir });
