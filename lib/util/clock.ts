@@ -25,11 +25,20 @@ export interface Clock {
   clear(timer: Timer | undefined): void;
 }
 
+/**
+ * The longest delay Node's timers take (2^31 - 1 ms, about 24.8 days): a
+ * longer one would fire after 1 ms (a config's 30d interval as a busy loop),
+ * so it is cut to this.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+const timerMs = (ms: number): number => (ms > MAX_TIMER_MS ? MAX_TIMER_MS : ms);
+
 /** The real clock and Node's timers. */
 export const SYSTEM_CLOCK: Clock = Object.freeze({
   now: Date.now,
-  setTimeout: (fn: () => void, ms: number): Timer => setTimeout(fn, ms),
-  setInterval: (fn: () => void, ms: number): Timer => setInterval(fn, ms),
+  setTimeout: (fn: () => void, ms: number): Timer => setTimeout(fn, timerMs(ms)),
+  setInterval: (fn: () => void, ms: number): Timer => setInterval(fn, timerMs(ms)),
   clear: (timer: Timer | undefined): void => { if (timer) clearTimeout(timer as NodeJS.Timeout); },
 });
 
