@@ -129,7 +129,7 @@ t.test('bad start-up input: one clear line and a documented status, never a stac
     ['port in use', `state_dir: ${dir}\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["inet:127.0.0.1:${busy}"]\n`, new RegExp(`^sluiced: policy inet:127\\.0\\.0\\.1:${busy}: cannot listen: address already in use$`)],
     ['socket directory missing', `state_dir: ${dir}\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["unix:${dir}/nodir/p.sock"]\n`, /^sluiced: unix:.*\/nodir\/p\.sock: directory .*\/nodir does not exist$/],
     ['socket parent is a file', `state_dir: ${dir}\nmilter:\n  listen: ["inet:127.0.0.1:0"]\nmetrics:\n  listen: ""\npolicy:\n  listen: ["unix:${dir}/file/p.sock"]\n`, /^sluiced: unix:.*\/file\/p\.sock: .*\/file is not a directory$/],
-    ['state dir not a directory', `state_dir: ${dir}/file/state\n`, /^sluiced: state directory .*: /],
+    ['state dir not a directory', `state_dir: ${dir}/file/state\n`, /^sluiced: .*c\.yaml:1: state_dir: cannot write to .*\/file\/state: a part of the path is not a directory$/],
   ];
   for (const [name, yaml, want] of cases) {
     const file = name === 'missing file' ? '/nonexistent.yaml' : path.join(dir, name === 'YAML syntax' ? 'syntax.yaml' : 'c.yaml');
@@ -150,7 +150,7 @@ t.test('without --foreground it detaches, reports where it listens, and keeps ru
   const d = sluiced(t, ['--config', cfg]);
   const { code } = await d.exited;
   t.equal(code, 0);
-  const m = /started, pid (\d+); policy on inet:127\.0\.0\.1:(\d+); log: (.*)$/m.exec(d.stdout());
+  const m = /started, pid (\d+); policy on inet:127\.0\.0\.1:(\d+), milter on inet:127\.0\.0\.1:\d+; log: (.*)$/m.exec(d.stdout());
   t.ok(m, d.stdout());
   if (!m) return;
   const pid = Number(m[1]);

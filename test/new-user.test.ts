@@ -55,3 +55,13 @@ t.test('a detached start that fails prints why', async (t) => {
   t.match(c.stderr(), new RegExp(`sluiced: .*127\\.0\\.0\\.1:${port}.*(in use|EADDRINUSE)`), 'the problem itself');
   t.notMatch(c.stderr(), /see .*sluiced\.log/, 'not only a pointer to the log');
 });
+
+t.test('sluiced: a bad option is one line and exit 64, as sluicectl; its help reads as prose', async (t) => {
+  const bad = run(t, [SLUICED, '--bogus']);
+  t.equal((await bad.exited).code, 64);
+  t.equal(bad.stderr(), 'sluiced: unknown option \'--bogus\' (see sluiced --help)\n');
+  t.equal(bad.stdout(), '', 'no help printed');
+  const help = run(t, [SLUICED, '--help'], { env: { ...process.env, COLUMNS: '200' } });
+  t.equal((await help.exited).code, 0);
+  t.match(help.stdout(), /a milter \(Postfix, Sendmail\) that hold, defer or reject/, 'no line break in the middle of a sentence');
+});

@@ -72,6 +72,9 @@ t.test('sluicectl against a running sluiced', async (t) => {
   const shj = JSON.parse((await ctl('--json', 'show', '198.51.100.99')).out) as { entries: { key: string; abandoned_held: number }[] };
   t.equal(shj.entries[0]?.abandoned_held, 1, 'abandoned under hold, learned from the milter close');
   t.equal((await ctl('show', '192.168.250.1')).code, 1, 'unknown address: exit 1');
+  const domain = await ctl('show', 'example.net');
+  t.equal(domain.code, 1);
+  t.equal(domain.err, 'sluicectl: nothing known about example.net as a HELO name (a sender domain is shown as @example.net)\n', 'the hint for a domain');
   const bad = await ctl('show', 'not an address');
   t.equal(bad.code, 64);
   t.equal(bad.err, 'sluicectl: "not an address" is not an address, CIDR, HELO name or @domain\n', 'one line');

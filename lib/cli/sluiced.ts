@@ -6,7 +6,7 @@
 //
 // Without --foreground it starts a detached copy of itself, waits until that
 // copy listens (or fails), prints where, and returns. Exit statuses: 0 ok,
-// 78 configuration (EX_CONFIG: bad file, endpoint that cannot be opened,
+// 64 a bad option (EX_USAGE, one line), 78 configuration (EX_CONFIG: bad file, endpoint that cannot be opened,
 // state directory not writable), 70 anything else (EX_SOFTWARE). Problems are
 // printed one per line, never as a stack trace.
 
@@ -24,6 +24,7 @@ import { ensureStateDir, stateDirFor } from './state-dir.js';
 import { VERSION } from './version.js';
 
 export const EX_OK = 0;
+export const EX_USAGE = 64;
 export const EX_SOFTWARE = 70;
 export const EX_CONFIG = 78;
 
@@ -41,15 +42,22 @@ function statusOf(err: unknown): number {
 export async function main(argv: string[], early?: EarlySignals): Promise<void> {
   const program = new Command()
     .name('sluiced')
-    .description('sluice traffic-shaping daemon for mail servers: a Postfix policy service and a milter (Postfix, Sendmail)\nthat hold, defer or reject clients at each SMTP stage from per-client reputation')
+    .description('sluice, a traffic-shaping daemon for mail servers: a Postfix policy service and a milter (Postfix, Sendmail) that hold, defer or reject clients at each SMTP stage from per-client reputation')
     .version(VERSION, '-V, --version', 'print the version and exit')
     .option('-c, --config <file>', 'YAML configuration file (default: built-in defaults, loopback only)')
     .option('--check-config', 'validate the configuration, print every problem, exit 0 or 78')
     .option('--print-config', 'print the effective configuration (file merged over defaults) as YAML')
     .option('-f, --foreground', 'stay in the foreground, logging to stdout unless log.file is set')
     .addOption(new Option('-l, --log-level <level>', 'override log.level').choices(LOG_LEVELS))
-    .showHelpAfterError()
-    .parse(argv);
+    .exitOverride()
+    .configureOutput({ outputError: (str, write) => write(`sluiced: ${str.replace(/^error: /, '').trimEnd()} (see sluiced --help)\n`) });
+  try {
+    program.parse(argv);
+  } catch (err) {
+    // commander's own: --help and --version (0), or a usage problem, said in one line above.
+    const code = (err as { exitCode?: number }).exitCode ?? EX_USAGE;
+    process.exit(code === 0 ? EX_OK : EX_USAGE);
+  }
   const opts = program.opts();
   // Only the foreground daemon acts on a kept signal; elsewhere a stop has its default action, as it would have had.
   if (opts.checkConfig || opts.printConfig || !opts.foreground) early?.release();
@@ -122,8 +130,8 @@ async function detach(argv: string[], configFile: string | undefined): Promise<v
     stdio: ['ignore', out, out, 'ipc'],
   });
   const result = await new Promise<{ ok: boolean; text: string; code: number }>((resolve) => {
-    child.once('message', (m: { listen?: { policy: string[] }; pid?: number }) =>
-      resolve({ ok: true, code: 0, text: `started, pid ${m.pid}; policy on ${m.listen?.policy.join(', ')}; log: ${logFile}` }));
+    child.once('message', (m: { listen?: { policy: string[]; milter: string[] }; pid?: number }) =>
+      resolve({ ok: true, code: 0, text: `started, pid ${m.pid}; policy on ${m.listen?.policy.join(', ') || '(none)'}, milter on ${m.listen?.milter.join(', ') || '(none)'}; log: ${logFile}` }));
     child.once('exit', (code) => resolve({ ok: false, code: code ?? EX_SOFTWARE, text: `failed to start (exit ${code}):\n${shown(problemsIn(logFile, from), logFile)}` }));
   });
   if (!result.ok) fail(result.text, result.code);

@@ -10,6 +10,7 @@
 
 import { z } from 'zod';
 import { unreadableFile, unwritableDir } from './paths.js';
+import { DEFAULTS } from './defaults.js';
 import { parseDuration, parseSize } from './units.js';
 import { parseEndpoint, type Endpoint } from './endpoint.js';
 import { parseListValue } from './list-value.js';
@@ -106,6 +107,9 @@ const dnsSite = z.union([z.string(), z.strictObject({ site: z.string(), ipv4_onl
   }
   return s;
 });
+
+/** The hold margins' defaults, in ms (a problem is said at the key the file changed). */
+const MARGINS = { policy: parseDuration(DEFAULTS.policy.hold_margin)!, milter: parseDuration(DEFAULTS.milter.hold_margin)! };
 
 export const schema = z.strictObject({
   state_dir: z.string().superRefine((v, ctx) => { const bad = v === '' ? undefined : unwritableDir(v); if (bad) ctx.addIssue({ code: 'custom', message: bad }); }),
@@ -278,17 +282,20 @@ export const schema = z.strictObject({
 }).superRefine((c, ctx) => {
   // Keys that are each valid but useless together: say so at the key to change.
   const s = (ms: number): string => (ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
-  const below = (path: [string, string], value: number, limit: number, limitKey: string, why: string): void => {
-    if (value >= limit) ctx.addIssue({ code: 'custom', path, message: `${s(value)} must be below ${limitKey} (${s(limit)}): ${why}` });
+  // Said at the key the file changed: a margin left at its default blames the limit below it ("timeout: 5", five ms).
+  const below = (path: [string, string], value: number, limit: number, limitKey: string, why: string, dflt: number): void => {
+    if (value < limit) return;
+    if (value === dflt) ctx.addIssue({ code: 'custom', path: limitKey.split('.'), message: `${s(limit)} must be above ${path.join('.')} (${s(value)}): ${why}` });
+    else ctx.addIssue({ code: 'custom', path, message: `${s(value)} must be below ${limitKey} (${s(limit)}): ${why}` });
   };
   if (c.dns.min_ttl > c.dns.max_ttl) ctx.addIssue({ code: 'custom', path: ['dns', 'min_ttl'], message: `${s(c.dns.min_ttl)} must not be above dns.max_ttl (${s(c.dns.max_ttl)})` });
   if (c.dnsbl.threshold <= c.dnsbl.allowlist_threshold) ctx.addIssue({ code: 'custom', path: ['dnsbl', 'threshold'], message: `${c.dnsbl.threshold} must be above dnsbl.allowlist_threshold (${c.dnsbl.allowlist_threshold})` });
   if (c.feedback.channel !== '' && c.feedback.url === '' && c.fleet.url === '' && c.fleet.sentinels.length === 0 && c.fleet.cluster.length === 0) {
     ctx.addIssue({ code: 'custom', path: ['feedback', 'channel'], message: 'needs a server: set feedback.url, or a fleet store (fleet.url, fleet.sentinels or fleet.cluster)' });
   }
-  below(['policy', 'hold_margin'], c.policy.hold_margin, c.policy.timeout, 'policy.timeout', 'every policy hold would be cut to nothing');
-  below(['milter', 'hold_margin'], c.milter.hold_margin, c.milter.sendmail_read_timeout, 'milter.sendmail_read_timeout', 'no Sendmail stage could be held');
-  below(['milter', 'hold_margin'], c.milter.hold_margin, c.milter.sendmail_eom_timeout, 'milter.sendmail_eom_timeout', 'Sendmail\'s end of message could not be held');
+  below(['policy', 'hold_margin'], c.policy.hold_margin, c.policy.timeout, 'policy.timeout', 'every policy hold would be cut to nothing', MARGINS.policy);
+  below(['milter', 'hold_margin'], c.milter.hold_margin, c.milter.sendmail_read_timeout, 'milter.sendmail_read_timeout', 'no Sendmail stage could be held', MARGINS.milter);
+  below(['milter', 'hold_margin'], c.milter.hold_margin, c.milter.sendmail_eom_timeout, 'milter.sendmail_eom_timeout', 'Sendmail\'s end of message could not be held', MARGINS.milter);
 });
 
 /** The validated, unit-converted configuration. Deep-frozen once built. */

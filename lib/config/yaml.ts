@@ -77,8 +77,14 @@ const FORMS: Record<string, string> = {
   array: 'a list, e.g. [a, b]', object: 'a mapping of keys',
 };
 
-function describe(issue: { code: string; message: string; expected?: unknown }): string {
+/** A problem in the words of the rest of sluice, not the schema library's ("Too big: expected number to be <=1"). */
+function describe(issue: { code: string; message: string; expected?: unknown; values?: readonly unknown[]; maximum?: unknown; minimum?: unknown; inclusive?: boolean; origin?: string }): string {
   if (issue.code === 'invalid_type' && typeof issue.expected === 'string') return `expected ${FORMS[issue.expected] ?? issue.expected}`;
+  if (issue.code === 'invalid_value' && issue.values) return `expected one of ${issue.values.map(String).join(', ')}`;
+  const what = issue.origin === 'string' ? ' characters' : issue.origin === 'array' ? ' items' : '';
+  if (issue.code === 'too_big') return `must be ${issue.inclusive === false ? 'below' : 'at most'} ${String(issue.maximum)}${what}`;
+  if (issue.code === 'too_small') return `must be ${issue.inclusive === false ? 'above' : 'at least'} ${String(issue.minimum)}${what}`;
+  if (issue.code === 'invalid_union') return 'not one of the forms this key takes';
   return issue.message;
 }
 

@@ -105,7 +105,10 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
         const listed = isIP(target) ? engine.listed(target) : undefined;
         const lookups = isIP(target) ? engine.lookedUp(target) : {};
         const cached = Object.values(lookups).some((v) => Array.isArray(v) && v.some((z: { answer?: string }) => z.answer !== 'not cached'));
-        if (rows.length === 0 && !listed && !cached) throw new CommandError('not_found', `nothing known about ${target}`);
+        if (rows.length === 0 && !listed && !cached) {
+          const hint = key.startsWith('helo:') && target.includes('.') ? ` as a HELO name (a sender domain is shown as @${target})` : '';
+          throw new CommandError('not_found', `nothing known about ${target}${hint}`);
+        }
         return { target, entries: rows, listed: listed ?? null, ...(Object.keys(lookups).length ? { lookups } : {}) };
       }
       case 'top': {
