@@ -274,3 +274,36 @@ t.test('one reputation, continuously: what A learns of a client B already knows 
   t.equal(b.logs().filter((l) => /unreadable shared entry/.test(String(l['msg']))).length, 1, 'once');
   t.equal(Math.round(b.daemon.engine.store.score(key)), -14, 'and changes nothing');
 });
+
+t.test('lists through an outage: a deny made while the store is away, and a store restarted empty', redisGate(t), async (t) => {
+  const redis = await startRedis(t);
+  const a = await startDaemon(t, fleetYaml(`url: "${redis.url}"`));
+  const b = await startDaemon(t, fleetYaml(`url: "${redis.url}"`));
+  const up = (h: Harness): boolean => (h.daemon.status()['fleet'] as { state: string }).state === 'up';
+  t.ok(await until(() => up(a) && up(b), 5000), 'both connected');
+  const has = (h: Harness, value: string): boolean => h.daemon.engine.lists.dynamic(Date.now()).some((e) => e.value === value);
+  const stored = (): string => redis.cli('hkeys', 'sluice:lists');
+  // Before the outage: a deny and an allow on A, shared; then B removes the allow.
+  a.daemon.engine.lists.add('deny', '192.0.2.0/24', Date.now(), undefined, 'before');
+  a.daemon.engine.lists.add('allow', '198.51.100.9', Date.now());
+  t.ok(await until(() => has(b, '192.0.2.0/24') && has(b, '198.51.100.9')), 'shared before the outage');
+  b.daemon.engine.lists.remove('198.51.100.9');
+  t.ok(await until(() => !has(a, '198.51.100.9')), 'the removal shared');
+
+  await redis.kill();
+  t.ok(await until(() => !up(a) && !up(b), 5000), 'both see the store away');
+  // While away: a deny on A (it cannot be shared now).
+  await settle(50);
+  a.daemon.engine.lists.add('deny', '203.0.113.0/24', Date.now(), undefined, 'while away');
+  t.ok(await until(() => a.logs().some((l) => /a list change could not be shared/.test(String(l['msg'])))), 'said, and kept to be sent');
+
+  // The store comes back empty (no persistence).
+  await redis.restart();
+  t.ok(await until(() => up(a) && up(b), 8000), 'both back');
+  t.ok(await until(() => has(b, '203.0.113.0/24'), 5000), 'the deny made while away reached B');
+  t.ok(await until(() => /203\.0\.113\.0\/24/.test(stored()) && /192\.0\.2\.0\/24/.test(stored()), 5000), 'the store has the lists again: the one made while away and the one it lost');
+  t.notOk(has(a, '198.51.100.9') || has(b, '198.51.100.9'), 'an entry removed before the outage stays removed');
+  // A host started now reads them from the store.
+  const c = await startDaemon(t, fleetYaml(`url: "${redis.url}"`));
+  t.ok(await until(() => has(c, '203.0.113.0/24') && has(c, '192.0.2.0/24'), 5000), 'a new host reads both');
+});

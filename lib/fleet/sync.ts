@@ -5,11 +5,18 @@
 // and published; every forget of a reputation key (the store's watcher)
 // deletes the stored entry and is published. Every host applies what the
 // others publish within a second (quietly: a change applied from the store
-// is not sent back), and a host that (re)connects reads the hash. The store
-// away: a change holds on this host and is logged.
+// is not sent back). A removal is stored as a tombstone with its time, so
+// that a host back from an outage can tell an entry removed elsewhere from
+// one the store lost. The store away: a change holds on this host, is
+// logged, and is kept to be sent. A host that (re)connects reconciles
+// (load()): its own changes made while away are sent first and win; then,
+// entry by entry, the later of the store's and its own (by when each was
+// added or removed) wins on both sides; an entry the store does not have at
+// all (it restarted empty) is written back.
 //
-// Store layout, under fleet.prefix: lists, a hash of list entries by value;
-// events, the channel changes go out on (EVENTS_CHANNEL; the fleet subscribes).
+// Store layout, under fleet.prefix: lists, a hash by value of list entries
+// and tombstones ({value, removed}); events, the channel changes go out on
+// (EVENTS_CHANNEL; the fleet subscribes).
 //
 // Config keys: fleet.prefix.
 
@@ -25,8 +32,14 @@ export const EVENTS_CHANNEL = 'events';
 /** A change, as published. */
 type Event =
   | { readonly from: string; readonly op: 'add'; readonly entry: ListEntry }
-  | { readonly from: string; readonly op: 'remove'; readonly value: string }
+  | { readonly from: string; readonly op: 'remove'; readonly value: string; readonly at?: number }
   | { readonly from: string; readonly op: 'forget'; readonly key: string };
+
+/** What the lists hash holds for a value: an entry, or a tombstone. */
+type Stored = ListEntry | { readonly value: string; readonly removed: number };
+
+/** A list change made here, not yet in the store. */
+type Unsent = { readonly op: 'add'; readonly entry: ListEntry } | { readonly op: 'remove'; readonly value: string; readonly at: number };
 
 /** What list sync counts, for metrics. */
 export interface SyncReport {
@@ -45,6 +58,8 @@ export class ListSync {
   #conn: Connection | undefined;
   /** True while a change from the store is applied here: the watches do not send it back. */
   #applying = false;
+  /** Changes made here that the store has not taken yet, by value (the last one). */
+  readonly #unsent = new Map<string, Unsent>();
 
   constructor(self: string, lists: Lists, store: ReputationStore, clock: Clock, log: () => Logger, report: SyncReport, prefix: () => string) {
     this.#self = self;
@@ -73,33 +88,71 @@ export class ListSync {
     this.#conn = undefined;
   }
 
-  /** The store is (back) up: the stored entries, read and applied. */
+  /** The store is (back) up: its entries and this host's, reconciled (see the top of this file). */
   async load(): Promise<void> {
     const conn = this.#conn;
     if (conn === undefined) return;
     const all = await conn.commands.hGetAll(`${this.#prefix()}lists`);
-    for (const text of Object.values(all)) {
-      try {
-        this.#apply({ from: '', op: 'add', entry: JSON.parse(text) as ListEntry });
-      } catch { /* one bad entry does not stop the others */ }
+    const now = this.#clock.now();
+    // This host's changes made while the store was away go first, and win.
+    const unsent = [...this.#unsent.values()];
+    this.#unsent.clear();
+    const done = new Set<string>();
+    for (const u of unsent) {
+      if (u.op === 'add') this.#added(u.entry);
+      else this.#removed(u.value, u.at);
+      done.add(u.op === 'add' ? u.entry.value : u.value);
     }
+    const mine = new Map(this.#lists.dynamic(now).map((e) => [e.value, e]));
+    for (const [value, text] of Object.entries(all)) {
+      if (done.has(value)) continue;
+      done.add(value);
+      let stored: Stored;
+      try {
+        stored = JSON.parse(text) as Stored;
+      } catch {
+        continue; // one bad entry does not stop the others
+      }
+      const here = mine.get(value);
+      const hereAt = here?.added ?? -Infinity;
+      if ('removed' in stored) {
+        if (here === undefined) continue;
+        if (stored.removed >= hereAt) this.#apply({ from: '', op: 'remove', value });
+        else this.#added(here);
+      } else if (here === undefined || (stored.added ?? 0) >= hereAt) {
+        this.#apply({ from: '', op: 'add', entry: stored });
+      } else {
+        this.#added(here);
+      }
+    }
+    // Entries the store does not have at all: it lost them (a restart without persistence).
+    for (const [value, e] of mine) if (!done.has(value)) this.#added(e);
   }
 
   #changed(c: ListChange): void {
     if (this.#applying) return;
-    const key = `${this.#prefix()}lists`;
-    if (c.op === 'add') this.#send((s) => s.hSet(key, c.entry.value, JSON.stringify(c.entry)), { from: this.#self, op: 'add', entry: c.entry });
-    else this.#send((s) => s.hDel(key, c.value), { from: this.#self, op: 'remove', value: c.value });
+    if (c.op === 'add') this.#added(c.entry);
+    else this.#removed(c.value, this.#clock.now());
   }
 
-  #send(store: (c: Connection['commands']) => Promise<unknown>, event: Event): void {
+  #added(entry: ListEntry): void {
+    this.#send((s) => s.hSet(`${this.#prefix()}lists`, entry.value, JSON.stringify(entry)), { from: this.#self, op: 'add', entry }, { op: 'add', entry });
+  }
+
+  #removed(value: string, at: number): void {
+    const tomb: Stored = { value, removed: at };
+    this.#send((s) => s.hSet(`${this.#prefix()}lists`, value, JSON.stringify(tomb)), { from: this.#self, op: 'remove', value, at }, { op: 'remove', value, at });
+  }
+
+  #send(store: (c: Connection['commands']) => Promise<unknown>, event: Event, unsent?: Unsent): void {
     const conn = this.#conn;
     if (conn === undefined) return;
     store(conn.commands).then(() => conn.commands.publish(`${this.#prefix()}${EVENTS_CHANNEL}`, JSON.stringify(event))).then(
       () => this.#report.fleetOps('list', true),
       (err: unknown) => {
         this.#report.fleetOps('list', false);
-        this.#log().warn({ err: String(err), op: event.op }, 'fleet store: a list change could not be shared (it holds on this host)');
+        if (unsent) this.#unsent.set(unsent.op === 'add' ? unsent.entry.value : unsent.value, unsent);
+        this.#log().warn({ err: String(err), op: event.op }, 'fleet store: a list change could not be shared (it holds on this host, and is sent when the store is back)');
       },
     );
   }
@@ -125,7 +178,9 @@ export class ListSync {
       if (e.op === 'add') {
         const { entry } = e;
         if (entry.expires !== undefined && entry.expires <= now) return;
-        this.#lists.add(entry.kind, entry.value, now, entry.expires === undefined ? undefined : entry.expires - now, entry.reason);
+        // Added when it was added where it was made: the time a reconciliation compares.
+        const added = entry.added ?? now;
+        this.#lists.add(entry.kind, entry.value, added, entry.expires === undefined ? undefined : entry.expires - added, entry.reason);
       } else if (e.op === 'remove') this.#lists.remove(e.value);
       else this.#store.forget(e.key, true);
     } finally {
