@@ -71,6 +71,7 @@ t.test('every port in every key is checked: out of range refused at its line, po
     ['policy:\n  listen: ["inet:127.0.0.1:65536"]\n', /fuzz\.yaml:2: policy\.listen\.0: /],
     ['milter:\n  listen: ["inet6:[::1]:70000"]\n', /fuzz\.yaml:2: milter\.listen\.0: /],
     ['metrics:\n  listen: "inet:127.0.0.1:99999"\n', /fuzz\.yaml:2: metrics\.listen: /],
+    ['milter:\n  max_frame_size: 2048MiB\n', /fuzz\.yaml:2: milter\.max_frame_size: must be at most 1GiB/],
   ];
   for (const [text, want] of cases) {
     const r = fromText(text, 'fuzz.yaml');
@@ -78,4 +79,12 @@ t.test('every port in every key is checked: out of range refused at its line, po
     if (!r.ok) t.match(r.problems.map((p) => `${p.file}:${p.line}: ${p.key}: ${p.message}`).join('\n'), want);
   }
   t.ok(fromText('policy:\n  listen: ["inet:127.0.0.1:0"]\n', 'fuzz.yaml').ok, 'a listener on port 0 takes a free port (the ready line names it)');
+});
+
+t.test('a duration longer than Node\'s timers take waits, rather than firing at once', async (t) => {
+  let fired = 0;
+  const timer = SYSTEM_CLOCK.setInterval(() => { fired++; }, 30 * 86_400_000);
+  await new Promise((r) => setTimeout(r, 50));
+  SYSTEM_CLOCK.clear(timer);
+  t.equal(fired, 0, 'a 30d interval (reputation.snapshot_interval: 30d) did not fire within 50 ms');
 });

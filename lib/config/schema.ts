@@ -30,7 +30,8 @@ const unit = (parse: (v: string | number) => number | undefined, form: string) =
 });
 
 export const duration = unit(parseDuration, 'a duration (e.g. 250ms, 30s, 5m, 1h)');
-export const size = unit((v) => parseSize(v) || undefined, 'a size (e.g. 4096, 64KiB, 1MiB)');
+/** A size, at most 1GiB: buffers are made from these, and a peer may ask for the most one allows. */
+export const size = unit((v) => parseSize(v) || undefined, 'a size (e.g. 4096, 64KiB, 1MiB)').refine((n) => n <= 2 ** 30, 'must be at most 1GiB');
 
 /** An endpoint in the admin's words; `orNone` ends the message when "" would also do. */
 function toEndpoint(v: unknown, ctx: z.RefinementCtx, orNone = ''): Endpoint {
