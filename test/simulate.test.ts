@@ -13,7 +13,7 @@ import type { Config } from '../dist/config/schema.js';
 import { scenarioFromText, type Scenario } from '../dist/sim/scenario.js';
 import { simulate } from '../dist/sim/run.js';
 import { populate, random } from '../dist/sim/world.js';
-import type { PopulationReport, Report } from '../dist/sim/report.js';
+import { formatReport, type PopulationReport, type Report } from '../dist/sim/report.js';
 import { installed, RBLDNSD, REDIS_SERVER } from '../dist/sim/servers.js';
 import { run } from './helpers/spawn.js';
 
@@ -246,4 +246,15 @@ t.test('a DNS list and a fleet store are real servers', { skip: installed(RBLDNS
   const fleet = await sim(yaml({ top: '  fleet: true' }).replace('  count: 1', '  count: 2'));
   t.ok(fleet.store_calls > 0, `fleet: the hosts use the store (${fleet.store_calls} calls)`);
   t.equal((await sim(yaml().replace('  count: 1', '  count: 2'))).store_calls, 0, 'and not without it');
+});
+
+t.test('long delays keep their columns apart', async (t) => {
+  const p: PopulationReport = {
+    name: 'patient botnet', kind: 'zombie', messages: 72289, accepted_pct: 0.8, accepted_first_try_pct: 0.7, deferred_once_pct: 37.6, rejected: 49365, lost: 22329,
+    delay_p50_s: 1050.6, delay_p99_s: 4561.2, delay_max_s: 4831.2, sessions: 1, waited_for_process: 0, holds_granted: 23343, holds_refused_budget: 313727, holds_abandoned: 0,
+  };
+  const text = formatReport({ scenario: 's', seed: 1, duration_s: 7200, populations: [p], totals: [], hosts: [], store_calls: 0, dns_queries: 0, lookups_failed: 0 });
+  const row = text.split('\n').find((l) => l.startsWith('patient botn'))!;
+  t.match(row, / 1051 +4561 +4831 /, `each delay in its own column: ${row}`);
+  t.ok(row.length <= 100);
 });

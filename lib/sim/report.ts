@@ -108,7 +108,9 @@ export function formatReport(r: Report): string {
   const widths = [13, 5, 7, 5, 5, 5, 7, 7, 6, 6, 6, 7, 7, 8, 6];
   const row = (cells: (string | number)[]): string => cells.map((c, i) => (i < 2 ? String(c).slice(0, widths[i]! - 1).padEnd(widths[i]!) : String(c).padStart(widths[i]!))).join('').trimEnd();
   out.push(row(head));
-  const line = (p: PopulationReport, name = p.name): string => row([name, p.kind === 'zombie' ? 'bot' : 'real', p.messages, p.accepted_pct, p.accepted_first_try_pct, p.deferred_once_pct, p.rejected, p.lost, p.delay_p50_s, p.delay_p99_s, p.delay_max_s, p.waited_for_process, p.holds_granted, p.holds_refused_budget, p.holds_abandoned]);
+  // A delay of 1,000 s or more in whole seconds: with its tenth it would fill its column.
+  const s = (n: number): number => (n >= 1000 ? Math.round(n) : n);
+  const line = (p: PopulationReport, name = p.name): string => row([name, p.kind === 'zombie' ? 'bot' : 'real', p.messages, p.accepted_pct, p.accepted_first_try_pct, p.deferred_once_pct, p.rejected, p.lost, s(p.delay_p50_s), s(p.delay_p99_s), s(p.delay_max_s), p.waited_for_process, p.holds_granted, p.holds_refused_budget, p.holds_abandoned]);
   for (const p of r.populations) out.push(line(p));
   for (const p of r.totals) out.push(line(p, p.kind === 'zombie' ? 'all bots' : 'all real'));
   out.push('');
