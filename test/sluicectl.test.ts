@@ -13,7 +13,7 @@ import { EngineOperator, type Operator } from '../dist/engine/operator.js';
 
 /** The daemon's side of the control commands, with the engine's and the policy service's parts real and the rest idle. */
 function controller(engine: Operator, policy = { timeout: 60_000, hold_margin: 5_000 }): Controller {
-  return { engine, policy: () => policy, status: () => ({}), stats: async () => ({}), reload: async () => [], snapshot: async () => ({ file: '', entries: 0 }), setLogLevel: () => undefined };
+  return { engine, policy: () => policy, status: () => ({}), stats: async () => ({}), reload: async () => [], snapshot: async () => ({ file: '', entries: 0 }), setLogLevel: () => undefined, learn: () => ({ learned: false, why: 'no scanner here' }) };
 }
 
 t.test('sluicectl against a running sluiced', async (t) => {

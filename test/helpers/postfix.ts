@@ -108,12 +108,7 @@ notify_classes =
   // Wait until smtpd's port answers (master binds it at start).
   const end = Date.now() + 15_000;
   for (;;) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => { s.destroy(); r(true); });
-      s.once('error', () => r(false));
-    });
-    if (ok) break;
+    if (await answers(port)) break;
     if (Date.now() > end) throw new Error(`postfix did not listen on ${port}`);
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -129,6 +124,15 @@ notify_classes =
     dir, port, stop,
     maillog: () => (existsSync(path.join(dir, 'maillog')) ? readFileSync(path.join(dir, 'maillog'), 'utf8') : ''),
   };
+}
+
+/** Something accepts connections on 127.0.0.1:port. */
+export function answers(port: number): Promise<boolean> {
+  return new Promise<boolean>((r) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => { s.destroy(); r(true); });
+    s.once('error', () => r(false));
+  });
 }
 
 export interface SwaksResult {

@@ -8,11 +8,11 @@
 import { spawn, execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
-import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Test } from 'tap';
 import { freePort } from '../../dist/sim/servers.js';
+import { answers } from './postfix.js';
 
 const run = promisify(execFile);
 export const RSPAMD = '/usr/bin/rspamd';
@@ -61,12 +61,7 @@ export async function startRspamd(t: Pick<Test, 'teardown'>, redisPort: number, 
   // It listens after it has compiled its TLD list (about 10 s).
   const end = Date.now() + 60_000;
   for (;;) {
-    const up = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => { s.destroy(); r(true); });
-      s.once('error', () => r(false));
-    });
-    if (up) break;
+    if (await answers(port)) break;
     if (p.exitCode !== null || Date.now() > end) {
       const log = path.join(dir, 'log', 'rspamd.log');
       throw new Error(`rspamd did not listen on ${port}: ${existsSync(log) ? readFileSync(log, 'utf8').slice(-2000) : 'no log'}`);
