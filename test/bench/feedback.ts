@@ -42,6 +42,10 @@ const ask = (i: number): Promise<void> => new Promise((r) => { waiting = r; sock
 const pub = createClient({ url: redis.url });
 await pub.connect();
 const samples: { at: number; ms: number }[] = [];
+// sluiced's own worst event-loop delay of each second (sluice_event_loop_lag_seconds), read as the run goes.
+const lags: { at: number; ms: number }[] = [];
+const lagOf = async (): Promise<number> => Number(/^sluice_event_loop_lag_seconds (\S+)$/m.exec(await (await fetch(String(d.ready['metrics']))).text())?.[1] ?? 0) * 1000;
+const lagTimer = setInterval(() => { const at = performance.now(); void lagOf().then((ms) => lags.push({ at, ms })); }, 1000);
 const start = performance.now();
 let flooding: Promise<unknown> | undefined;
 let floodStart = 0;
@@ -65,6 +69,7 @@ for (let i = 0; performance.now() - start < 6000; i++) {
   samples.push({ at: t0, ms: performance.now() - t0 });
 }
 await flooding;
+clearInterval(lagTimer);
 await new Promise((r) => setTimeout(r, 1500));
 const metrics = await (await fetch(String(d.ready['metrics']))).text();
 const counted = (name: string): number => [...metrics.matchAll(new RegExp(`^${name}\\{[^}]*\\} (\\S+)$`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0);
@@ -81,6 +86,8 @@ printRows([
   ['a quiet second (reference)', quiet.length, q50, q99, qmax, quiet.filter((x) => x > 10).length, '', ''],
   [`3 s from the flood (${FLOOD} published in ${Math.round(floodEnd - floodStart)} ms)`, inFlood.length, f50, f99, fmax, inFlood.filter((x) => x > 10).length, fmax - qmax, '<= 10'],
 ]);
+const worst = (from: number, to: number): number => Math.max(0, ...lags.filter((l) => l.at > from && l.at <= to + 1000).map((l) => l.ms));
+console.log(`sluiced's own worst event-loop delay: ${worst(start + 1000, floodStart).toFixed(1)} ms in the quiet second, ${worst(floodStart, floodStart + 3000).toFixed(1)} ms from the flood`);
 console.log(`verdicts learned ${counted('sluice_scanner_verdicts_total')}, refused ${counted('sluice_scanner_refused_total')}`);
 sock.destroy();
 await pub.quit();
