@@ -3,8 +3,8 @@
 // The clock, the shield, the metrics, the reputation store and lists (made
 // first, then handed to the engine and the fleet store), the first-contact
 // lookups (the DNS lists, the fleet store's reader), the engine, the
-// content scanner's verdicts (feedback), the snapshot keeper, load shedding, the services (listeners) and what
-// sluicectl may ask of them. The daemon (daemon.ts) starts them and says
+// content scanner's verdicts (feedback), the snapshot keeper, load
+// shedding, the services (listeners) and what sluicectl may ask of them. The daemon (daemon.ts) starts them and says
 // when to reload and close; Parts knows how (reload(), close(): one
 // teardown for a failed start and a drain).
 //

@@ -188,11 +188,7 @@ export async function main(argv: string[], out: (s: string) => void = toStdout):
     .description('learn a content scanner\'s (or a person\'s) verdict on a message: by its queue id, or by the client that sent it')
     .option('--client <ip>', 'the client that sent it')
     .option('--queue-id <id>', 'the message\'s queue id, as the MTA logged it (sluice remembers those it saw delivered for feedback.remember)')
-    .action((verdict: string, o: { client?: string; queueId?: string }) => {
-      if (verdict !== 'spam' && verdict !== 'ham') throw new Exit(EXIT.usage, `learn: verdict must be spam or ham, not "${verdict}"`);
-      if (!o.client && !o.queueId) throw new Exit(EXIT.usage, 'learn: give --client IP or --queue-id ID');
-      return run('learn', { verdict, client: o.client ?? '', queue_id: o.queueId ?? '' });
-    });
+    .action((verdict: string, o: { client?: string; queueId?: string }) => run('learn', { verdict, client: o.client ?? '', queue_id: o.queueId ?? '' }));
   program.command('lists').description('the allow and deny lists, static and dynamic').action(action('lists', () => ({})));
   program.command('reload').description('reread the configuration file (as SIGHUP)').action(action('reload', () => ({})));
   program.command('snapshot').description('write the reputation snapshot now').action(action('snapshot', () => ({})));

@@ -5,17 +5,18 @@
 //   sluiced --version
 //
 // Without --foreground it starts a detached copy of itself, waits until that
-// copy listens (or fails), prints where, and returns. Exit statuses: 0 ok,
-// 64 a bad option (EX_USAGE, one line), 78 configuration (EX_CONFIG: bad file, endpoint that cannot be opened,
-// state directory not writable), 70 anything else (EX_SOFTWARE). Problems are
-// printed one per line, never as a stack trace.
+// copy listens (or fails, and sends why over IPC), prints where (or the
+// problems), and returns. Exit statuses: 0 ok, 64 a bad option (EX_USAGE,
+// one line), 78 configuration (EX_CONFIG: bad file, endpoint that cannot be
+// opened, state directory not writable), 70 anything else (EX_SOFTWARE).
+// Problems are printed one per line, never as a stack trace.
 
 import { Command, Option } from '@commander-js/extra-typings';
 import { spawn } from 'node:child_process';
-import { openSync, readFileSync, statSync } from 'node:fs';
+import { openSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { loadConfig, formatProblem } from '../config/load.js';
+import { firstFew, loadConfig, formatProblem } from '../config/load.js';
 import { LOG_LEVELS } from '../config/schema.js';
 import { SluiceError } from '../shield/errors.js';
 import { Daemon } from './daemon.js';
@@ -81,7 +82,11 @@ export async function main(argv: string[], early?: EarlySignals): Promise<void> 
       onStopped: () => void daemon.closeLog().finally(() => process.exit(EX_OK)),
     });
   } catch (err) {
-    fail(err instanceof Error ? err.message : String(err), statusOf(err));
+    const message = err instanceof Error ? err.message : String(err);
+    // A detaching parent is told why first (it prints the problems themselves).
+    if (process.send) process.send({ problems: message.split('\n') }, () => fail(message, statusOf(err)));
+    else fail(message, statusOf(err));
+    return;
   }
   // Tell a detaching parent that we are up.
   if (process.send) {
@@ -92,24 +97,9 @@ export async function main(argv: string[], early?: EarlySignals): Promise<void> 
   early?.release();
 }
 
-/** The problems a failed start wrote to its log from `from` on (its "sluiced: " lines; else its last lines). */
-function problemsIn(logFile: string, from: number): string[] {
-  let text = '';
-  try {
-    text = readFileSync(logFile, 'utf8').slice(from);
-  } catch {
-    return [];
-  }
-  const lines = text.split('\n').filter(Boolean);
-  const said = lines.filter((l) => l.startsWith('sluiced: ')).map((l) => l.slice('sluiced: '.length));
-  return said.length > 0 ? said : lines.slice(-3);
-}
-
-/** The first few problems, and how many more (in the log). */
-export function shown(problems: readonly string[], where: string, max = 5): string {
-  const head = problems.slice(0, max);
-  const more = problems.length - head.length;
-  return [...head, ...(more > 0 ? [`(and ${more} more: see ${where})`] : head.length === 0 ? [`see ${where}`] : [])].join('\n');
+/** The problems a failed start sent, the first few and how many more (in the log); else where to look. */
+function shown(problems: readonly string[], where: string): string {
+  return problems.length === 0 ? `see ${where}` : firstFew(problems, (n) => `(and ${n} more: see ${where})`).join('\n');
 }
 
 /** argv is the whole process.argv. Starts `sluiced --foreground` detached, logging to a file, and reports how it went. */
@@ -124,15 +114,17 @@ async function detach(argv: string[], configFile: string | undefined): Promise<v
   }
   const logFile = loaded.config.log.file || path.join(stateDir, 'sluiced.log');
   const out = openSync(logFile, 'a');
-  const from = statSync(logFile).size;
   const child = spawn(process.execPath, [...process.execArgv, ...argv.slice(1), '--foreground'], {
     detached: true,
     stdio: ['ignore', out, out, 'ipc'],
   });
+  let problems: readonly string[] = [];
   const result = await new Promise<{ ok: boolean; text: string; code: number }>((resolve) => {
-    child.once('message', (m: { listen?: { policy: string[]; milter: string[] }; pid?: number }) =>
-      resolve({ ok: true, code: 0, text: `started, pid ${m.pid}; policy on ${m.listen?.policy.join(', ') || '(none)'}, milter on ${m.listen?.milter.join(', ') || '(none)'}; log: ${logFile}` }));
-    child.once('exit', (code) => resolve({ ok: false, code: code ?? EX_SOFTWARE, text: `failed to start (exit ${code}):\n${shown(problemsIn(logFile, from), logFile)}` }));
+    child.on('message', (m: { listen?: { policy: string[]; milter: string[] }; pid?: number; problems?: string[] }) => {
+      if (m.problems) problems = m.problems;
+      else resolve({ ok: true, code: 0, text: `started, pid ${m.pid}; policy on ${m.listen?.policy.join(', ') || '(none)'}, milter on ${m.listen?.milter.join(', ') || '(none)'}; log: ${logFile}` });
+    });
+    child.once('exit', (code) => resolve({ ok: false, code: code ?? EX_SOFTWARE, text: `failed to start (exit ${code}):\n${shown(problems, logFile)}` }));
   });
   if (!result.ok) fail(result.text, result.code);
   child.unref();

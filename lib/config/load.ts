@@ -25,6 +25,11 @@ export function formatProblem(p: ConfigProblem): string {
   return p.key ? `${where}: ${p.key}: ${p.message}` : `${where}: ${p.message}`;
 }
 
+/** The first `max` problem lines, and one saying how many more there are (`more(n)`, where to read them). */
+export function firstFew(lines: readonly string[], more: (n: number) => string, max = 5): string[] {
+  return lines.length > max ? [...lines.slice(0, max), more(lines.length - max)] : [...lines];
+}
+
 /** Loads the file, or the built-in defaults when no file is given. */
 export async function loadConfig(file?: string): Promise<LoadResult> {
   if (file === undefined) return fromText('', BUILTIN);

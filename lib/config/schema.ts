@@ -10,7 +10,6 @@
 
 import { z } from 'zod';
 import { unreadableFile, unwritableDir } from './paths.js';
-import { DEFAULTS } from './defaults.js';
 import { parseDuration, parseSize } from './units.js';
 import { parseEndpoint, type Endpoint } from './endpoint.js';
 import { parseListValue } from './list-value.js';
@@ -65,6 +64,11 @@ const mode = z.unknown().transform((v, ctx) => {
   }
   return parseInt(text, 8);
 });
+/** A path the daemon will use as `check` says ('' is none, or the default). */
+const usablePath = (check: (path: string) => string | undefined) => z.string().superRefine((v, ctx) => {
+  const bad = v === '' ? undefined : check(v);
+  if (bad) ctx.addIssue({ code: 'custom', message: bad });
+});
 const redisUrl = z.string().refine((v) => v === '' || /^(rediss?:\/\/|unix:\/)/.test(v), 'expected redis://host:port[/db], rediss://... (TLS), unix:/path, or "" for off');
 const count = (min: number, max: number) => z.number().int().min(min).max(max);
 
@@ -109,11 +113,8 @@ const dnsSite = z.union([z.string(), z.strictObject({ site: z.string(), ipv4_onl
   return s;
 });
 
-/** The hold margins' defaults, in ms (a problem is said at the key the file changed). */
-const MARGINS = { policy: parseDuration(DEFAULTS.policy.hold_margin)!, milter: parseDuration(DEFAULTS.milter.hold_margin)! };
-
 export const schema = z.strictObject({
-  state_dir: z.string().superRefine((v, ctx) => { const bad = v === '' ? undefined : unwritableDir(v); if (bad) ctx.addIssue({ code: 'custom', message: bad }); }),
+  state_dir: usablePath(unwritableDir),
   mode: z.enum(['enforce', 'observe']),
   fail_mode: z.enum(['pass', 'defer']),
   log: z.strictObject({
@@ -251,7 +252,7 @@ export const schema = z.strictObject({
   }),
   fleet: z.strictObject({
     url: redisUrl,
-    password_file: z.string().superRefine((v, ctx) => { const bad = v === '' ? undefined : unreadableFile(v); if (bad) ctx.addIssue({ code: 'custom', message: bad }); }),
+    password_file: usablePath(unreadableFile),
     sentinels: z.array(hostPort),
     master_name: z.string().min(1),
     cluster: z.array(hostPort),
@@ -283,20 +284,20 @@ export const schema = z.strictObject({
 }).superRefine((c, ctx) => {
   // Keys that are each valid but useless together: say so at the key to change.
   const s = (ms: number): string => (ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
-  // Said at the key the file changed: a margin left at its default blames the limit below it ("timeout: 5", five ms).
-  const below = (path: [string, string], value: number, limit: number, limitKey: string, why: string, dflt: number): void => {
+  // A problem of two keys is said at the one the file sets (yaml.ts reads `otherwise`): "timeout: 5" at the timeout.
+  const below = (path: [string, string], value: number, limit: number, limitKey: string, why: string): void => {
     if (value < limit) return;
-    if (value === dflt) ctx.addIssue({ code: 'custom', path: limitKey.split('.'), message: `${s(limit)} must be above ${path.join('.')} (${s(value)}): ${why}` });
-    else ctx.addIssue({ code: 'custom', path, message: `${s(value)} must be below ${limitKey} (${s(limit)}): ${why}` });
+    const otherwise = { path: limitKey.split('.'), message: `${s(limit)} must be above ${path.join('.')} (${s(value)}): ${why}` };
+    ctx.addIssue({ code: 'custom', path, message: `${s(value)} must be below ${limitKey} (${s(limit)}): ${why}`, params: { otherwise } });
   };
   if (c.dns.min_ttl > c.dns.max_ttl) ctx.addIssue({ code: 'custom', path: ['dns', 'min_ttl'], message: `${s(c.dns.min_ttl)} must not be above dns.max_ttl (${s(c.dns.max_ttl)})` });
   if (c.dnsbl.threshold <= c.dnsbl.allowlist_threshold) ctx.addIssue({ code: 'custom', path: ['dnsbl', 'threshold'], message: `${c.dnsbl.threshold} must be above dnsbl.allowlist_threshold (${c.dnsbl.allowlist_threshold})` });
   if (c.feedback.channel !== '' && c.feedback.url === '' && c.fleet.url === '' && c.fleet.sentinels.length === 0 && c.fleet.cluster.length === 0) {
     ctx.addIssue({ code: 'custom', path: ['feedback', 'channel'], message: 'needs a server: set feedback.url, or a fleet store (fleet.url, fleet.sentinels or fleet.cluster)' });
   }
-  below(['policy', 'hold_margin'], c.policy.hold_margin, c.policy.timeout, 'policy.timeout', 'every policy hold would be cut to nothing', MARGINS.policy);
-  below(['milter', 'hold_margin'], c.milter.hold_margin, c.milter.sendmail_read_timeout, 'milter.sendmail_read_timeout', 'no Sendmail stage could be held', MARGINS.milter);
-  below(['milter', 'hold_margin'], c.milter.hold_margin, c.milter.sendmail_eom_timeout, 'milter.sendmail_eom_timeout', 'Sendmail\'s end of message could not be held', MARGINS.milter);
+  below(['policy', 'hold_margin'], c.policy.hold_margin, c.policy.timeout, 'policy.timeout', 'every policy hold would be cut to nothing');
+  below(['milter', 'hold_margin'], c.milter.hold_margin, c.milter.sendmail_read_timeout, 'milter.sendmail_read_timeout', 'no Sendmail stage could be held');
+  below(['milter', 'hold_margin'], c.milter.hold_margin, c.milter.sendmail_eom_timeout, 'milter.sendmail_eom_timeout', 'Sendmail\'s end of message could not be held');
 });
 
 /** The validated, unit-converted configuration. Deep-frozen once built. */

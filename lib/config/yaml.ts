@@ -63,6 +63,12 @@ export function parseYaml<S extends z.ZodType>(text: string, file: string, schem
         }
         continue;
       }
+      // A problem of two keys (params.otherwise) is said at the other one when the file sets only that one.
+      const other = (issue as { params?: { otherwise?: { path: string[]; message: string } } }).params?.otherwise;
+      if (other && !doc.hasIn(path.map(indexOrKey)) && doc.hasIn(other.path.map(indexOrKey))) {
+        problems.push({ file, line: lineOf(valueOffset(doc, other.path)), key: other.path.join('.'), message: other.message, symbol: 'CONFIG_INVALID' });
+        continue;
+      }
       problems.push({ file, line: lineOf(valueOffset(doc, path)), key: path.join('.'), message: describe(issue), symbol: 'CONFIG_INVALID' });
     }
     problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));

@@ -17,8 +17,10 @@ import type { Operator } from '../engine/operator.js';
 import { STAGES, type Stage, type StageEvent, type Verdict } from '../engine/types.js';
 import { CommandError, type Request } from './protocol.js';
 import { policyHold } from '../config/policy-hold.js';
+import { firstFew } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { Learned, Scan } from '../engine/learn.js';
+import { QUEUE_ID } from '../feedback/verdicts.js';
 
 export interface Controller {
   /** What an operator may ask of the engine. */
@@ -171,7 +173,7 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
         const queueId = str(a, 'queue_id', false);
         if (!client && !queueId) throw new CommandError('bad_request', 'give a client address or a queue id');
         if (client && isIP(client) === 0) throw new CommandError('bad_request', `"${client}" is not an IP address`);
-        if (queueId && !/^[A-Za-z0-9]{1,64}$/.test(queueId)) throw new CommandError('bad_request', `"${queueId}" is not a queue id (letters and digits)`);
+        if (queueId && !QUEUE_ID.test(queueId)) throw new CommandError('bad_request', `"${queueId}" is not a queue id (letters and digits)`);
         const r = ctl.learn({ verdict, source: 'learn', ...(client ? { client } : {}), ...(queueId ? { queueId } : {}) });
         if (!r.learned) throw new CommandError('unknown_message', r.why);
         return { verdict, client: r.client, by: r.by, keys: r.keys, held_ms: r.heldMs };
@@ -179,10 +181,7 @@ export function commands(ctl: Controller, now: () => number): (req: Request) => 
       case 'reload':
       {
         const problems = await ctl.reload();
-        if (problems.length > 0) {
-          const more = problems.length > 5 ? [`(and ${problems.length - 5} more in the daemon log)`] : [];
-          throw new CommandError('failed', ['reload refused; the running configuration is kept:', ...problems.slice(0, 5), ...more].join('\n'));
-        }
+        if (problems.length > 0) throw new CommandError('failed', ['reload refused; the running configuration is kept:', ...firstFew(problems, (n) => `(and ${n} more in the daemon log)`)].join('\n'));
       }
         return { reloaded: true };
       case 'snapshot':

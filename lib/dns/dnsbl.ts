@@ -232,7 +232,7 @@ export class DnsLists implements Provider<Looked> {
   /** One query name of one zone, asked and counted; a zone that starts or stops failing is said once. */
   async #ask(name: string, zone: string): Promise<Answer> {
     const { answer, ms } = await this.#resolver.query(name);
-    const refusal = answer.kind === 'listed' && answer.addresses.some(isRefusal);
+    const refusal = answer.kind === 'listed' && answer.addresses.some(isRefusal) ? answer.addresses : undefined;
     this.#report.queried(zone, answer.kind === 'failed' ? answer.why : refusal ? 'refused' : answer.kind, ms / 1000);
     if (answer.kind === 'failed') {
       if (!this.#failing.has(zone)) {
@@ -243,7 +243,7 @@ export class DnsLists implements Provider<Looked> {
       this.#log().info({ zone }, `DNS list ${zone} answers again`);
     }
     if (refusal) {
-      this.#refused(zone, (answer as Extract<Answer, { kind: 'listed' }>).addresses);
+      this.#refused(zone, refusal);
       return { kind: 'clean' };
     }
     return answer;

@@ -9,9 +9,10 @@
 // domain's, which zombies forge - and counts it (the
 // entry's spam and ham counters, shared by the fleet store like the rest).
 // A verdict names its message by queue id or its client by address: each
-// delivery is remembered (feedback.remember, at most
+// delivery with a queue id is remembered (feedback.remember, at most
 // feedback.remember_entries) with its client, HELO and the longest hold
-// its session was given. Spam that waited out a hold is a hold that failed:
+// its session was given; a verdict by client alone moves its address and
+// network. Spam that waited out a hold is a hold that failed:
 // it counts as a hang-up under a hold for the client and its network (no
 // longer held, deferred at RCPT while its score stays low), and its hold
 // goes into the stage's patience figures (a patient botnet lengthens the
@@ -54,7 +55,8 @@ export interface Held {
 
 interface Delivery {
   readonly client: string;
-  readonly keys: Keys;
+  /** The keys a verdict moves: the client's address, its network, its HELO. */
+  readonly keys: readonly [string, string, string];
   readonly held: Held | undefined;
 }
 
@@ -65,18 +67,15 @@ export class Learner {
   readonly #patience: Patience;
   readonly #config: () => LearnConfig;
   readonly #now: Now;
-  /** Deliveries by queue id, and each client's last. */
+  /** Deliveries by queue id. */
   readonly #byQueue: LRUCache<string, Delivery>;
-  readonly #byClient: LRUCache<string, Delivery>;
 
   constructor(store: ReputationStore, patience: Patience, config: () => LearnConfig, now: Now) {
     this.#store = store;
     this.#patience = patience;
     this.#config = config;
     this.#now = now;
-    const max = config().feedback.remember_entries;
-    this.#byQueue = boundedLru(max, { now, ttlMs: config().feedback.remember });
-    this.#byClient = boundedLru(max, { now, ttlMs: config().feedback.remember });
+    this.#byQueue = boundedLru(config().feedback.remember_entries, { now, ttlMs: config().feedback.remember });
   }
 
   /** A message was delivered (`held`: the longest hold its session was given; `scanned`: what a header said of it). */
@@ -90,10 +89,8 @@ export class Learner {
     this.#store.add(k.helo, w.delivered, 'ok');
     this.#store.add(k.domain, w.delivered, 'ok');
     const e = o.event;
-    const d: Delivery = { client: e.client, keys: { ...k, ip }, held };
-    const ttl = this.#config().feedback.remember;
-    if (e.queueId !== '') this.#byQueue.set(e.queueId, d, { ttl });
-    this.#byClient.set(e.client, d, { ttl });
+    // Remembered by queue id (feedback.remember is read at each set, so a reload applies).
+    if (e.queueId !== '') this.#byQueue.set(e.queueId, { client: e.client, keys: [ip, k.net, k.helo], held }, { ttl: this.#config().feedback.remember });
     if (o.scanned) this.scan({ verdict: o.scanned, source: 'header', queueId: e.queueId, client: e.client });
   }
 
@@ -117,7 +114,8 @@ export class Learner {
 
   /**
    * A scanner's verdict: the message's delivery when its queue id is
-   * remembered, else its client's last. `part`: with a fleet store every
+   * remembered (its client, network and HELO), else the client's address
+   * and network. `part`: with a fleet store every
    * host hears a channel's verdict; one (the claim's winner) learns the
    * verdict ('verdict'), and the host that delivered the message learns what
    * it says of the hold ('hold'), so that each is counted once; 'all' both.
@@ -125,11 +123,10 @@ export class Learner {
   scan(s: Scan, part: 'all' | 'verdict' | 'hold' = 'all'): Learned {
     const byQueue = s.queueId ? this.#byQueue.get(s.queueId) : undefined;
     if (s.queueId && !byQueue && !s.client) return { learned: false, why: `queue id ${s.queueId} is not one sluice saw delivered (or was forgotten: feedback.remember)` };
-    const d = byQueue ?? (s.client ? this.#byClient.get(s.client) : undefined);
-    const client = d?.client ?? s.client!;
-    const a = d ? undefined : addressKeys(client);
-    if (!d && !a) return { learned: false, why: `"${client}" is not an IP address` };
-    const keys = d ? [d.keys.ip, d.keys.net, d.keys.helo] : [a!.ip, a!.net];
+    const client = byQueue?.client ?? s.client!;
+    const a = byQueue ? undefined : addressKeys(client);
+    if (!byQueue && !a) return { learned: false, why: `"${client}" is not an IP address` };
+    const keys: readonly string[] = byQueue ? byQueue.keys : [a!.ip, a!.net];
     const c = this.#config();
     // Spam weighs weights.spam / (1 + the key's ham verdicts): one spam (or a
     // false positive) does not undo a record of clean mail, as one delivery

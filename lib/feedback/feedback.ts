@@ -3,9 +3,9 @@
 // Verdicts arrive on a Redis Pub/Sub channel (feedback.channel), on the
 // fleet store's server or on one of their own (feedback.url): every MX host
 // of a fleet subscribes (in a worker thread: subscriber.ts), so each learns
-// from every scan. `sluicectl learn`
-// and a milter header reach the engine by their own paths (control,
-// engine.record) and are counted here too. A message is queued as it
+// from every scan. `sluicectl learn` comes through here too (counted under
+// its source); a milter header reaches the engine with the delivery
+// (engine.record). A message is queued as it
 // arrives and learned in turns of at most TURN messages, each turn after a
 // timer: a flood of verdicts waits its turn behind policy and milter
 // answers rather than in front of them. At most MAX_QUEUED wait; past that,
@@ -13,8 +13,7 @@
 // counted by reason, and said in one warning a minute at most.
 // With a fleet store every host hears every verdict, and the store would
 // count it once per host: each host claims the message (Fleet.claim, one
-// call for a turn's messages); the
-// one that wins learns the verdict, and the host that delivered the message
+// call for a turn's messages); the one that wins learns the verdict, and the host that delivered the message
 // (it remembers the queue id) learns what it says of its hold. While the
 // store is away each host learns what it hears.
 //
@@ -26,6 +25,7 @@ import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../log/logger.js';
 import type { Clock, Timer } from '../util/clock.js';
+import { Fifo } from '../util/fifo.js';
 import { parseVerdict, type Refusal } from './verdicts.js';
 import type { SubscriberData, SubscriberMessage } from './subscriber.js';
 
@@ -67,8 +67,7 @@ export class Feedback {
   readonly #clock: Clock;
   readonly #log: () => Logger;
   readonly #report: FeedbackReport;
-  readonly #queue: string[] = [];
-  #head = 0;
+  readonly #queue = new Fifo<string>();
   #timer: Timer | undefined;
   #worker: Worker | undefined;
   /** Refusals since the last warning, by reason. */
@@ -125,7 +124,7 @@ export class Feedback {
 
   /** A channel message: queued, learned in a later turn. */
   take(message: string): void {
-    if (this.#queue.length - this.#head >= MAX_QUEUED) {
+    if (this.#queue.size >= MAX_QUEUED) {
       this.#refuse('channel', 'overflow', `more than ${MAX_QUEUED} verdicts waiting`);
       return;
     }
@@ -135,13 +134,12 @@ export class Feedback {
 
   /** Learns every waiting message now (a simulation's step; a test's); claims are settled by settled(). */
   drain(): void {
-    while (this.#head < this.#queue.length) this.#batch(TURN);
-    this.#compact();
+    while (this.#queue.size > 0) this.#batch(TURN);
   }
 
   /** Messages waiting. */
   get waiting(): number {
-    return this.#queue.length - this.#head;
+    return this.#queue.size;
   }
 
   /** Settles when the claims under way have been answered and learned. */
@@ -160,16 +158,14 @@ export class Feedback {
   #turn(): void {
     this.#timer = undefined;
     this.#batch(TURN);
-    this.#compact();
-    if (this.#head < this.#queue.length) this.#timer = this.#clock.setTimeout(() => this.#turn(), 0);
+    if (this.#queue.size > 0) this.#timer = this.#clock.setTimeout(() => this.#turn(), 0);
   }
 
   /** Up to `n` waiting messages: parsed, then learned (with a fleet store, once the fleet's claims are in). */
   #batch(n: number): void {
     const claims: { scan: Scan; id: string; mine: boolean }[] = [];
-    for (let i = 0; i < n && this.#head < this.#queue.length; i++) {
-      const text = this.#queue[this.#head]!;
-      this.#queue[this.#head++] = '';
+    for (let i = 0; i < n && this.#queue.size > 0; i++) {
+      const text = this.#queue.shift()!;
       const p = parseVerdict(text);
       if ('refused' in p) this.#refuse('channel', p.refused, p.detail);
       else if ('unsure' in p) this.#report.scanned('channel', 'unsure');
@@ -194,16 +190,6 @@ export class Feedback {
     const r = this.#engine.learn(scan, part);
     if (r.learned) this.#report.scanned('channel', scan.verdict);
     else this.#refuse('channel', 'unknown', r.why);
-  }
-
-  #compact(): void {
-    if (this.#head === this.#queue.length) {
-      this.#queue.length = 0;
-      this.#head = 0;
-    } else if (this.#head > 10_000 && this.#head * 2 > this.#queue.length) {
-      this.#queue.splice(0, this.#head);
-      this.#head = 0;
-    }
   }
 
   #refuse(source: string, reason: Refusal | 'overflow' | 'unknown', detail: string): void {

@@ -26,7 +26,7 @@ const ACTIONS: Readonly<Record<string, Verdict | 'unsure'>> = {
 };
 
 /** A queue id as Postfix and Sendmail make them (letters and digits), at most 64 long. */
-const QUEUE_ID = /^[A-Za-z0-9]{1,64}$/;
+export const QUEUE_ID = /^[A-Za-z0-9]{1,64}$/;
 
 export type Parsed = { readonly scan: Omit<Scan, 'source'> } | { readonly unsure: string } | { readonly refused: Refusal; readonly detail: string };
 

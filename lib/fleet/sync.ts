@@ -38,8 +38,8 @@ type Event =
 /** What the lists hash holds for a value: an entry, or a tombstone. */
 type Stored = ListEntry | { readonly value: string; readonly removed: number };
 
-/** A list change made here, not yet in the store. */
-type Unsent = { readonly op: 'add'; readonly entry: ListEntry } | { readonly op: 'remove'; readonly value: string; readonly at: number };
+/** A list change made here, as it is stored and published (kept while the store cannot take it). */
+type Mine = { readonly op: 'add'; readonly entry: ListEntry } | { readonly op: 'remove'; readonly value: string; readonly at: number };
 
 /** What list sync counts, for metrics. */
 export interface SyncReport {
@@ -59,7 +59,7 @@ export class ListSync {
   /** True while a change from the store is applied here: the watches do not send it back. */
   #applying = false;
   /** Changes made here that the store has not taken yet, by value (the last one). */
-  readonly #unsent = new Map<string, Unsent>();
+  readonly #unsent = new Map<string, Mine>();
 
   constructor(self: string, lists: Lists, store: ReputationStore, clock: Clock, log: () => Logger, report: SyncReport, prefix: () => string) {
     this.#self = self;
@@ -99,9 +99,8 @@ export class ListSync {
     this.#unsent.clear();
     const done = new Set<string>();
     for (const u of unsent) {
-      if (u.op === 'add') this.#added(u.entry);
-      else this.#removed(u.value, u.at);
-      done.add(u.op === 'add' ? u.entry.value : u.value);
+      this.#share(u);
+      done.add(valueOf(u));
     }
     const mine = new Map(this.#lists.dynamic(now).map((e) => [e.value, e]));
     for (const [value, text] of Object.entries(all)) {
@@ -118,40 +117,36 @@ export class ListSync {
       if ('removed' in stored) {
         if (here === undefined) continue;
         if (stored.removed >= hereAt) this.#apply({ from: '', op: 'remove', value });
-        else this.#added(here);
+        else this.#share({ op: 'add', entry: here });
       } else if (here === undefined || (stored.added ?? 0) >= hereAt) {
         this.#apply({ from: '', op: 'add', entry: stored });
       } else {
-        this.#added(here);
+        this.#share({ op: 'add', entry: here });
       }
     }
     // Entries the store does not have at all: it lost them (a restart without persistence).
-    for (const [value, e] of mine) if (!done.has(value)) this.#added(e);
+    for (const [value, entry] of mine) if (!done.has(value)) this.#share({ op: 'add', entry });
   }
 
   #changed(c: ListChange): void {
     if (this.#applying) return;
-    if (c.op === 'add') this.#added(c.entry);
-    else this.#removed(c.value, this.#clock.now());
+    this.#share(c.op === 'add' ? c : { op: 'remove', value: c.value, at: this.#clock.now() });
   }
 
-  #added(entry: ListEntry): void {
-    this.#send((s) => s.hSet(`${this.#prefix()}lists`, entry.value, JSON.stringify(entry)), { from: this.#self, op: 'add', entry }, { op: 'add', entry });
+  /** Stores a change of this host's (an entry, or a removal's tombstone) and publishes it; kept for load() when the store cannot take it. */
+  #share(m: Mine): void {
+    const stored: Stored = m.op === 'add' ? m.entry : { value: m.value, removed: m.at };
+    this.#send((s) => s.hSet(`${this.#prefix()}lists`, stored.value, JSON.stringify(stored)), { from: this.#self, ...m }, m);
   }
 
-  #removed(value: string, at: number): void {
-    const tomb: Stored = { value, removed: at };
-    this.#send((s) => s.hSet(`${this.#prefix()}lists`, value, JSON.stringify(tomb)), { from: this.#self, op: 'remove', value, at }, { op: 'remove', value, at });
-  }
-
-  #send(store: (c: Connection['commands']) => Promise<unknown>, event: Event, unsent?: Unsent): void {
+  #send(store: (c: Connection['commands']) => Promise<unknown>, event: Event, keep?: Mine): void {
     const conn = this.#conn;
     if (conn === undefined) return;
     store(conn.commands).then(() => conn.commands.publish(`${this.#prefix()}${EVENTS_CHANNEL}`, JSON.stringify(event))).then(
       () => this.#report.fleetOps('list', true),
       (err: unknown) => {
         this.#report.fleetOps('list', false);
-        if (unsent) this.#unsent.set(unsent.op === 'add' ? unsent.entry.value : unsent.value, unsent);
+        if (keep) this.#unsent.set(valueOf(keep), keep);
         this.#log().warn({ err: String(err), op: event.op }, 'fleet store: a list change could not be shared (it holds on this host, and is sent when the store is back)');
       },
     );
@@ -187,4 +182,8 @@ export class ListSync {
       this.#applying = false;
     }
   }
+}
+
+function valueOf(m: Mine): string {
+  return m.op === 'add' ? m.entry.value : m.value;
 }

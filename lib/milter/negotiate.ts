@@ -4,8 +4,8 @@
 // and refuse below 2; ask only for actions and protocol bits the MTA offered;
 // never ask for a no-reply (NR_*) flag, since sluice may hold or decide at
 // every stage it sees; skip what it does not use (headers unless
-// feedback.header is set, body, unknown commands) with NO* flags where offered; request the macros it needs with
-// symlists where SETSYMLIST is offered, keeping Postfix's defaults in the
+// feedback.header is set, body, unknown commands) with NO* flags where
+// offered; request the macros it needs with symlists where SETSYMLIST is offered, keeping Postfix's defaults in the
 // list because a milter's list replaces main.cf's, and sending an EOH list
 // beside the EOM list (Sendmail uses a per-milter EOM list only then).
 

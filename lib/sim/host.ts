@@ -20,6 +20,7 @@ import { Enricher } from '../enrich/enricher.js';
 import { Fleet } from '../fleet/fleet.js';
 import { Feedback } from '../feedback/feedback.js';
 import type { ManualClock } from '../util/clock.js';
+import { Fifo } from '../util/fifo.js';
 
 /** A connection waiting for an smtpd process; `gone` once its client gave up. */
 export interface Waiting {
@@ -47,8 +48,7 @@ export class Host {
   /** Process time used, ms. */
   busyMs = 0;
   sessions = 0;
-  readonly #queue: Waiting[] = [];
-  #head = 0;
+  readonly #queue = new Fifo<Waiting>();
 
   constructor(readonly index: number, config: Config, clock: ManualClock, processes: number, calls: Calls, rules: readonly Rule[] = []) {
     this.#processes = processes;
@@ -79,17 +79,11 @@ export class Host {
   release(ms: number): void {
     this.busy--;
     this.busyMs += ms;
-    while (this.#head < this.#queue.length) {
-      const w = this.#queue[this.#head++]!;
+    for (let w = this.#queue.shift(); w !== undefined; w = this.#queue.shift()) {
       if (w.gone) continue;
       this.#take();
       w.start();
       break;
-    }
-    // Taken entries are dropped now and then, not one at a time.
-    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
-      this.#queue.splice(0, this.#head);
-      this.#head = 0;
     }
   }
 
