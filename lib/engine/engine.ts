@@ -48,7 +48,7 @@ import { Greylist } from './greylist.js';
 import { HoldBudget, holdFor } from './tarpit.js';
 import { Patience, type StagePatience } from './patience.js';
 import { standing } from './standing.js';
-import { Learner, type Held, type Learned, type Scan } from './learn.js';
+import { Learner, type Held, type Learned, type Part, type Scan } from './learn.js';
 import { clientKey, fits, profileFor, type Profile } from './profile.js';
 import type { Engine, Enrichment, LookupSlot, Lookups, Outcome, Reason, Reply, Rule, StageEvent, Verdict } from './types.js';
 
@@ -345,7 +345,7 @@ export class ReputationEngine implements Engine {
   }
 
   /** A content scanner's verdict on a message (lib/feedback): what it changed, or why nothing; `part`: learn.ts. */
-  learn(s: Scan, part?: 'all' | 'verdict' | 'hold'): Learned {
+  learn(s: Scan, part?: Part): Learned {
     return this.#learner.scan(s, part);
   }
 

@@ -47,6 +47,9 @@ export type Learned =
   | { readonly learned: true; readonly client: string; readonly keys: readonly string[]; readonly heldMs: number; readonly by: 'queue-id' | 'client' }
   | { readonly learned: false; readonly why: string };
 
+/** What of a verdict one host learns (scan()). */
+export type Part = 'all' | 'client' | 'message';
+
 /** The longest hold a session was given, and at which stage. */
 export interface Held {
   readonly stage: Stage;
@@ -113,33 +116,36 @@ export class Learner {
   }
 
   /**
-   * A scanner's verdict: the message's delivery when its queue id is
-   * remembered (its client, network and HELO), else the client's address
-   * and network. `part`: with a fleet store every
-   * host hears a channel's verdict; one (the claim's winner) learns the
-   * verdict ('verdict'), and the host that delivered the message learns what
-   * it says of the hold ('hold'), so that each is counted once; 'all' both.
+   * A scanner's verdict: on the client's address and network, and, when the
+   * message's queue id is remembered here, on its HELO and its hold. `part`:
+   * with a fleet store every host hears a channel's verdict; one (the
+   * claim's winner) learns it for the address and network ('client'), and
+   * the host that took the message, which alone knows its HELO and hold,
+   * learns those ('message'): each is counted once. 'all' is both.
    */
-  scan(s: Scan, part: 'all' | 'verdict' | 'hold' = 'all'): Learned {
+  scan(s: Scan, part: Part = 'all'): Learned {
     const byQueue = s.queueId ? this.#byQueue.get(s.queueId) : undefined;
     if (s.queueId && !byQueue && !s.client) return { learned: false, why: `queue id ${s.queueId} is not one sluice saw delivered (or was forgotten: feedback.remember)` };
     const client = byQueue?.client ?? s.client!;
     const a = byQueue ? undefined : addressKeys(client);
     if (!byQueue && !a) return { learned: false, why: `"${client}" is not an IP address` };
-    const keys: readonly string[] = byQueue ? byQueue.keys : [a!.ip, a!.net];
+    const [ip, net, helo] = byQueue ? byQueue.keys : [a!.ip, a!.net, undefined];
     const c = this.#config();
     // Spam weighs weights.spam / (1 + the key's ham verdicts): one spam (or a
     // false positive) does not undo a record of clean mail, as one delivery
     // does not undo hang-ups.
-    if (part !== 'hold') for (const key of keys) this.#store.add(key, s.verdict === 'ham' ? c.weights.ham : c.weights.spam / (1 + this.#store.count(key, 'ham')), s.verdict);
-    // The hold is only the exact message's (by its queue id).
-    const held = byQueue?.held;
-    if (s.verdict === 'spam' && held !== undefined && part !== 'verdict') {
+    const weigh = (key: string): void => this.#store.add(key, s.verdict === 'ham' ? c.weights.ham : c.weights.spam / (1 + this.#store.count(key, 'ham')), s.verdict);
+    const keys: string[] = [];
+    if (part !== 'message') keys.push(ip, net);
+    if (part !== 'client' && helo !== undefined) keys.push(helo);
+    for (const key of keys) weigh(key);
+    const held = part !== 'client' ? byQueue?.held : undefined;
+    if (s.verdict === 'spam' && held !== undefined) {
       // It waited the hold out and it was spam: the hold failed.
-      this.#store.add(keys[0]!, 0, 'abh');
-      this.#store.add(keys[1]!, 0, 'abh');
+      this.#store.add(ip, 0, 'abh');
+      this.#store.add(net, 0, 'abh');
       if (c.tarpit.learn_patience) this.#patience.add(held.stage, held.ms, this.#now(), c.reputation.half_life);
     }
-    return { learned: true, client, keys, heldMs: part !== 'verdict' ? held?.ms ?? 0 : 0, by: byQueue ? 'queue-id' : 'client' };
+    return { learned: true, client, keys, heldMs: held?.ms ?? 0, by: byQueue ? 'queue-id' : 'client' };
   }
 }

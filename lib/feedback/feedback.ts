@@ -13,14 +13,15 @@
 // counted by reason, and said in one warning a minute at most.
 // With a fleet store every host hears every verdict, and the store would
 // count it once per host: each host claims the message (Fleet.claim, one
-// call for a turn's messages); the one that wins learns the verdict, and the host that delivered the message
-// (it remembers the queue id) learns what it says of its hold. While the
-// store is away each host learns what it hears.
+// call for a turn's messages); the one that wins learns the verdict for
+// the client's address and network, and the host that took the message (it
+// remembers the queue id) for its HELO and its hold. While the store is
+// away each host learns what it hears.
 //
 // Config keys: feedback.channel, feedback.url.
 
 import type { Config } from '../config/schema.js';
-import type { Learned, Scan } from '../engine/learn.js';
+import type { Learned, Part, Scan } from '../engine/learn.js';
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../log/logger.js';
@@ -40,7 +41,7 @@ const CLAIM_MS = 10 * 60_000;
 
 /** Where verdicts are learned (the engine). */
 export interface Learns {
-  learn(s: Scan, part?: 'all' | 'verdict' | 'hold'): Learned;
+  learn(s: Scan, part?: Part): Learned;
   /** This host saw the message with this queue id delivered. */
   delivered(queueId: string): boolean;
 }
@@ -179,14 +180,14 @@ export class Feedback {
     const claim = this.#fleet.claim(claims.map((c) => c.id), CLAIM_MS).then((won) => {
       this.#claims.delete(claim);
       claims.forEach((c, i) => {
-        if (won[i]) this.#learned(c.scan, c.mine ? 'all' : 'verdict');
-        else if (c.mine) this.#engine.learn(c.scan, 'hold');
+        if (won[i]) this.#learned(c.scan, c.mine ? 'all' : 'client');
+        else if (c.mine) this.#engine.learn(c.scan, 'message');
       });
     });
     this.#claims.add(claim);
   }
 
-  #learned(scan: Scan, part: 'all' | 'verdict'): void {
+  #learned(scan: Scan, part: Part): void {
     const r = this.#engine.learn(scan, part);
     if (r.learned) this.#report.scanned('channel', scan.verdict);
     else this.#refuse('channel', 'unknown', r.why);
