@@ -47,6 +47,18 @@ t.test('spam that waited out a hold: the hold failed (a hang-up under a hold, an
   t.ok(p && p.seen >= 5 && p.p90_s >= 15, `rcpt patience learned from the failed holds: ${JSON.stringify(p)}`);
 });
 
+t.test('spam after a hold from a client the scanner mostly calls ham: not taken for a hang-up', async (t) => {
+  const { engine, clock } = engineFor('tarpit:\n  min_hold: 20s\n');
+  engine.record({ kind: 'abandoned', event: ev({ client: '198.51.120.100', session: 'gone' }), held: false });
+  for (let i = 0; i < 3; i++) engine.learn({ verdict: 'ham', source: 'test', client: '198.51.120.10' });
+  const v = engine.decide(ev({ client: '198.51.120.10', session: 'held' }));
+  t.ok(v.delayMs > 0, `held (${v.rule})`);
+  clock.advance(v.delayMs);
+  engine.record(DELIVERED('FPQ1', '198.51.120.10', 'held'));
+  t.match(engine.learn({ verdict: 'spam', source: 'test', queueId: 'FPQ1' }), { learned: true, heldMs: v.delayMs });
+  t.equal(engine.store.count('ip:198.51.120.10', 'abh'), 0, 'three hams, one spam: likelier the scanner\'s mistake');
+});
+
 t.test('ham: weights.ham, no trust on its own; spam after hams weighs less', async (t) => {
   const { engine, config } = engineFor();
   t.match(engine.learn({ verdict: 'ham', source: 'test', client: '192.0.2.50' }), { learned: true, by: 'client' });

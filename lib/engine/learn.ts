@@ -12,7 +12,8 @@
 // delivery with a queue id is remembered (feedback.remember, at most
 // feedback.remember_entries) with its client, HELO and the longest hold
 // its session was given; a verdict by client alone moves its address and
-// network. Spam that waited out a hold is a hold that failed:
+// network. Spam that waited out a hold, from a client the scanner has not
+// called ham more often than spam, is a hold that failed:
 // it counts as a hang-up under a hold for the client and its network (no
 // longer held, deferred at RCPT while its score stays low), and its hold
 // goes into the stage's patience figures (a patient botnet lengthens the
@@ -140,8 +141,10 @@ export class Learner {
     if (part !== 'client' && helo !== undefined) keys.push(helo);
     for (const key of keys) weigh(key);
     const held = part !== 'client' ? byQueue?.held : undefined;
-    if (s.verdict === 'spam' && held !== undefined) {
-      // It waited the hold out and it was spam: the hold failed.
+    // It waited the hold out and it was spam: the hold failed - unless the
+    // scanner has called more of the client's mail ham than spam (then this
+    // is likelier its mistake, and a real MTA is not taken for a zombie).
+    if (s.verdict === 'spam' && held !== undefined && this.#store.count(ip, 'ham') <= this.#store.count(ip, 'spam')) {
       this.#store.add(ip, 0, 'abh');
       this.#store.add(net, 0, 'abh');
       if (c.tarpit.learn_patience) this.#patience.add(held.stage, held.ms, this.#now(), c.reputation.half_life);
